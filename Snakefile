@@ -1,0 +1,17 @@
+"""snakechat: train a small ChatGPT-style model end to end. Stages live in workflow/rules/."""
+
+from snakechat import configcheck
+
+
+configfile: "config/config.yaml"
+
+
+config = configcheck.validate(config, workflow.source_path("workflow/schemas/config.schema.yaml"), ", ".join(map(str, workflow.overwrite_configfiles or ["config/config.yaml"])))
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        default_targets(),

@@ -1,0 +1,1 @@
+"""snakechat: a small ChatGPT-style LLM, trained end to end as a Snakemake workflow."""

@@ -1,0 +1,88 @@
+"""Small pieces every stage needs: atomic outputs, distributed set-up, device choice, rank-0 printing."""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Readers never see a half-written output, and a crash leaves nothing where a later run
+    would take it as done.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path, text):
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def dist_info():
+    """(rank, local_rank, world_size) from the torchrun environment, or (0, 0, 1) for plain python."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"])
+    return 0, 0, 1
+
+
+def is_master():
+    return dist_info()[0] == 0
+
+
+def print0(*args, **kwargs):
+    if is_master():
+        print(*args, **kwargs, flush=True)
+
+
+def device_type(requested="auto"):
+    """'cuda' when a GPU is really usable, else 'cpu'.
+
+    Decided from torch.cuda.is_available(), never from CUDA_VISIBLE_DEVICES: Slurm sets that
+    for GPUs that may be fake on a test cluster.
+    """
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def init_distributed(requested_device="auto"):
+    """Set up torch.distributed under torchrun (NCCL on GPU, gloo on CPU); a no-op for one process.
+
+    Returns (rank, local_rank, world_size, device).
+    """
+    rank, local_rank, world_size = dist_info()
+    kind = device_type(requested_device)
+    if kind == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if kind == "cuda" else "gloo", device_id=device if kind == "cuda" else None)
+    return rank, local_rank, world_size, device
+
+
+def cleanup_distributed():
+    if dist.is_initialized():
+        dist.destroy_process_group()

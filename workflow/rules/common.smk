@@ -1,0 +1,36 @@
+"""Helpers shared by the rules: config look-ups and the default target list."""
+
+from snakechat.provenance import code_fingerprint
+
+
+def model_cfg(wildcards):
+    return config["models"][wildcards.model]
+
+
+def tokenizer_of(model):
+    return config["models"][model]["tokenizer"]
+
+
+def dataset_of_tokenizer(tokenizer):
+    return config["tokenizers"][tokenizer]["dataset"]
+
+
+def default_targets():
+    """Every artifact of every default model. Each stage's rule file adds its targets to STAGE_TARGETS."""
+    return [t.format(model=m, **model_names(m)) for m in config["default_models"] for t in STAGE_TARGETS]
+
+
+def model_names(model):
+    """Names a target template may use besides {model}: its tokenizer, dataset and eval bundle."""
+    m = config["models"][model]
+    return {"tokenizer": m["tokenizer"], "dataset": dataset_of_tokenizer(m["tokenizer"]), "eval_bundle": m["eval_bundle"]}
+
+
+STAGE_TARGETS = []
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    tokenizer=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    eval_bundle=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
