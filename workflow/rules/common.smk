@@ -34,3 +34,10 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     tokenizer=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     eval_bundle=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def launch(wildcards, resources):
+    """`python` or `torchrun ...`: how a GPU rule starts its module, from the rule's resources."""
+    from snakechat import launcher
+
+    return launcher.prefix(gpus=int(resources.get("gpu", 0)), nodes=int(resources.get("nodes", 1)), cpu_processes=config["launch"]["cpu_processes"])
