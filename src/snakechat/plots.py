@@ -1,0 +1,165 @@
+"""Plots for the report, one subcommand per figure, each drawn with seaborn from the logged CSVs.
+
+    python -m snakechat.plots training --logs base:tiny=results/base/tiny/train_log.csv ... --out results/plots/training.png
+    python -m snakechat.plots throughput --logs ... --out results/plots/throughput.png
+    python -m snakechat.plots tokenizer --tok-eval tinyworld-4k=results/tokenizer/tinyworld-4k/tok_eval.csv --out ...
+    python -m snakechat.plots core --base-eval tiny=results/base_eval/tiny.csv --out results/plots/core.png
+    python -m snakechat.plots chat_eval --chat-eval sft:tiny=results/chat_eval/tiny/sft.csv ... --out ...
+    python -m snakechat.plots rl --logs rl:tiny=results/rl/tiny/train_log.csv --out results/plots/rl.png
+    python -m snakechat.plots time --benchmarks base_train:tiny=results/benchmarks/base_train/tiny.tsv ... --out ...
+
+Inputs are given as LABEL=PATH (LABEL is `stage:model` or a name), so a rule lists exactly the files
+a figure depends on and the figure is rebuilt when they change and not otherwise.
+"""
+
+import argparse
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from snakechat.common import atomic_path  # noqa: E402
+
+
+def parse_labelled(items):
+    """['a:b=path', ...] -> [(label, path)]; a missing '=' is an error naming the item."""
+    out = []
+    for item in items or []:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"expected LABEL=PATH, got {item!r}")
+        out.append((label, path))
+    return out
+
+
+def read_labelled(items, reader=pd.read_csv):
+    frames = []
+    for label, path in parse_labelled(items):
+        df = reader(path)
+        stage, _, model = label.partition(":")
+        df["run"], df["stage"], df["model"] = label, stage, model or stage
+        frames.append(df)
+    if not frames:
+        raise SystemExit("no input files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def save(fig, out):
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_training(args):
+    """Training loss and validation bpb against step and against FLOPs, every run on one figure."""
+    df = read_labelled(args.logs)
+    val = df.dropna(subset=["val_bpb"])
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    sns.lineplot(data=df, x="step", y="loss", hue="run", ax=axes[0, 0])
+    sns.lineplot(data=df, x="flops", y="loss", hue="run", ax=axes[0, 1])
+    axes[0, 1].set_xscale("log")
+    if len(val):
+        sns.lineplot(data=val, x="step", y="val_bpb", hue="run", marker="o", ax=axes[1, 0])
+        sns.lineplot(data=val, x="flops", y="val_bpb", hue="run", marker="o", ax=axes[1, 1])
+        axes[1, 1].set_xscale("log")
+    axes[0, 0].set_title("training loss by step")
+    axes[0, 1].set_title("training loss by FLOPs")
+    axes[1, 0].set_title("validation bits per byte by step")
+    axes[1, 1].set_title("validation bits per byte by FLOPs")
+    save(fig, args.out)
+
+
+def plot_throughput(args):
+    """Tokens/s and MFU over wall time."""
+    df = read_labelled(args.logs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    sns.lineplot(data=df, x="elapsed_s", y="tokens_per_s", hue="run", ax=axes[0])
+    axes[0].set_title("tokens per second")
+    if df["mfu"].notna().any():
+        sns.lineplot(data=df.dropna(subset=["mfu"]), x="elapsed_s", y="mfu", hue="run", ax=axes[1])
+        axes[1].set_title("model FLOPs utilisation (%)")
+    else:
+        axes[1].text(0.5, 0.5, "MFU unknown on this device (no peak FLOP/s)", ha="center", va="center")
+        axes[1].set_axis_off()
+    save(fig, args.out)
+
+
+def plot_tokenizer(args):
+    """Bytes per token by text kind, the trained tokenizers against their references."""
+    df = read_labelled(args.tok_eval)
+    df = df[df["status"].fillna("ok") == "ok"]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    sns.barplot(data=df, x="text_kind", y="bytes_per_token", hue="tokenizer", ax=ax)
+    ax.set_title("tokenizer compression (bytes per token, higher is better)")
+    save(fig, args.out)
+
+
+def plot_core(args):
+    """Centered accuracy per CORE task, CORE itself last."""
+    df = read_labelled(args.base_eval)
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.35 * df["label"].nunique())))
+    sns.barplot(data=df, y="label", x="centered", hue="model", ax=ax, orient="h")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_title("CORE: centered accuracy per task (0 = random baseline)")
+    save(fig, args.out)
+
+
+def plot_chat_eval(args):
+    """Accuracy per chat task across stages."""
+    df = read_labelled(args.chat_eval)
+    df = df[df["task"] != "ChatCORE"]
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.5 * df["task"].nunique())))
+    sns.barplot(data=df, y="task", x="accuracy", hue="run", ax=ax, orient="h")
+    ax.set_title("chat evaluation: accuracy per task and stage")
+    save(fig, args.out)
+
+
+def plot_rl(args):
+    """Mean reward and pass@k over RL steps."""
+    df = read_labelled(args.logs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    sns.lineplot(data=df, x="step", y="reward", hue="run", ax=axes[0])
+    axes[0].set_title("RL mean reward")
+    sns.lineplot(data=df, x="step", y="pass_at_k", hue="run", ax=axes[1])
+    axes[1].set_title("RL pass@k")
+    save(fig, args.out)
+
+
+def plot_time(args):
+    """Where the time went: wall seconds per job, from Snakemake's benchmark files."""
+    df = read_labelled(args.benchmarks, reader=lambda p: pd.read_csv(p, sep="\t"))
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.4 * len(df))))
+    sns.barplot(data=df, y="run", x="s", ax=ax, orient="h", color="tab:blue")
+    ax.set_xlabel("wall seconds")
+    ax.set_title("time per job")
+    save(fig, args.out)
+
+
+PLOTS = {
+    "training": (plot_training, "logs"),
+    "throughput": (plot_throughput, "logs"),
+    "tokenizer": (plot_tokenizer, "tok_eval"),
+    "core": (plot_core, "base_eval"),
+    "chat_eval": (plot_chat_eval, "chat_eval"),
+    "rl": (plot_rl, "logs"),
+    "time": (plot_time, "benchmarks"),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="plot", required=True)
+    for name, (_, inputs) in PLOTS.items():
+        p = sub.add_parser(name)
+        p.add_argument(f"--{inputs.replace('_', '-')}", dest=inputs, nargs="+", required=True, metavar="LABEL=PATH")
+        p.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    sns.set_theme(style="whitegrid")
+    PLOTS[args.plot][0](args)
+
+
+if __name__ == "__main__":
+    main()

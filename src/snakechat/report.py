@@ -1,0 +1,221 @@
+"""The report card of one model: environment, the model, time and cost per stage, every metric across stages.
+
+    python -m snakechat.report --model tiny \\
+        --tok-eval results/tokenizer/tinyworld-4k/tok_eval.csv \\
+        --checkpoint base=results/base/tiny --checkpoint sft=results/sft/tiny ... \\
+        --base-loss results/base_loss/tiny.json --base-eval results/base_eval/tiny.csv \\
+        --chat-eval sft=results/chat_eval/tiny/sft.csv ... \\
+        --benchmark base_train=results/benchmarks/base_train/tiny.tsv ... \\
+        --gpu-hour-usd 3.0 --out results/report/tiny.md
+
+Every input is optional: a stage whose files are not given gets a line saying it has not been run,
+so the card can be made at any point of a model's life.
+"""
+
+import argparse
+import json
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from snakechat.common import write_text_atomic
+from snakechat.provenance import git_state
+
+STAGES = ["base", "mid", "sft", "rl"]
+PACKAGES = ["snakechat", "torch", "snakemake", "snakemake-executor-plugin-slurm", "tokenizers", "pyarrow", "pandas", "seaborn"]
+
+
+def labelled(items):
+    out = {}
+    for item in items or []:
+        label, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected LABEL=PATH, got {item!r}")
+        out[label] = Path(path)
+    return out
+
+
+def table(rows, headers):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(x, digits=4):
+    if x is None or (isinstance(x, float) and pd.isna(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    if isinstance(x, int) and abs(x) >= 10_000:
+        return f"{x:,}"
+    return str(x)
+
+
+def human(n):
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def environment_section(metas):
+    commit, dirty = git_state()
+    versions = []
+    for p in PACKAGES:
+        try:
+            versions.append(f"{p} {version(p)}")
+        except PackageNotFoundError:
+            pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    trained_on = sorted({f"{m.get('device', '?')} × {m.get('world_size', 1)}" for m in metas.values()})
+    rows = [
+        ("git commit", f"{commit or 'not a git checkout'}{' (dirty)' if dirty else ''}"),
+        ("host", platform.node()),
+        ("platform", platform.platform()),
+        ("CPU", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"),
+        ("GPU", gpu),
+        ("trained on (device × world size)", ", ".join(trained_on) or "–"),
+        ("packages", ", ".join(versions)),
+    ]
+    return "## Environment\n\n" + table(rows, ["", ""])
+
+
+def model_section(meta):
+    if meta is None:
+        return "## Model\n\nThe base model has not been trained yet."
+    cfg, derived = meta.get("model_config", {}), meta.get("derived", {})
+    params = derived.get("num_params")
+    tokens = meta.get("tokens")
+    rows = [
+        ("parameters", human(params) if params else "–"),
+        ("depth", cfg.get("n_layer")),
+        ("width", cfg.get("n_embd")),
+        ("heads (kv heads)", f"{cfg.get('n_head')} ({cfg.get('n_kv_head')})"),
+        ("context", cfg.get("sequence_len")),
+        ("vocabulary", cfg.get("vocab_size")),
+        ("tokens trained", human(tokens) if tokens else "–"),
+        ("tokens : params", f"{tokens / params:.1f}" if tokens and params else "–"),
+        ("training FLOPs", f"{meta['flops']:.3e}" if meta.get("flops") else "–"),
+    ]
+    return "## Model\n\n" + table(rows, ["", ""])
+
+
+def time_section(benchmarks, metas, gpu_hour_usd):
+    rows, total_s, total_usd = [], 0.0, 0.0
+    for job, path in benchmarks.items():
+        s = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+        stage = job.split("_")[0] if job.split("_")[0] in STAGES else {"chat_sft": "sft", "chat_rl": "rl", "mid_train": "mid"}.get(job)
+        gpus = metas.get(stage, {}).get("world_size", 1) if metas.get(stage, {}).get("device") == "cuda" else 0
+        usd = s / 3600 * gpus * gpu_hour_usd
+        total_s, total_usd = total_s + s, total_usd + usd
+        rows.append((job, f"{s:.1f}", gpus or "CPU", f"${usd:.2f}"))
+    rows.append(("**total**", f"{total_s:.1f}", "", f"${total_usd:.2f}"))
+    return f"## Time and cost\n\nAt ${gpu_hour_usd}/GPU-hour; CPU jobs are counted as free.\n\n" + table(rows, ["job", "wall s", "GPUs", "cost"])
+
+
+def metrics_section(tok_eval, base_loss, base_eval, chat_evals, metas):
+    """One table, one row per metric, one column per stage it was measured at."""
+    cols = ["tokenizer", "base", "mid", "sft", "rl"]
+    rows = {}
+
+    def put(metric, stage, value):
+        rows.setdefault(metric, {})[stage] = value
+
+    if tok_eval is not None:
+        df = pd.read_csv(tok_eval)
+        own = df[(df["status"].fillna("ok") == "ok") & (df["tokenizer"] == df["tokenizer"].iloc[0])]
+        for _, r in own.iterrows():
+            put(f"bytes/token: {r['text_kind']}", "tokenizer", r["bytes_per_token"])
+    if base_loss is not None:
+        bl = json.loads(base_loss.read_text())
+        for key in ("train_bpb", "val_bpb", "unigram_val_bpb"):
+            if key in bl:
+                put(key.replace("_", " "), "base", bl[key])
+    if base_eval is not None:
+        for _, r in pd.read_csv(base_eval).iterrows():
+            put("CORE" if r["label"] == "CORE" else f"CORE task: {r['label']} (centered)", "base", r["centered"])
+    for stage, path in chat_evals.items():
+        for _, r in pd.read_csv(path).iterrows():
+            value = r["centered"] if r["task"] == "ChatCORE" else r["accuracy"]
+            put("ChatCORE" if r["task"] == "ChatCORE" else f"chat: {r['task']} (accuracy)", stage, value)
+    rl_log = metas.get("rl", {}).get("_log")
+    if rl_log is not None and "reward" in rl_log:
+        put("RL mean reward (last step)", "rl", rl_log["reward"].dropna().iloc[-1] if rl_log["reward"].notna().any() else None)
+    body = [(m, *[fmt(v.get(c)) for c in cols]) for m, v in rows.items()]
+    return "## Metrics\n\n" + (table(body, ["metric", *cols]) if body else "No metrics yet.")
+
+
+def stages_section(metas, given):
+    lines = []
+    for stage in ["tokenizer", *STAGES, "base_loss", "base_eval", "chat_eval"]:
+        if stage in given:
+            extra = ""
+            if stage in metas:
+                m = metas[stage]
+                extra = f": {m.get('step', '?')} steps, {human(m['tokens']) if m.get('tokens') else '?'} tokens, {m.get('elapsed_s', 0):.0f} s"
+            lines.append(f"- {stage}: done{extra}")
+        else:
+            lines.append(f"- {stage}: not run")
+    return "## Stages\n\n" + "\n".join(lines)
+
+
+def load_meta(ckpt_dir):
+    meta = json.loads((ckpt_dir / "meta.json").read_text())
+    log = ckpt_dir / "train_log.csv"
+    if log.exists():
+        meta["_log"] = pd.read_csv(log)
+    return meta
+
+
+def build(args):
+    checkpoints = labelled(args.checkpoint)
+    unknown = set(checkpoints) - set(STAGES)
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {sorted(unknown)} in --checkpoint; expected one of {STAGES}")
+    metas = {stage: load_meta(path) for stage, path in checkpoints.items()}
+    chat_evals = labelled(args.chat_eval)
+    given = set(checkpoints) | ({"tokenizer"} if args.tok_eval else set())
+    given |= {name for name, val in (("base_loss", args.base_loss), ("base_eval", args.base_eval)) if val}
+    given |= {"chat_eval"} if chat_evals else set()
+    parts = [
+        f"# snakechat report card: `{args.model}`",
+        stages_section(metas, given),
+        environment_section(metas),
+        model_section(metas.get("base")),
+        time_section(labelled(args.benchmark), metas, args.gpu_hour_usd),
+        metrics_section(
+            Path(args.tok_eval) if args.tok_eval else None,
+            Path(args.base_loss) if args.base_loss else None,
+            Path(args.base_eval) if args.base_eval else None,
+            chat_evals,
+            metas,
+        ),
+    ]
+    if args.base_loss:
+        samples = json.loads(Path(args.base_loss).read_text()).get("samples", [])
+        if samples:
+            parts.append("## Base model samples (greedy)\n\n" + "\n".join(f"- `{s['prompt']}` → `{s['completion'].strip()}`" for s in samples))
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--tok-eval")
+    parser.add_argument("--checkpoint", nargs="*", metavar="STAGE=DIR")
+    parser.add_argument("--base-loss")
+    parser.add_argument("--base-eval")
+    parser.add_argument("--chat-eval", nargs="*", metavar="STAGE=CSV")
+    parser.add_argument("--benchmark", nargs="*", metavar="JOB=TSV")
+    parser.add_argument("--gpu-hour-usd", type=float, required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    write_text_atomic(args.out, build(args))
+
+
+if __name__ == "__main__":
+    main()
