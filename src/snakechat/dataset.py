@@ -1,0 +1,188 @@
+"""Pretraining shards: generate them from the built-in world, or download them over HTTP.
+
+Either way the result is `shard_00000.parquet`, `shard_00001.parquet`, ... (one string column
+`text`, one document per row, row groups of 1024 rows; the last shard is the validation split)
+and, beside them, `manifest.json` listing each shard's file, bytes, sha256 and rows (and url).
+
+    python -m snakechat.dataset synthetic --manifest results/data/tinyworld/manifest.json \
+        --seed 0 --shards 4 --docs-per-shard 4096
+    python -m snakechat.dataset http --manifest results/data/fineweb-edu/manifest.json \
+        --url 'https://.../shard_{index:05d}.parquet' --shards 241 \
+        [--sha256 shard_00000.parquet=HEX ...] [--bytes shard_00000.parquet=N ...] \
+        --retries 5 --timeout 60 --backoff 2 --workers 4
+
+Needs no inputs (synthetic) or the network (http). The manifest is written last, so it is the
+file that says "done"; shards already downloaded and verified are kept beside it and not fetched
+again when the download re-runs after a failure.
+"""
+
+import argparse
+import concurrent.futures
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from snakechat import download
+from snakechat.common import atomic_path, write_json_atomic
+from snakechat.provenance import record
+
+ROW_GROUP_SIZE = 1024
+# Pinned so that the same documents always give the same bytes (parquet stores no timestamps).
+PARQUET_OPTIONS = dict(row_group_size=ROW_GROUP_SIZE, compression="zstd", compression_level=3, use_dictionary=False, write_statistics=False)
+
+
+def shard_name(index):
+    return f"shard_{index:05d}.parquet"
+
+
+def shard_paths(manifest_path, split):
+    """The shard files of a split: "train" = all but the last shard, "val" = the last one."""
+    manifest_path = Path(manifest_path)
+    files = [manifest_path.parent / s["file"] for s in json.loads(manifest_path.read_text())["shards"]]
+    if split == "train":
+        return files[:-1]
+    if split == "val":
+        return files[-1:]
+    raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+
+
+def iter_texts(paths):
+    """Yield the documents of the given shards, in order, one string per row."""
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_SIZE, columns=["text"]):
+            yield from batch.column(0).to_pylist()
+
+
+def check_shard(path, full=True):
+    """Rows in a shard; raises ValueError unless it is a readable parquet file with a string `text` column.
+
+    full=True reads every page (catches corrupt data, not just a corrupt footer).
+    """
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except Exception as e:
+        raise ValueError(f"not a readable parquet file: {e}") from e
+    if "text" not in schema.names:
+        raise ValueError(f"no `text` column (columns: {', '.join(schema.names) or 'none'})")
+    if not (pa.types.is_string(schema.field("text").type) or pa.types.is_large_string(schema.field("text").type)):
+        raise ValueError(f"column `text` has type {schema.field('text').type}, not string")
+    if full:
+        try:
+            for _ in pf.iter_batches(batch_size=ROW_GROUP_SIZE * 8, columns=["text"]):
+                pass
+        except Exception as e:
+            raise ValueError(f"unreadable data: {e}") from e
+    return pf.metadata.num_rows
+
+
+def write_shard(path, texts):
+    """Write documents as a shard, atomically, with pinned writer options (same texts, same bytes)."""
+    table = pa.table({"text": pa.array(texts, type=pa.string())})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+
+
+def shard_entry(path, **extra):
+    path = Path(path)
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": download.sha256_file(path), "rows": check_shard(path, full=False), **extra}
+
+
+def generate_synthetic(out_dir, seed, shards, docs_per_shard):
+    """Write the built-in world's corpus as shards; returns the manifest's shard list."""
+    from snakechat import world
+
+    entries = []
+    for i in range(shards):
+        docs = list(world.corpus_documents(seed, docs_per_shard, offset=i * docs_per_shard))
+        path = Path(out_dir) / shard_name(i)
+        write_shard(path, docs)
+        entries.append(shard_entry(path))
+        print(f"{path}: {len(docs)} documents", flush=True)
+    return entries
+
+
+def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, retries=5, timeout=60.0, backoff=1.0, workers=4):
+    """Download shards 0..shards-1 from `url_template` (e.g. '.../shard_{index:05d}.parquet').
+
+    A shard already at its final name was verified before it was renamed there; it is only
+    re-checked against the configured sha256/size, not fetched again.
+    """
+    sha256, sizes = sha256 or {}, sizes or {}
+    out_dir = Path(out_dir)
+
+    def one(i):
+        name, url = shard_name(i), url_template.format(index=i)
+        path = out_dir / name
+        if path.exists():
+            entry = shard_entry(path, url=url)
+            if (name in sha256 and entry["sha256"] != sha256[name].lower()) or (name in sizes and entry["bytes"] != sizes[name]):
+                print(f"{path}: does not match the configured sha256/size; fetching it again", flush=True)
+                path.unlink()
+            else:
+                print(f"{path}: already here", flush=True)
+                return entry
+        info = download.fetch(url, path, retries=retries, timeout=timeout, backoff=backoff, size=sizes.get(name), sha256=sha256.get(name), verify=check_shard)
+        print(f"{path}: fetched {info['bytes']} bytes from {url}", flush=True)
+        return {"file": name, "bytes": info["bytes"], "sha256": info["sha256"], "rows": check_shard(path, full=False), "url": url}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, range(shards)))
+
+
+def _name_values(pairs, convert, flag):
+    out = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"{flag} expects NAME=VALUE, got {pair!r}")
+        out[name] = convert(value)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="kind", required=True)
+    syn = sub.add_parser("synthetic", help="generate shards from the built-in world")
+    syn.add_argument("--seed", type=int, required=True)
+    syn.add_argument("--docs-per-shard", type=int, required=True)
+    web = sub.add_parser("http", help="download shards from a URL template")
+    web.add_argument("--url", required=True, help="template with {index}, e.g. .../shard_{index:05d}.parquet")
+    web.add_argument("--sha256", action="append", metavar="FILE=HEX", help="expected sha256 of a shard (repeatable)")
+    web.add_argument("--bytes", action="append", metavar="FILE=N", help="expected size of a shard (repeatable)")
+    web.add_argument("--retries", type=int, required=True)
+    web.add_argument("--timeout", type=float, required=True)
+    web.add_argument("--backoff", type=float, required=True, help="seconds before the first retry, doubled each time")
+    web.add_argument("--workers", type=int, required=True, help="parallel downloads")
+    for p in (syn, web):
+        p.add_argument("--manifest", required=True, help="manifest.json to write; shards go beside it")
+        p.add_argument("--shards", type=int, required=True, help="number of shards (at least 2: the last is validation)")
+    args = parser.parse_args(argv)
+    if args.shards < 2:
+        parser.error("--shards must be at least 2 (the last shard is the validation split)")
+
+    out_dir = Path(args.manifest).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k != "manifest"}
+    if args.kind == "synthetic":
+        entries = generate_synthetic(out_dir, args.seed, args.shards, args.docs_per_shard)
+    else:
+        sha256 = _name_values(args.sha256, str, "--sha256")
+        sizes = _name_values(args.bytes, int, "--bytes")
+        entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.retries, args.timeout, args.backoff, args.workers)
+    manifest = {
+        "kind": args.kind,
+        "shards": entries,
+        "splits": {"train": [e["file"] for e in entries[:-1]], "val": [entries[-1]["file"]]},
+        "rows": sum(e["rows"] for e in entries),
+        "bytes": sum(e["bytes"] for e in entries),
+        "provenance": record("snakechat.dataset", settings),
+    }
+    write_json_atomic(args.manifest, manifest)
+    print(f"wrote {args.manifest}: {len(entries)} shards, {manifest['rows']} documents, {manifest['bytes']} bytes", flush=True)
+
+
+if __name__ == "__main__":
+    main()
