@@ -26,6 +26,7 @@ from snakechat.common import write_text_atomic
 from snakechat.provenance import git_state
 
 STAGES = ["base", "mid", "sft", "rl"]
+TRAINING_JOBS = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "chat_rl": "rl"}
 PACKAGES = ["snakechat", "torch", "snakemake", "snakemake-executor-plugin-slurm", "tokenizers", "pyarrow", "pandas", "seaborn"]
 
 
@@ -108,8 +109,8 @@ def time_section(benchmarks, metas, gpu_hour_usd):
     rows, total_s, total_usd = [], 0.0, 0.0
     for job, path in benchmarks.items():
         s = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
-        stage = job.split("_")[0] if job.split("_")[0] in STAGES else {"chat_sft": "sft", "chat_rl": "rl", "mid_train": "mid"}.get(job)
-        gpus = metas.get(stage, {}).get("world_size", 1) if metas.get(stage, {}).get("device") == "cuda" else 0
+        meta = metas.get(TRAINING_JOBS.get(job), {})
+        gpus = meta.get("world_size", 1) if meta.get("device") == "cuda" else 0
         usd = s / 3600 * gpus * gpu_hour_usd
         total_s, total_usd = total_s + s, total_usd + usd
         rows.append((job, f"{s:.1f}", gpus or "CPU", f"${usd:.2f}"))

@@ -1,0 +1,83 @@
+"""The report card and the plots, from hand-made files in the pipeline's formats."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from snakechat import plots, report
+
+
+@pytest.fixture
+def results(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    meta = {
+        "model_config": {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_kv_head": 4, "sequence_len": 256, "vocab_size": 4096},
+        "derived": {"num_params": 3_200_000},
+        "tokens": 6_400_000, "flops": 1.2e14, "step": 100, "elapsed_s": 120.0, "world_size": 1, "device": "cpu",
+    }
+    (base / "meta.json").write_text(json.dumps(meta))
+    steps = range(1, 11)
+    pd.DataFrame({
+        "step": steps, "tokens": [s * 1000 for s in steps], "flops": [s * 1e12 for s in steps],
+        "loss": [9 - 0.5 * s for s in steps], "lr_mult": 1.0, "tokens_per_s": 900.0, "mfu": None,
+        "elapsed_s": [float(s) for s in steps], "val_bpb": [None] * 4 + [2.5] + [None] * 4 + [2.0],
+    }).to_csv(base / "train_log.csv", index=False)
+    pd.DataFrame({
+        "tokenizer": ["tinyworld-4k", "tinyworld-4k", "gpt2", "gpt2"], "text_kind": ["prose", "code"] * 2,
+        "bytes": 100, "tokens": [25, 40, 30, 45], "bytes_per_token": [4.0, 2.5, 3.3, 2.2],
+        "tokens_per_byte": [0.25, 0.4, 0.3, 0.45], "status": ["ok", "ok", "ok", "ok"],
+    }).to_csv(tmp_path / "tok_eval.csv", index=False)
+    pd.DataFrame({
+        "label": ["facts", "copy", "CORE"], "type": ["multiple_choice", "language_modeling", ""], "shots": [3, 0, None],
+        "n": [100, 100, None], "accuracy": [0.55, 0.2, None], "centered": [0.4, 0.2, 0.3], "seconds": [1.0, 2.0, None],
+    }).to_csv(tmp_path / "base_eval.csv", index=False)
+    (tmp_path / "base_loss.json").write_text(json.dumps({
+        "train_bpb": 1.9, "val_bpb": 2.0, "unigram_val_bpb": 4.1, "samples": [{"prompt": "The capital of", "completion": " Arlo is Venn"}]}))
+    pd.DataFrame({
+        "task": ["facts-mc", "gsm8k", "ChatCORE"], "kind": ["mc", "gsm8k", ""], "n": [50, 50, None],
+        "accuracy": [0.6, 0.1, None], "baseline": [0.25, 0.0, None], "centered": [0.47, 0.1, 0.28],
+    }).to_csv(tmp_path / "sft.csv", index=False)
+    pd.DataFrame({"s": [12.5], "h:m:s": ["0:00:12"]}).to_csv(tmp_path / "bench.tsv", sep="\t", index=False)
+    return tmp_path
+
+
+def test_report_card_has_every_section_and_marks_missing_stages(results):
+    out = results / "tiny.md"
+    report.main([
+        "--model", "tiny", "--tok-eval", str(results / "tok_eval.csv"), "--checkpoint", f"base={results / 'base'}",
+        "--base-loss", str(results / "base_loss.json"), "--base-eval", str(results / "base_eval.csv"),
+        "--chat-eval", f"sft={results / 'sft.csv'}", "--benchmark", f"base_train={results / 'bench.tsv'}",
+        "--gpu-hour-usd", "3.0", "--out", str(out),
+    ])
+    text = out.read_text()
+    for section in ("## Stages", "## Environment", "## Model", "## Time and cost", "## Metrics"):
+        assert section in text
+    assert "- mid: not run" in text and "- rl: not run" in text and "- base: done" in text
+    assert "3.20M" in text  # parameters
+    assert "| tokens : params | 2.0 |" in text
+    assert "| CORE | – | 0.3000 |" in text
+    assert "| chat: facts-mc (accuracy) | – | – | – | 0.6000 | – |" in text
+    assert "| val bpb | – | 2.0000 |" in text
+    assert "| base_train | 12.5 | CPU | $0.00 |" in text
+
+
+def test_report_card_rejects_unknown_stage(results):
+    with pytest.raises(SystemExit, match="unknown stage"):
+        report.main(["--model", "x", "--checkpoint", f"bsae={results / 'base'}", "--gpu-hour-usd", "1", "--out", str(results / "x.md")])
+
+
+@pytest.mark.parametrize("kind, flag, item", [
+    ("training", "--logs", "base:tiny={d}/base/train_log.csv"),
+    ("throughput", "--logs", "base:tiny={d}/base/train_log.csv"),
+    ("tokenizer", "--tok-eval", "tinyworld-4k={d}/tok_eval.csv"),
+    ("core", "--base-eval", "tiny={d}/base_eval.csv"),
+    ("chat_eval", "--chat-eval", "sft:tiny={d}/sft.csv"),
+    ("time", "--benchmarks", "base_train:tiny={d}/bench.tsv"),
+])
+def test_plots_write_png(results, kind, flag, item):
+    out = results / f"{kind}.png"
+    plots.main([kind, flag, item.format(d=results), "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(results.glob(f".{kind}.png.*"))  # no temporary left behind
