@@ -26,6 +26,20 @@ def model_names(model):
     return {"tokenizer": m["tokenizer"], "dataset": dataset_of_tokenizer(m["tokenizer"]), "eval_bundle": m["eval_bundle"]}
 
 
+def stage_flags(section, skip=()):
+    """A config section as module flags: key `device_batch: 4` -> `--device-batch 4`; lists and dicts as JSON."""
+    import json
+    import shlex
+
+    flags = []
+    for key, value in section.items():
+        if key in skip:
+            continue
+        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, bool)) or value is None else str(value)
+        flags.append(f"--{key.replace('_', '-')} {shlex.quote(text)}")
+    return " ".join(flags)
+
+
 STAGE_TARGETS = []
 
 
