@@ -10,6 +10,7 @@ config = configcheck.validate(config, workflow.source_path("workflow/schemas/con
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
 
 
 rule all:
