@@ -1,0 +1,189 @@
+"""The GPT model, and how its shape follows from one dial: depth.
+
+A modern decoder-only transformer: rotary position embeddings, RMSNorm without learned
+parameters (also on queries and keys), ReLU² MLP, no biases, separate token embedding and
+output head, logits soft-capped with tanh, attention through
+`F.scaled_dot_product_attention` (flash kernel on GPU), grouped-query attention when
+`n_kv_head < n_head`.
+
+`model(idx, targets=None, kv_cache=None, loss_reduction="mean")`:
+- no targets: float32 logits (B, T, vocab);
+- targets (B, T), -1 ignored: the cross-entropy loss ("mean"/"sum"; "none" gives (B, T)).
+- kv_cache (see snakechat.engine): has `pos` (tokens already cached, the rotary offset) and
+  `insert_kv(layer_idx, k, v) -> (k_all, v_all)`; the cache advances `pos` itself.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LOGIT_SOFTCAP = 15.0
+ROPE_BASE = 10000.0
+ROPE_LENGTH_FACTOR = 4  # rotary tables cover this many times sequence_len, for long generations
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 1024
+    vocab_size: int = 32768
+    n_layer: int = 12
+    n_head: int = 6
+    n_kv_head: int = 6
+    n_embd: int = 768
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def config_from_depth(depth, vocab_size, sequence_len, aspect_ratio=64, head_dim=128, n_kv_head=None, width=None):
+    """The model shape for a depth: width = depth × aspect_ratio, rounded up to a multiple of head_dim."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    width = width or depth * aspect_ratio
+    width = math.ceil(width / head_dim) * head_dim
+    n_head = width // head_dim
+    n_kv_head = n_kv_head or n_head
+    if n_head % n_kv_head:
+        raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head} (depth {depth}, width {width}, head_dim {head_dim})")
+    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head, n_kv_head=n_kv_head, n_embd=width)
+
+
+def norm(x):
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def rotary_tables(length, head_dim, base=ROPE_BASE):
+    """cos and sin of shape (1, length, 1, head_dim // 2), laid out for (B, T, H, D) tensors."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate pairs (first half, second half) of the head dimension by position-dependent angles."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        self.head_dim = config.n_embd // config.n_head
+        kv_dim = self.n_kv_head * self.head_dim
+        self.c_q = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.c_k = nn.Linear(config.n_embd, kv_dim, bias=False)
+        self.c_v = nn.Linear(config.n_embd, kv_dim, bias=False)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        q, k = norm(apply_rotary(q, cos, sin)).to(v.dtype), norm(apply_rotary(k, cos, sin)).to(v.dtype)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)
+        Tk = k.size(2)
+        gqa = self.n_kv_head != self.n_head
+        if Tk == T:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        else:
+            # New queries see the whole cached prefix and, causally, each other.
+            prefix = Tk - T
+            mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device).tril(diagonal=prefix)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        x = x + self.attn(norm(x), cos, sin, kv_cache)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        if config.n_embd % config.n_head or config.n_head % config.n_kv_head:
+            raise ValueError(f"inconsistent GPTConfig {config}: n_head must divide n_embd and n_kv_head must divide n_head")
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        cos, sin = rotary_tables(config.sequence_len * ROPE_LENGTH_FACTOR, config.n_embd // config.n_head)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self):
+        """Unit-variance embeddings, fan-in scaled inputs, zero output projections (each block
+        starts as the identity) and a near-zero head (uniform predictions at step 0)."""
+        nn.init.normal_(self.wte.weight, std=1.0)
+        nn.init.normal_(self.lm_head.weight, std=0.001)
+        for block in self.blocks:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                bound = math.sqrt(3.0 / lin.in_features)
+                nn.init.uniform_(lin.weight, -bound, bound)
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+        cos, sin = rotary_tables(self.cos.size(1), self.config.n_embd // self.config.n_head)
+        self.cos.copy_(cos)
+        self.sin.copy_(sin)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self):
+        """Training FLOPs per token (forward + backward): 6 per weight of every matmul (the
+        embedding lookup is no matmul) plus attention's score and value products."""
+        c = self.config
+        matmul_params = self.num_params() - self.wte.weight.numel()
+        attention = 12 * c.n_layer * c.n_embd * c.sequence_len
+        return 6 * matmul_params + attention
+
+    def matrix_params(self):
+        """The hidden 2-D weight matrices (the ones Muon optimizes)."""
+        return [p for p in self.blocks.parameters()]
+
+    def forward(self, idx, targets=None, kv_cache=None, loss_reduction="mean"):
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.cos.size(1):
+            raise ValueError(f"position {start + T} exceeds the rotary table ({self.cos.size(1)} positions)")
+        cos, sin = self.cos[:, start:start + T], self.sin[:, start:start + T]
+        x = norm(self.wte(idx))
+        for block in self.blocks:
+            x = block(x, cos, sin, kv_cache)
+        logits = self.lm_head(norm(x)).float()
+        logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction=loss_reduction)
+        return loss.view(B, T) if loss_reduction == "none" else loss

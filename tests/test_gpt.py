@@ -1,0 +1,118 @@
+"""The model: shapes, causality, KV-cache protocol, GQA, depth -> shape, checkpoint round trip."""
+
+import json
+
+import pytest
+import torch
+
+from snakechat import checkpoint
+from snakechat.gpt import GPT, GPTConfig, config_from_depth
+
+
+class ListCache:
+    """The smallest object that follows the kv_cache protocol in the contract."""
+
+    def __init__(self, n_layer):
+        self.pos = 0
+        self.n_layer = n_layer
+        self.k = [None] * n_layer
+        self.v = [None] * n_layer
+
+    def insert_kv(self, layer_idx, k, v):
+        if self.k[layer_idx] is not None:
+            k = torch.cat([self.k[layer_idx], k], dim=2)
+            v = torch.cat([self.v[layer_idx], v], dim=2)
+        self.k[layer_idx], self.v[layer_idx] = k, v
+        if layer_idx == self.n_layer - 1:
+            self.pos = k.size(2)
+        return k, v
+
+
+def small(n_kv_head=2, **kw):
+    cfg = dict(sequence_len=32, vocab_size=97, n_layer=2, n_head=4, n_kv_head=n_kv_head, n_embd=64)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**cfg))
+    with torch.no_grad():  # zero-initialised projections hide bugs; make every path matter
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_shapes_and_loss():
+    model = small()
+    idx = torch.randint(0, 97, (3, 16))
+    logits = model(idx)
+    assert logits.shape == (3, 16, 97) and logits.dtype == torch.float32
+    assert logits.abs().max() <= 15.0  # soft-capped
+    targets = torch.randint(0, 97, (3, 16))
+    targets[0, :5] = -1
+    per_token = model(idx, targets, loss_reduction="none")
+    assert per_token.shape == (3, 16)
+    assert (per_token[0, :5] == 0).all()
+    mean = model(idx, targets)
+    assert torch.allclose(mean, per_token.sum() / (targets != -1).sum(), atol=1e-6)
+
+
+def test_causal():
+    model = small()
+    idx = torch.randint(0, 97, (1, 20))
+    changed = idx.clone()
+    changed[0, 12:] = (changed[0, 12:] + 1) % 97
+    a, b = model(idx), model(changed)
+    assert torch.allclose(a[0, :12], b[0, :12], atol=1e-5)
+    assert not torch.allclose(a[0, 12:], b[0, 12:], atol=1e-3)
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2, 1])
+def test_kv_cache_matches_full_forward(n_kv_head):
+    """Prefill of a prompt, then a chunk of 3 and single tokens, equals one full forward pass."""
+    model = small(n_kv_head=n_kv_head)
+    idx = torch.randint(0, 97, (2, 14))
+    full = model(idx)
+    cache = ListCache(model.config.n_layer)
+    parts = [model(idx[:, :8], kv_cache=cache), model(idx[:, 8:11], kv_cache=cache)]
+    parts += [model(idx[:, t:t + 1], kv_cache=cache) for t in range(11, 14)]
+    assert cache.pos == 14
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+def test_config_from_depth():
+    c = config_from_depth(20, vocab_size=65536, sequence_len=2048)
+    assert (c.n_embd, c.n_head, c.n_kv_head, c.n_layer) == (1280, 10, 10, 20)
+    c = config_from_depth(3, vocab_size=100, sequence_len=64, head_dim=128)
+    assert c.n_embd == 256 and c.n_head == 2  # 192 rounded up to a multiple of head_dim
+    c = config_from_depth(4, vocab_size=100, sequence_len=64, head_dim=64, n_kv_head=2)
+    assert (c.n_embd, c.n_head, c.n_kv_head) == (256, 4, 2)
+    with pytest.raises(ValueError, match="n_kv_head"):
+        config_from_depth(4, vocab_size=100, sequence_len=64, head_dim=64, n_kv_head=3)
+
+
+def test_param_and_flop_count():
+    model = GPT(config_from_depth(4, vocab_size=32768, sequence_len=512))
+    d, v = 256, 32768
+    assert model.num_params() == 2 * v * d + 4 * 12 * d * d
+    assert model.flops_per_token() == 6 * (v * d + 4 * 12 * d * d) + 12 * 4 * d * 512
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = small()
+    meta = {"model_config": model.config.to_dict(), "step": 7, "tokenizer": "tok"}
+    out = tmp_path / "ckpt"
+    checkpoint.save_checkpoint(out, torch.compile(model, backend="eager"), meta)
+    checkpoint.save_checkpoint(out, model, meta)  # overwriting an existing checkpoint works too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary left behind
+    loaded, meta2 = checkpoint.load_gpt(out)
+    assert meta2 == json.loads(json.dumps(meta))
+    idx = torch.randint(0, 97, (2, 10))
+    assert torch.equal(loaded(idx), model(idx))
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        checkpoint.load_gpt(tmp_path)
+    model = small()
+    checkpoint.save_checkpoint(tmp_path / "c", model, {"model_config": model.config.to_dict()})
+    (tmp_path / "c" / "model.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="model.pt"):
+        checkpoint.load_gpt(tmp_path / "c")
