@@ -44,3 +44,32 @@ def test_rank_share_splits_without_overlap():
     items = list(range(11))
     shares = [chat_batches.rank_share(items, r, 3) for r in range(3)]
     assert sorted(sum(shares, [])) == items
+
+
+def test_group_advantages_by_hand():
+    from snakechat.rl_math import group_advantages
+
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    adv = group_advantages(rewards)
+    assert adv.tolist() == [[0.5, -0.5, -0.5, 0.5], [-0.25, -0.25, -0.25, 0.75], [0.0, 0.0, 0.0, 0.0]]
+
+
+def test_pass_at_k_by_hand():
+    from snakechat.rl_math import pass_at_k
+
+    assert pass_at_k(4, 0, 2) == 0.0
+    assert pass_at_k(4, 4, 1) == 1.0
+    assert abs(pass_at_k(4, 1, 1) - 0.25) < 1e-12
+    assert abs(pass_at_k(4, 1, 2) - 0.5) < 1e-12  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    assert abs(pass_at_k(5, 2, 3) - 0.9) < 1e-12  # 1 - C(3,3)/C(5,3) = 1 - 1/10
+
+
+def test_sample_rows_train_only_on_sampled_tokens():
+    from snakechat.rl_math import sample_rows
+
+    # prompt of 3 tokens; second sample has a forced tool output (mask 0) in the middle
+    seqs = [[1, 2, 3, 40, 41], [1, 2, 3, 50, 51, 52, 53]]
+    masks = [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0, 0, 1]]
+    x, y = sample_rows(3, seqs, masks, pad_id=0)
+    assert x.tolist() == [[1, 2, 3, 40, 0, 0], [1, 2, 3, 50, 51, 52]]
+    assert y.tolist() == [[IGNORE, IGNORE, 40, 41, IGNORE, IGNORE], [IGNORE, IGNORE, 50, IGNORE, IGNORE, 53]]
