@@ -1,0 +1,103 @@
+"""Pretraining shards: the http source against a real local server, the synthetic source, and the readers."""
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from http_server import http_server  # noqa: F401  (fixture)
+
+from snakechat import dataset
+from snakechat.download import DownloadError
+
+DOCS = [[f"shard {s} document {i}: " + "words " * (i % 7) for i in range(1500 + 100 * s)] for s in range(3)]
+
+
+def serve_shards(server):
+    for s, docs in enumerate(DOCS):
+        dataset.write_shard(server.root / dataset.shard_name(s), docs)
+    return server.url("shard_{index:05d}.parquet")
+
+
+def run_http(manifest, url, *extra):
+    dataset.main(["http", "--manifest", str(manifest), "--url", url, "--shards", str(len(DOCS)), "--retries", "2", "--timeout", "5", "--backoff", "0", "--workers", "2", *extra])
+    return json.loads(manifest.read_text())
+
+
+def test_http_shards_download_into_manifest_and_read_back(http_server, tmp_path):
+    url = serve_shards(http_server)
+    manifest_path = tmp_path / "data" / "manifest.json"
+    manifest = run_http(manifest_path, url)
+    assert [s["file"] for s in manifest["shards"]] == ["shard_00000.parquet", "shard_00001.parquet", "shard_00002.parquet"]
+    for s, entry in enumerate(manifest["shards"]):
+        served = (http_server.root / entry["file"]).read_bytes()
+        assert entry["url"] == url.format(index=s)
+        assert entry["bytes"] == len(served) and entry["sha256"] == hashlib.sha256(served).hexdigest()
+        assert entry["rows"] == len(DOCS[s])
+    train, val = dataset.shard_paths(manifest_path, "train"), dataset.shard_paths(manifest_path, "val")
+    assert [p.name for p in train] == ["shard_00000.parquet", "shard_00001.parquet"]
+    assert [p.name for p in val] == ["shard_00002.parquet"]
+    assert list(dataset.iter_texts(train)) == DOCS[0] + DOCS[1]
+    assert list(dataset.iter_texts(val)) == DOCS[2]
+    assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["manifest.json", *[e["file"] for e in manifest["shards"]]]
+
+
+def test_dropped_connections_are_resumed(http_server, tmp_path):
+    url = serve_shards(http_server)
+    http_server.mode = "drop"
+    manifest = run_http(tmp_path / "manifest.json", url)
+    assert [s["rows"] for s in manifest["shards"]] == [len(d) for d in DOCS]
+    ranged = [r for r in http_server.requests if r[1]]
+    assert len(ranged) == len(DOCS)
+
+
+def test_corrupt_shard_names_the_url_and_leaves_nothing_behind(http_server, tmp_path):
+    url = serve_shards(http_server)
+    http_server.mode = "corrupt"
+    out = tmp_path / "data"
+    with pytest.raises(DownloadError, match=r"http://127\.0\.0\.1:\d+/shard_0000[0-2]\.parquet: downloaded file is corrupt"):
+        run_http(out / "manifest.json", url)
+    assert list(out.iterdir()) == []
+
+
+def test_rerun_after_failure_keeps_verified_shards(http_server, tmp_path):
+    url = serve_shards(http_server)
+    (http_server.root / "shard_00002.parquet").rename(http_server.root / "later.parquet")
+    out = tmp_path / "data"
+    with pytest.raises(DownloadError, match="shard_00002.parquet: HTTP 404"):
+        run_http(out / "manifest.json", url)
+    assert sorted(p.name for p in out.iterdir()) == ["shard_00000.parquet", "shard_00001.parquet"]
+    (http_server.root / "later.parquet").rename(http_server.root / "shard_00002.parquet")
+    http_server.requests.clear()
+    run_http(out / "manifest.json", url)
+    assert [r[0] for r in http_server.requests] == ["shard_00002.parquet"]
+
+
+def test_configured_sha256_that_does_not_match_is_an_error(http_server, tmp_path):
+    url = serve_shards(http_server)
+    with pytest.raises(DownloadError, match="shard_00001.parquet: sha256 mismatch"):
+        run_http(tmp_path / "manifest.json", url, "--sha256", f"shard_00001.parquet={'ab' * 32}")
+
+
+def test_file_without_text_column_is_rejected(http_server, tmp_path):
+    pq.write_table(pa.table({"content": ["a", "b"]}), http_server.root / "shard_00000.parquet")
+    with pytest.raises(DownloadError, match="no `text` column"):
+        dataset.fetch_shards(tmp_path / "data", http_server.url("shard_{index:05d}.parquet"), 1, backoff=0)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_write_shard_is_byte_identical_and_uses_1024_row_groups(tmp_path):
+    docs = [f"doc {i}" for i in range(2500)]
+    dataset.write_shard(tmp_path / "a.parquet", docs)
+    dataset.write_shard(tmp_path / "b.parquet", docs)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1024, 1024, 452]
+    assert pq.read_schema(tmp_path / "a.parquet").names == ["text"]
+
+
+def test_shard_paths_rejects_unknown_split(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": [{"file": "a"}, {"file": "b"}]}))
+    with pytest.raises(ValueError, match="'test'"):
+        dataset.shard_paths(tmp_path / "manifest.json", "test")
