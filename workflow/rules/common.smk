@@ -1,5 +1,6 @@
 """Helpers shared by the rules: config look-ups and the default target list."""
 
+from snakechat import launcher
 from snakechat.provenance import code_fingerprint
 
 
@@ -51,7 +52,10 @@ wildcard_constraints:
 
 
 def launch(wildcards, resources):
-    """`python` or `torchrun ...`: how a GPU rule starts its module, from the rule's resources."""
-    from snakechat import launcher
+    """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the rule's resources."""
+    return launcher.prefix_for(resources, cpu_processes=config["launch"]["cpu_processes"])
 
-    return launcher.prefix(gpus=int(resources.get("gpu", 0)), nodes=int(resources.get("nodes", 1)), cpu_processes=config["launch"]["cpu_processes"])
+
+# Slurm's warning signal before a time limit goes to every process of the job step, Snakemake
+# included: only the training processes, which handle it, may act on it (see snakechat.launcher).
+launcher.ignore_warning_signal()
