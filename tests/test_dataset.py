@@ -101,3 +101,20 @@ def test_shard_paths_rejects_unknown_split(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"shards": [{"file": "a"}, {"file": "b"}]}))
     with pytest.raises(ValueError, match="'test'"):
         dataset.shard_paths(tmp_path / "manifest.json", "test")
+
+
+def test_synthetic_shards_are_byte_identical_for_a_seed(tmp_path):
+    def build(name, seed):
+        dataset.main(["synthetic", "--manifest", str(tmp_path / name / "manifest.json"), "--seed", str(seed), "--shards", "2", "--docs-per-shard", "1100"])
+        return json.loads((tmp_path / name / "manifest.json").read_text())
+
+    a, b, c = build("a", 0), build("b", 0), build("c", 1)
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert a["shards"][0]["sha256"] != c["shards"][0]["sha256"]
+    assert [s["rows"] for s in a["shards"]] == [1100, 1100]
+    meta = pq.ParquetFile(tmp_path / "a" / "shard_00000.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1024, 76]
+    train = list(dataset.iter_texts(dataset.shard_paths(tmp_path / "a" / "manifest.json", "train")))
+    val = list(dataset.iter_texts(dataset.shard_paths(tmp_path / "a" / "manifest.json", "val")))
+    assert len(train) == len(val) == 1100 and all(isinstance(t, str) and t for t in train + val)
+    assert train != val  # the validation shard holds other documents, not a copy
