@@ -8,7 +8,7 @@ token of every row and whether that token was sampled (1) or forced by the tool 
 Tool use: when a row emits <|python_start|> expr <|python_end|>, the expression goes to
 `snakechat.calculator.run` and the row's next tokens are forced to
 <|output_start|> result <|output_end|>; then sampling resumes. A row stops at <|assistant_end|>
-or <|bos|>, after `max_tokens` steps, or when the sequence reaches the model's context length.
+or <|bos|>, after `max_tokens` steps, or when the sequence reaches the last position the model has rotary angles for.
 
 Sampling is deterministic for a given seed (a private torch.Generator): temperature 0 is greedy,
 top_k keeps the k most likely tokens.
@@ -133,6 +133,8 @@ class Engine:
         self.tool = tool
         self.config = model.config
         self.device = next(model.parameters()).device
+        # positions the model has rotary angles for (snakechat.gpt covers a multiple of sequence_len)
+        self.max_len = model.cos.size(1) if hasattr(model, "cos") else model.config.sequence_len
 
     def _forward(self, ids, kv_cache=None):
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
@@ -153,9 +155,9 @@ class Engine:
         tokens = list(tokens)
         if not tokens:
             raise ValueError("the prompt must have at least one token")
-        limit = self.config.sequence_len
+        limit = self.max_len
         if len(tokens) >= limit:
-            raise ValueError(f"prompt has {len(tokens)} tokens; the model's context is {limit}")
+            raise ValueError(f"prompt has {len(tokens)} tokens; the model handles at most {limit} positions")
         max_tokens = min(max_tokens, limit - len(tokens))
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)

@@ -1,0 +1,56 @@
+"""Small real pieces for the engine, chat-eval and web-chat tests: a tokenizer, a GPT, a checkpoint."""
+
+import torch
+
+from snakechat.checkpoint import save_checkpoint
+from snakechat.gpt import GPT, GPTConfig
+from snakechat.tokenizer import Tokenizer
+
+TEXTS = [
+    "what is 6*7? it is 42. so the answer is 42.",
+    "The capital of Zor is Quill. Answer: B. #### 12",
+    "def add(a, b):\n    return a + b\n",
+    "How many r are in strawberry? 'strawberry'.count('r') gives 3.",
+    "hello there, how are you today? I am fine, thank you.",
+] * 20
+
+
+def tokenizer():
+    return Tokenizer.train(TEXTS, vocab_size=320)
+
+
+def random_gpt(vocab_size, seed=0, sequence_len=128, n_layer=2, n_head=2, n_kv_head=1, n_embd=32, scale=0.3):
+    """A GPT with every weight random (the default init starts as the identity with a near-zero head,
+    whose near-uniform logits would make greedy decoding a matter of ties)."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, scale)
+    return model.eval()
+
+
+def memorize(model, sequence, steps=300, lr=1e-2):
+    """Train `model` until it reproduces `sequence` greedily (a real model that says what we want)."""
+    model.train()
+    ids = torch.tensor([sequence[:-1]])
+    targets = torch.tensor([sequence[1:]])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        loss = model(ids, targets=targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.01:
+            break
+    return model.eval()
+
+
+def write_checkpoint(directory, tok_dir, seed=0, sequence_len=128):
+    """A random tiny GPT + tokenizer saved as a real checkpoint directory."""
+    tok = tokenizer()
+    tok.save(tok_dir)
+    model = random_gpt(tok.vocab_size, seed=seed, sequence_len=sequence_len)
+    meta = {"model_config": model.config.to_dict(), "tokenizer": str(tok_dir), "step": 0}
+    save_checkpoint(directory, model, meta)
+    return directory
