@@ -21,7 +21,7 @@ def serve_shards(server):
 
 
 def run_http(manifest, url, *extra):
-    dataset.main(["http", "--manifest", str(manifest), "--url", url, "--shards", str(len(DOCS)), "--retries", "2", "--timeout", "5", "--backoff", "0", "--workers", "2", *extra])
+    dataset.main(["--kind", "http", "--manifest", str(manifest), "--url", url, "--shards", str(len(DOCS)), "--retries", "2", "--timeout", "5", "--backoff", "0", "--workers", "2", *extra])
     return json.loads(manifest.read_text())
 
 
@@ -77,7 +77,7 @@ def test_rerun_after_failure_keeps_verified_shards(http_server, tmp_path):
 def test_configured_sha256_that_does_not_match_is_an_error(http_server, tmp_path):
     url = serve_shards(http_server)
     with pytest.raises(DownloadError, match="shard_00001.parquet: sha256 mismatch"):
-        run_http(tmp_path / "manifest.json", url, "--sha256", f"shard_00001.parquet={'ab' * 32}")
+        run_http(tmp_path / "manifest.json", url, "--sha256", json.dumps({"shard_00001.parquet": "ab" * 32}))
 
 
 def test_file_without_text_column_is_rejected(http_server, tmp_path):
@@ -105,7 +105,7 @@ def test_shard_paths_rejects_unknown_split(tmp_path):
 
 def test_synthetic_shards_are_byte_identical_for_a_seed(tmp_path):
     def build(name, seed):
-        dataset.main(["synthetic", "--manifest", str(tmp_path / name / "manifest.json"), "--seed", str(seed), "--shards", "2", "--docs-per-shard", "1100"])
+        dataset.main(["--kind", "synthetic", "--manifest", str(tmp_path / name / "manifest.json"), "--seed", str(seed), "--shards", "2", "--docs-per-shard", "1100"])
         return json.loads((tmp_path / name / "manifest.json").read_text())
 
     a, b, c = build("a", 0), build("b", 0), build("c", 1)

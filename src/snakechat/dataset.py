@@ -4,11 +4,11 @@ Either way the result is `shard_00000.parquet`, `shard_00001.parquet`, ... (one 
 `text`, one document per row, row groups of 1024 rows; the last shard is the validation split)
 and, beside them, `manifest.json` listing each shard's file, bytes, sha256 and rows (and url).
 
-    python -m snakechat.dataset synthetic --manifest results/data/tinyworld/manifest.json \
-        --seed 0 --shards 4 --docs-per-shard 4096
-    python -m snakechat.dataset http --manifest results/data/fineweb-edu/manifest.json \
-        --url 'https://.../shard_{index:05d}.parquet' --shards 241 \
-        [--sha256 shard_00000.parquet=HEX ...] [--bytes shard_00000.parquet=N ...] \
+    python -m snakechat.dataset --manifest results/data/tinyworld/manifest.json \
+        --kind synthetic --shards 4 --seed 0 --docs-per-shard 4096
+    python -m snakechat.dataset --manifest results/data/fineweb-edu/manifest.json \
+        --kind http --shards 241 --url 'https://.../shard_{index:05d}.parquet' \
+        [--sha256 '{"shard_00000.parquet": "HEX"}'] [--bytes '{"shard_00000.parquet": N}'] \
         --retries 5 --timeout 60 --backoff 2 --workers 4
 
 Needs no inputs (synthetic) or the network (http). The manifest is written last, so it is the
@@ -132,45 +132,48 @@ def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, retries
         return list(pool.map(one, range(shards)))
 
 
-def _name_values(pairs, convert, flag):
-    out = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"{flag} expects NAME=VALUE, got {pair!r}")
-        out[name] = convert(value)
-    return out
+def _json_map(text, flag, convert):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{flag}: not JSON ({e}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise SystemExit(f"{flag}: expected a JSON object of shard file -> value, got {text!r}")
+    return {k: convert(v) for k, v in value.items()}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="kind", required=True)
-    syn = sub.add_parser("synthetic", help="generate shards from the built-in world")
-    syn.add_argument("--seed", type=int, required=True)
-    syn.add_argument("--docs-per-shard", type=int, required=True)
-    web = sub.add_parser("http", help="download shards from a URL template")
-    web.add_argument("--url", required=True, help="template with {index}, e.g. .../shard_{index:05d}.parquet")
-    web.add_argument("--sha256", action="append", metavar="FILE=HEX", help="expected sha256 of a shard (repeatable)")
-    web.add_argument("--bytes", action="append", metavar="FILE=N", help="expected size of a shard (repeatable)")
-    web.add_argument("--retries", type=int, required=True)
-    web.add_argument("--timeout", type=float, required=True)
-    web.add_argument("--backoff", type=float, required=True, help="seconds before the first retry, doubled each time")
-    web.add_argument("--workers", type=int, required=True, help="parallel downloads")
-    for p in (syn, web):
-        p.add_argument("--manifest", required=True, help="manifest.json to write; shards go beside it")
-        p.add_argument("--shards", type=int, required=True, help="number of shards (at least 2: the last is validation)")
+    parser.add_argument("--manifest", required=True, help="manifest.json to write; shards go beside it")
+    parser.add_argument("--kind", choices=["synthetic", "http"], required=True)
+    parser.add_argument("--shards", type=int, required=True, help="number of shards (at least 2: the last is validation)")
+    syn = parser.add_argument_group("synthetic: the built-in world")
+    syn.add_argument("--seed", type=int)
+    syn.add_argument("--docs-per-shard", type=int)
+    web = parser.add_argument_group("http: download shards")
+    web.add_argument("--url", help="template with {index}, e.g. .../shard_{index:05d}.parquet")
+    web.add_argument("--sha256", default="{}", help='JSON object: shard file -> expected sha256')
+    web.add_argument("--bytes", default="{}", help='JSON object: shard file -> expected size')
+    web.add_argument("--retries", type=int, default=5, help="extra attempts after a transient failure")
+    web.add_argument("--timeout", type=float, default=60.0, help="seconds a connection may stall")
+    web.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubled each time")
+    web.add_argument("--workers", type=int, default=4, help="parallel downloads")
     args = parser.parse_args(argv)
     if args.shards < 2:
         parser.error("--shards must be at least 2 (the last shard is the validation split)")
+    needed = ["seed", "docs_per_shard"] if args.kind == "synthetic" else ["url"]
+    missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
+    if missing:
+        parser.error(f"--kind {args.kind} needs {', '.join(missing)}")
 
     out_dir = Path(args.manifest).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k != "manifest"}
     if args.kind == "synthetic":
+        settings = {"kind": "synthetic", "shards": args.shards, "seed": args.seed, "docs_per_shard": args.docs_per_shard}
         entries = generate_synthetic(out_dir, args.seed, args.shards, args.docs_per_shard)
     else:
-        sha256 = _name_values(args.sha256, str, "--sha256")
-        sizes = _name_values(args.bytes, int, "--bytes")
+        sha256, sizes = _json_map(args.sha256, "--sha256", str), _json_map(args.bytes, "--bytes", int)
+        settings = {k: getattr(args, k) for k in ("kind", "shards", "url", "retries", "timeout", "backoff", "workers")} | {"sha256": sha256, "bytes": sizes}
         entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.retries, args.timeout, args.backoff, args.workers)
     manifest = {
         "kind": args.kind,
