@@ -17,33 +17,71 @@ def test_pad_rows_targets_only_assistant_tokens_and_never_padding():
     assert y.tolist() == [[IGNORE, 11, 12, IGNORE], [20, 21, IGNORE, IGNORE]]
 
 
-def test_conversation_rows_cover_every_conversation_once_per_pass_and_reshuffle():
-    rendered = [([1, 100 + i, 200 + i], [0, 1, 1]) for i in range(10)]
-    rows = chat_batches.ConversationRows(rendered, batch_size=3, pad_id=0, seed=5)
-    assert rows.micro_batches_per_pass() == 3
-    first_pass = [int(v) for k in range(3) for v in rows.micro_batch(k)[0][:, 1]]
-    second_pass = [int(v) for k in range(3, 6) for v in rows.micro_batch(k)[0][:, 1]]
-    assert len(set(first_pass)) == 9 and len(set(second_pass)) == 9
-    assert first_pass != second_pass
-    again = chat_batches.ConversationRows(rendered, batch_size=3, pad_id=0, seed=5)
-    assert torch.equal(again.micro_batch(4)[0], rows.micro_batch(4)[0])  # a pure function of the step
+class FakeTok:
+    """Enough of a tokenizer for batching tests: only the padding id is read."""
+
+    bos_id = 0
 
 
-def test_packed_stream_is_contiguous_shifted_and_wraps():
+def fake_render(monkeypatch):
+    """render() stand-in: ids [bos, user chars..., reply chars...], mask 1 on the reply."""
+    import snakechat.chat_batches as cb
+
+    def render(tok, conv, max_tokens):
+        user, reply = conv["messages"][0]["content"], conv["messages"][1]["content"]
+        ids = [0] + [ord(c) for c in user] + [ord(c) for c in reply]
+        mask = [0] * (1 + len(user)) + [1] * len(reply)
+        ids, mask = ids[:max_tokens], mask[:max_tokens]
+        return (ids, mask) if any(mask[1:]) else None
+
+    monkeypatch.setattr(cb, "render", render)
+
+
+def conv(user, reply):
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+
+
+def test_conversation_loader_covers_each_conversation_once_per_pass_and_reshuffles(monkeypatch):
+    fake_render(monkeypatch)
+    convs = [conv("q", chr(100 + i)) for i in range(10)]
+    loader = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=3, total_batch=3, max_tokens=16, seed=5)
+    assert loader.steps_per_pass() == 3
+    first = [int(v) for _ in range(3) for v in loader.next_batch()[1][:, 1]]
+    second = [int(v) for _ in range(3) for v in loader.next_batch()[1][:, 1]]
+    assert len(set(first)) == 9 and len(set(second)) == 9 and first != second
+    again = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=3, total_batch=3, max_tokens=16, seed=5)
+    again.load_state_dict(loader.state_dict())
+    assert torch.equal(again.next_batch()[0], loader.next_batch()[0])  # the position restores exactly
+
+
+def test_conversation_loader_rows_do_not_depend_on_the_number_of_processes(monkeypatch):
+    fake_render(monkeypatch)
+    convs = [conv("q" * (i % 4), chr(100 + i)) for i in range(24)]
+    one = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=2, total_batch=8, max_tokens=16, seed=1)
+    two = [chat_batches.ConversationLoader(FakeTok(), convs, device_batch=2, total_batch=8, max_tokens=16, seed=1, rank=r, world_size=2) for r in range(2)]
+    for _step in range(4):
+        rows_one = sorted(tuple(r[r >= 0].tolist()) for _ in range(4) for r in one.next_batch()[1])
+        rows_two = sorted(tuple(r[r >= 0].tolist()) for loader in two for _ in range(2) for r in loader.next_batch()[1])
+        assert rows_one == rows_two
+
+
+def test_conversation_loader_drops_rows_cut_before_the_reply(monkeypatch):
+    fake_render(monkeypatch)
+    convs = [conv("a long question", "x"), conv("q", "y")]
+    loader = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=2, total_batch=2, max_tokens=6, seed=0)
+    x, y = loader.next_batch()
+    assert x.shape[0] == 1 and y[y >= 0].tolist() == [ord("y")]
+
+
+def test_packed_loader_is_contiguous_shifted_and_wraps():
     rendered = [(list(range(i * 10, i * 10 + 7)), [0] * 7) for i in range(5)]  # 35 tokens
-    stream = chat_batches.PackedStream(rendered, batch_size=2, seq_len=4)
-    flat = stream.tokens.tolist()
-    x, y = stream.micro_batch(0)
+    loader = chat_batches.PackedChatLoader(rendered, device_batch=2, sequence_len=4)
+    flat = loader.tokens.tolist()
+    x, y = loader.next_batch()
     assert x.flatten().tolist() == flat[:8] and y.flatten().tolist() == flat[1:9]
-    assert stream.micro_batches_per_pass() == 4
-    x4, _ = stream.micro_batch(4)  # past the end: wraps around
+    assert loader.micro_batches_per_pass() == 4
+    x4, _ = loader.micro_batch(4)  # past the end: wraps round
     assert x4.flatten().tolist() == [flat[(32 + i) % 35] for i in range(8)]
-
-
-def test_rank_share_splits_without_overlap():
-    items = list(range(11))
-    shares = [chat_batches.rank_share(items, r, 3) for r in range(3)]
-    assert sorted(sum(shares, [])) == items
 
 
 def test_group_advantages_by_hand():

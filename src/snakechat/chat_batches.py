@@ -1,11 +1,13 @@
 """Batches for the chat stages, built from rendered conversations.
 
 Mid-training packs conversations back to back into fixed rows, as pretraining packs documents,
-and trains on every token. SFT keeps one conversation per row, pads the rows of a batch to the
-longest one and trains only on assistant tokens.
+and trains on every token. SFT keeps one conversation per row, pads the rows of a micro-batch
+to the longest one and trains only on assistant tokens.
 
-Both are pure functions of (rendered conversations, step, rank), so a resumed run only needs the
-step number to continue with exactly the batches an uninterrupted run would have seen.
+Both loaders have the pretraining loader's interface (`next_batch()`, `state_dict()`,
+`load_state_dict()`), so the shared training loop drives them alike. Micro-batch k is a pure
+function of k, so the position is one number and a resumed run sees exactly the batches an
+uninterrupted run would have seen.
 """
 
 import array
@@ -15,63 +17,79 @@ import torch
 IGNORE = -1  # target id the model's loss skips
 
 
-def rank_share(items, rank, world_size):
-    """The items a rank trains on: every world_size-th one, starting at its rank."""
-    return items[rank::world_size]
-
-
-def render_all(tok, conversations, max_tokens):
-    """Render conversations to (ids, mask) pairs of at most max_tokens tokens each.
-
-    Conversations with no assistant token left inside the window are dropped: they would give a
-    row with nothing to learn from.
-    """
+def render(tok, conversation, max_tokens):
+    """(ids, mask) of a conversation cut to max_tokens, or None when no assistant token is left
+    to learn from (its row would carry no loss)."""
     from snakechat.conversation import render_conversation
 
-    rendered = []
-    for conv in conversations:
-        ids, mask = render_conversation(tok, conv, max_tokens=max_tokens)
-        ids, mask = list(ids)[:max_tokens], list(mask)[:max_tokens]
-        if any(mask[1:]):
-            rendered.append((ids, mask))
-    return rendered
+    ids, mask = render_conversation(tok, conversation, max_tokens=max_tokens)
+    ids, mask = list(ids)[:max_tokens], list(mask)[:max_tokens]
+    return (ids, mask) if any(mask[1:]) else None
 
 
-class PackedStream:
-    """Mid-training rows: a rank's conversations concatenated into one token stream, cut into rows.
+class _Counted:
+    """The position bookkeeping both loaders share: micro-batch k, next_batch() = micro_batch(k++)."""
 
-    Micro-batch k is the window of B*T+1 tokens starting at k*B*T (wrapping around for more than
+    kind = None
+    k = 0
+
+    def next_batch(self):
+        batch = self.micro_batch(self.k)
+        self.k += 1
+        return batch
+
+    def state_dict(self):
+        return {"kind": self.kind, "micro": self.k, "fingerprint": self.fingerprint}
+
+    def load_state_dict(self, state):
+        if state.get("kind") != self.kind or state.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"loader state {state.get('kind')}/{state.get('fingerprint')} belongs to another data or batch setup than this run's {self.kind}/{self.fingerprint}")
+        self.k = state["micro"]
+
+    def _to(self, x, y):
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device), y.to(self.device)
+
+
+class PackedChatLoader(_Counted):
+    """Mid-training rows: this rank's conversations rendered back to back into one token stream.
+
+    Micro-batch k is the window of B*T+1 tokens starting at k*B*T (wrapping round for more than
     one pass), shifted by one for the targets. Every token is trained on, as in pretraining.
     """
 
-    def __init__(self, rendered, batch_size, seq_len):
+    kind = "packed_chat"
+
+    def __init__(self, rendered, device_batch, sequence_len, device="cpu"):
         buf = array.array("i")
         for ids, _ in rendered:
             buf.extend(ids)
         self.tokens = torch.frombuffer(buf, dtype=torch.int32).clone() if len(buf) else torch.zeros(0, dtype=torch.int32)
-        self.batch_size, self.seq_len = batch_size, seq_len
-        self.rows_per_batch = batch_size * seq_len
-        if len(self.tokens) < self.rows_per_batch + 1:
-            raise ValueError(f"the chat mixture gives only {len(self.tokens)} tokens per rank, fewer than one batch of {batch_size}x{seq_len}+1")
+        self.device_batch, self.sequence_len = device_batch, sequence_len
+        self.window = device_batch * sequence_len
+        self.device = torch.device(device)
+        if len(self.tokens) < self.window + 1:
+            raise ValueError(f"the chat mixture gives only {len(self.tokens)} tokens per process, fewer than one micro-batch of {device_batch}x{sequence_len}+1")
+        self.fingerprint = [len(self.tokens), device_batch, sequence_len]
+        self.k = 0
 
     def micro_batches_per_pass(self):
-        """Micro-batches in one pass over the stream without wrapping."""
-        return (len(self.tokens) - 1) // self.rows_per_batch
+        return (len(self.tokens) - 1) // self.window
 
-    def micro_batch(self, k, device="cpu"):
-        n = len(self.tokens) - 1
-        start = (k * self.rows_per_batch) % n
-        idx = (torch.arange(self.rows_per_batch + 1) + start) % len(self.tokens)
-        window = self.tokens[idx].long()
-        x = window[:-1].view(self.batch_size, self.seq_len)
-        y = window[1:].view(self.batch_size, self.seq_len)
-        return x.to(device), y.to(device)
+    def micro_batch(self, k):
+        start = (k * self.window) % (len(self.tokens) - 1)
+        idx = (torch.arange(self.window + 1) + start) % len(self.tokens)
+        chunk = self.tokens[idx].long()
+        x = chunk[:-1].view(self.device_batch, self.sequence_len)
+        y = chunk[1:].view(self.device_batch, self.sequence_len)
+        return self._to(x, y)
 
 
 def pad_rows(rows, pad_id):
-    """Inputs and targets for a list of (ids, mask) rows, padded to the longest row.
+    """Inputs and targets for (ids, mask) rows, padded on the right to the longest row.
 
-    Targets are the next token where that token is an assistant token (mask 1), else IGNORE;
+    A target is the next token where that token is an assistant token (mask 1), else IGNORE;
     padding is never a target.
     """
     width = max(len(ids) for ids, _ in rows) - 1
@@ -79,35 +97,53 @@ def pad_rows(rows, pad_id):
     y = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     for i, (ids, mask) in enumerate(rows):
         ids_t = torch.tensor(ids, dtype=torch.long)
-        mask_t = torch.tensor(mask, dtype=torch.bool)
+        keep = torch.tensor(mask, dtype=torch.bool)
         n = len(ids) - 1
         x[i, :n] = ids_t[:-1]
-        y[i, :n] = torch.where(mask_t[1:], ids_t[1:], torch.full_like(ids_t[1:], IGNORE))
+        y[i, :n] = torch.where(keep[1:], ids_t[1:], torch.full_like(ids_t[1:], IGNORE))
     return x, y
 
 
-class ConversationRows:
-    """SFT rows: one conversation per row, reshuffled every pass, padded per micro-batch."""
+class ConversationLoader(_Counted):
+    """SFT rows: one conversation per row, reshuffled every pass, padded per micro-batch.
 
-    def __init__(self, rendered, batch_size, pad_id, seed):
-        if len(rendered) < batch_size:
-            raise ValueError(f"the chat mixture gives only {len(rendered)} conversations per rank, fewer than one batch of {batch_size}")
-        self.rendered, self.batch_size, self.pad_id, self.seed = rendered, batch_size, pad_id, seed
+    Step s takes conversations [s*total_batch, (s+1)*total_batch) of the pass's order; rank r of
+    W takes its contiguous share of those, in micro-batches of device_batch. The rows of a step
+    therefore do not depend on the number of processes. Conversations are rendered when a
+    micro-batch needs them; rows without any assistant token (cut off by max_tokens) are left out.
+    """
+
+    kind = "conversation_rows"
+
+    def __init__(self, tok, conversations, device_batch, total_batch, max_tokens, seed, rank=0, world_size=1, device="cpu"):
+        per_rank, rest = divmod(total_batch, world_size)
+        if rest or per_rank % device_batch:
+            raise ValueError(f"total_batch {total_batch} conversations must split evenly over {world_size} processes and micro-batches of {device_batch}")
+        if len(conversations) < total_batch:
+            raise ValueError(f"the chat mixture has {len(conversations)} conversations, fewer than one step of {total_batch}")
+        self.tok, self.conversations, self.max_tokens, self.seed = tok, conversations, max_tokens, seed
+        self.device_batch, self.total_batch, self.rank = device_batch, total_batch, rank
+        self.micro_steps = per_rank // device_batch
+        self.device = torch.device(device)
+        self.fingerprint = [len(conversations), total_batch, device_batch, world_size, max_tokens, seed]
         self._orders = {}
+        self.k = 0
 
-    def micro_batches_per_pass(self):
-        return len(self.rendered) // self.batch_size
+    def steps_per_pass(self):
+        return len(self.conversations) // self.total_batch
 
     def _order(self, epoch):
         if epoch not in self._orders:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            self._orders = {epoch: torch.randperm(len(self.rendered), generator=g).tolist()}
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._orders = {epoch: torch.randperm(len(self.conversations), generator=g).tolist()}
         return self._orders[epoch]
 
-    def micro_batch(self, k, device="cpu"):
-        per_pass = self.micro_batches_per_pass()
-        epoch, i = divmod(k, per_pass)
-        order = self._order(epoch)
-        rows = [self.rendered[j] for j in order[i * self.batch_size:(i + 1) * self.batch_size]]
-        x, y = pad_rows(rows, self.pad_id)
-        return x.to(device), y.to(device)
+    def micro_batch(self, k):
+        step, micro = divmod(k, self.micro_steps)
+        epoch, s = divmod(step, self.steps_per_pass())
+        first = s * self.total_batch + (self.rank * self.micro_steps + micro) * self.device_batch
+        picked = self._order(epoch)[first:first + self.device_batch]
+        rows = [r for r in (render(self.tok, self.conversations[i], self.max_tokens) for i in picked) if r is not None]
+        if not rows:  # every conversation of the micro-batch was cut off: a row with no target
+            rows = [([self.tok.bos_id, self.tok.bos_id], [0, 0])]
+        return self._to(*pad_rows(rows, self.tok.bos_id))
