@@ -17,8 +17,13 @@ def dataset_of_tokenizer(tokenizer):
 
 
 def default_targets():
-    """Every artifact of every default model. Each stage's rule file adds its targets to STAGE_TARGETS."""
-    return [t.format(model=m, **model_names(m)) for m in config["default_models"] for t in STAGE_TARGETS]
+    """Every artifact of every default model. Each stage's rule file adds its targets to STAGE_TARGETS:
+    a template string, or a function of the model name giving a list of paths (for per-model stage lists)."""
+    targets = []
+    for m in config["default_models"]:
+        for t in STAGE_TARGETS:
+            targets += t(m) if callable(t) else [t.format(model=m, **model_names(m))]
+    return targets
 
 
 def model_names(model):

@@ -1,0 +1,29 @@
+"""Chat evaluation: every stage's checkpoint (base included, prompted as a chat) on the chat test tasks."""
+
+
+rule chat_eval:
+    input:
+        checkpoint="results/{stage}/{model}",
+        chat_data=lambda w: chat_data_of(w.model),
+    output:
+        csv="results/chat_eval/{model}/{stage}.csv",
+        meta="results/chat_eval/{model}/{stage}.csv.meta.json",
+    wildcard_constraints:
+        stage="base|mid|sft|rl",
+    params:
+        launch=launch,
+        args=lambda w: stage_flags(config["models"][w.model]["chat_eval"]),
+        chat_dir=lambda w, input: os.path.dirname(input.chat_data),
+        code=code_fingerprint("snakechat.chat_eval"),
+    resources:
+        gpu=0,
+    log:
+        "logs/chat_eval/{model}/{stage}.log",
+    benchmark:
+        "results/benchmarks/chat_eval/{model}/{stage}.tsv"
+    shell:
+        "{params.launch} -m snakechat.chat_eval --checkpoint {input.checkpoint} --chat-data {params.chat_dir} "
+        "--out {output.csv} {params.args} > {log} 2>&1"
+
+
+STAGE_TARGETS.append(lambda model: [f"results/chat_eval/{model}/{stage}.csv" for stage in chat_stages(model)])
