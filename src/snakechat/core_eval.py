@@ -1,0 +1,407 @@
+"""The CORE metric (DCLM, arXiv:2406.11794) over an eval bundle in the DCLM layout.
+
+The protocol is the one behind the published numbers (the llm-foundry gauntlet as run by
+nanochat), so scores can be put next to GPT-2's 0.2565:
+
+- each task's rows are shuffled with `random.Random(1337)`, then cut to `max_per_task`;
+- item i gets `num_fewshot` examples drawn with `random.Random(1234 + i)` from the other rows
+  of the (cut) list;
+- a prompt is the few-shot examples, each followed by a blank line, then the item, with the
+  task's `continuation_delimiter` between context and continuation;
+- multiple_choice: one sequence per choice, scored on the tokens after their common prefix;
+  the choice with the lowest mean loss wins. schema: one sequence per context option, scored
+  on their common suffix (the shared continuation). language_modeling: correct when greedy
+  argmax reproduces every continuation token;
+- every sequence starts with BOS; one longer than the model's context loses tokens on the left;
+- centered accuracy = (acc - b) / (1 - b) with b the task's random baseline; CORE = their mean.
+
+A model enters through a `Scorer`, so snakechat checkpoints and Hugging Face models share it.
+"""
+
+import csv
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from snakechat.common import atomic_path
+
+TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
+ITEM_FIELDS = {
+    "multiple_choice": ("query", "choices", "gold"),
+    "schema": ("context_options", "continuation", "gold"),
+    "language_modeling": ("context", "continuation"),
+}
+DEFAULT_DELIMITER = " "  # llm-foundry's default when a task names none
+SHUFFLE_SEED = 1337
+FEWSHOT_SEED = 1234
+CSV_COLUMNS = ("label", "type", "shots", "n", "accuracy", "centered", "seconds")
+
+
+class BundleError(ValueError):
+    """An eval bundle that does not follow the DCLM layout; the message names the file."""
+
+
+# -----------------------------------------------------------------------------
+# The bundle
+
+@dataclass
+class Task:
+    label: str
+    kind: str  # one of TASK_TYPES
+    shots: int
+    delimiter: str
+    baseline: float  # random baseline, in percent as in eval_meta_data.csv
+    items: list
+
+
+def read_baselines(path):
+    """`Eval Task` -> `Random baseline` (percent) from eval_meta_data.csv."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: missing (the bundle's random baselines)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"Eval Task", "Random baseline"} - set(reader.fieldnames or ())
+        if missing:
+            raise BundleError(f"{path}: missing column(s) {sorted(missing)}")
+        baselines = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                baselines[row["Eval Task"]] = float(row["Random baseline"])
+            except (TypeError, ValueError):
+                raise BundleError(f"{path}:{line}: Random baseline {row['Random baseline']!r} is not a number") from None
+    return baselines
+
+
+def read_items(path, kind):
+    """The rows of one task file, checked for the fields its task type needs."""
+    fields = ITEM_FIELDS[kind]
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BundleError(f"{where}: not JSON ({e.msg})") from None
+            missing = [k for k in fields if k not in item]
+            if missing:
+                raise BundleError(f"{where}: {kind} item lacks {missing}")
+            options = item.get("choices", item.get("context_options"))
+            if options is not None:
+                if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
+                    raise BundleError(f"{where}: needs a list of at least two strings, got {options!r}")
+                gold = item["gold"]
+                if not isinstance(gold, int) or not 0 <= gold < len(options):
+                    raise BundleError(f"{where}: gold {gold!r} is not an index into its {len(options)} options")
+            items.append(item)
+    if not items:
+        raise BundleError(f"{path}: no items")
+    return items
+
+
+def load_bundle(path):
+    """The tasks of a bundle: `path` is its directory or its core.yaml."""
+    path = Path(path)
+    spec_path = path / "core.yaml" if path.is_dir() else path
+    root = spec_path.parent
+    if not spec_path.exists():
+        raise BundleError(f"{spec_path}: missing (an eval bundle needs core.yaml)")
+    spec = yaml.safe_load(spec_path.read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("icl_tasks"), list) or not spec["icl_tasks"]:
+        raise BundleError(f"{spec_path}: needs a non-empty list `icl_tasks`")
+    baselines = read_baselines(root / "eval_meta_data.csv")
+    tasks = []
+    for n, entry in enumerate(spec["icl_tasks"]):
+        where = f"{spec_path}: icl_tasks[{n}]"
+        missing = [k for k in ("label", "icl_task_type", "dataset_uri", "num_fewshot") if k not in entry]
+        if missing:
+            raise BundleError(f"{where}: missing {missing}")
+        label, kind = entry["label"], entry["icl_task_type"]
+        if kind not in TASK_TYPES:
+            raise BundleError(f"{where} ({label}): icl_task_type {kind!r} is not one of {list(TASK_TYPES)}")
+        shots = entry["num_fewshot"]
+        shots = shots[0] if isinstance(shots, list) and len(shots) == 1 else shots
+        if not isinstance(shots, int) or shots < 0:
+            raise BundleError(f"{where} ({label}): num_fewshot {entry['num_fewshot']!r} is not one count")
+        if label not in baselines:
+            raise BundleError(f"{root / 'eval_meta_data.csv'}: no `Random baseline` for task {label!r}")
+        data_path = root / "eval_data" / entry["dataset_uri"]
+        if not data_path.exists():
+            raise BundleError(f"{where} ({label}): dataset_uri {entry['dataset_uri']!r} not found at {data_path}")
+        delimiter = entry.get("continuation_delimiter", DEFAULT_DELIMITER)
+        tasks.append(Task(label, kind, shots, delimiter, baselines[label], read_items(data_path, kind)))
+    return tasks
+
+
+def evaluation_subset(items, max_per_task):
+    """The rows a run scores: shuffled with the fixed seed, then cut (0 keeps all), so a cut is a stable sample."""
+    items = list(items)
+    random.Random(SHUFFLE_SEED).shuffle(items)
+    return items[:max_per_task] if max_per_task > 0 else items
+
+
+def check_fewshot_room(tasks, max_per_task):
+    """Fail before any model work if a cut leaves too few rows to draw the few-shot examples from."""
+    for t in tasks:
+        n = len(evaluation_subset(t.items, max_per_task))
+        if t.shots >= n:
+            raise BundleError(f"task {t.label!r}: {n} rows (max_per_task={max_per_task}) cannot give {t.shots} few-shot examples besides the item itself")
+
+
+# -----------------------------------------------------------------------------
+# Prompts
+
+def fewshot_examples(items, i, shots):
+    """`shots` rows other than row i, drawn with the item's own seed."""
+    if shots == 0:
+        return []
+    others = [j for j in range(len(items)) if j != i]
+    return [items[j] for j in random.Random(FEWSHOT_SEED + i).sample(others, shots)]
+
+
+def render_mc(item, examples, delimiter):
+    """One prompt per choice; the examples show their gold choice."""
+    shots = "".join(f"{ex['query']}{delimiter}{ex['choices'][ex['gold']]}\n\n" for ex in examples)
+    return [f"{shots}{item['query']}{delimiter}{choice}" for choice in item["choices"]]
+
+
+def render_schema(item, examples, delimiter):
+    """One prompt per context option, all ending in the shared continuation."""
+    shots = "".join(f"{ex['context_options'][ex['gold']]}{delimiter}{ex['continuation']}\n\n" for ex in examples)
+    return [f"{shots}{context}{delimiter}{item['continuation']}" for context in item["context_options"]]
+
+
+def render_lm(item, examples, delimiter):
+    """(prompt without the continuation, prompt with it).
+
+    Contexts are stripped, and so is the prompt without the continuation: a trailing space
+    would otherwise be a token of its own there but merged into the continuation's first token
+    in the full prompt, and the first would stop being a prefix of the second.
+    """
+    shots = "".join(f"{ex['context'].strip()}{delimiter}{ex['continuation']}\n\n" for ex in examples)
+    stem = f"{shots}{item['context'].strip()}{delimiter}"
+    return stem.strip(), stem + item["continuation"]
+
+
+# -----------------------------------------------------------------------------
+# Spans: which tokens of each sequence are scored
+
+def common_prefix_length(seqs):
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs):
+            return i
+    return n
+
+
+def common_suffix_length(seqs):
+    return common_prefix_length([s[::-1] for s in seqs])
+
+
+def mc_spans(seqs):
+    """Score each choice after the tokens all choices share.
+
+    When one choice's tokens are a prefix of another's, the shared part would swallow the
+    shorter choice whole; the start then moves back so every choice keeps at least one token.
+    """
+    start = min(common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
+    return [start] * len(seqs), [len(s) for s in seqs]
+
+
+def schema_spans(seqs):
+    """Score the shared continuation: the common suffix (at least one token, never the BOS)."""
+    suffix = max(1, min(common_suffix_length(seqs), min(len(s) for s in seqs) - 1))
+    ends = [len(s) for s in seqs]
+    return [e - suffix for e in ends], ends
+
+
+def lm_spans(without, full):
+    """Score what the full prompt adds to the one without the continuation."""
+    start = min(common_prefix_length([without, full]), len(full) - 1)
+    return [start], [len(full)]
+
+
+def crop_left(seq, start, end, max_len):
+    """Keep the last `max_len` tokens, shifting the span; the span keeps a token before it to predict from."""
+    if max_len is None or len(seq) <= max_len:
+        return seq, start, end
+    cut = len(seq) - max_len
+    return seq[cut:], max(start - cut, 1), end - cut
+
+
+# -----------------------------------------------------------------------------
+# Scoring
+
+@dataclass
+class Scorer:
+    """What the metric needs from a model.
+
+    encode: texts -> token ids (no BOS; the metric adds `bos_id`); logits: (B, T) ids on
+    `device` -> (B, T, V) logits; max_len: the model's context length (None: no limit).
+    """
+    encode: Callable
+    logits: Callable
+    bos_id: int
+    max_len: int | None
+    device: torch.device
+
+
+@dataclass
+class Prepared:
+    """One item as token rows plus the [start, end) span scored in each row."""
+    rows: list
+    starts: list
+    ends: list
+    gold: int | None
+
+
+def prepare_item(task, items, i, scorer):
+    item = items[i]
+    examples = fewshot_examples(items, i, task.shots)
+    if task.kind == "multiple_choice":
+        seqs = tokenize(scorer, render_mc(item, examples, task.delimiter))
+        starts, ends = mc_spans(seqs)
+    elif task.kind == "schema":
+        seqs = tokenize(scorer, render_schema(item, examples, task.delimiter))
+        starts, ends = schema_spans(seqs)
+    else:
+        without, full = tokenize(scorer, render_lm(item, examples, task.delimiter))
+        seqs = [full]
+        starts, ends = lm_spans(without, full)
+    cropped = [crop_left(s, a, b, scorer.max_len) for s, a, b in zip(seqs, starts, ends)]
+    rows, starts, ends = (list(x) for x in zip(*cropped))
+    return Prepared(rows, starts, ends, item.get("gold"))
+
+
+def tokenize(scorer, texts):
+    return [[scorer.bos_id, *ids] for ids in scorer.encode(list(texts))]
+
+
+def pack(prepared, batch_tokens):
+    """Groups of item indices, longest first, each at most `batch_tokens` padded tokens (but at least one item)."""
+    order = sorted(range(len(prepared)), key=lambda i: -max(len(r) for r in prepared[i].rows))
+    batches, current, rows, width = [], [], 0, 0
+    for i in order:
+        n, w = len(prepared[i].rows), max(len(r) for r in prepared[i].rows)
+        if current and (rows + n) * max(width, w) > batch_tokens:
+            batches.append(current)
+            current, rows, width = [], 0, 0
+        current.append(i)
+        rows, width = rows + n, max(width, w)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.no_grad()
+def score_rows(scorer, rows, starts, ends):
+    """Per row: mean loss over its span, and whether greedy argmax reproduces the whole span."""
+    device = scorer.device
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), scorer.bos_id, dtype=torch.long)  # right padding never reaches a span
+    for r, seq in enumerate(rows):
+        ids[r, : len(seq)] = torch.tensor(seq)
+    ids = ids.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = scorer.logits(ids)
+    logits, targets = logits[:, :-1].float(), ids[:, 1:]
+    losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view_as(targets)
+    hits = logits.argmax(-1) == targets
+    # position p predicts token p + 1, so a span [start, end) is read at positions [start - 1, end - 1)
+    pos = torch.arange(width - 1, device=device)
+    span = (pos >= torch.tensor(starts, device=device)[:, None] - 1) & (pos < torch.tensor(ends, device=device)[:, None] - 1)
+    mean_loss = (losses * span).sum(1) / span.sum(1)
+    exact = (hits | ~span).all(1)
+    return mean_loss.tolist(), exact.tolist()
+
+
+def score_items(task_kind, prepared, scorer, batch_tokens):
+    """Whether each prepared item is answered correctly."""
+    correct = [False] * len(prepared)
+    for batch in pack(prepared, batch_tokens):
+        rows, starts, ends = [], [], []
+        for i in batch:
+            p = prepared[i]
+            rows += p.rows
+            starts += p.starts
+            ends += p.ends
+        mean_loss, exact = score_rows(scorer, rows, starts, ends)
+        r = 0
+        for i in batch:
+            n = len(prepared[i].rows)
+            if task_kind == "language_modeling":
+                correct[i] = exact[r]
+            else:
+                losses = mean_loss[r : r + n]
+                correct[i] = losses.index(min(losses)) == prepared[i].gold
+            r += n
+    return correct
+
+
+# -----------------------------------------------------------------------------
+# Tasks and the CORE score
+
+@dataclass
+class TaskResult:
+    label: str
+    kind: str
+    shots: int
+    n: int
+    accuracy: float
+    centered: float
+    seconds: float
+
+
+def centered_accuracy(accuracy, baseline_percent):
+    b = baseline_percent / 100
+    return (accuracy - b) / (1 - b)
+
+
+def evaluate_task(task, scorer, max_per_task=0, batch_tokens=16384):
+    """Accuracy of one task; under torch.distributed each rank scores every world_size-th item."""
+    t0 = time.time()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    items = evaluation_subset(task.items, max_per_task)
+    mine = list(range(rank, len(items), world))
+    prepared = [prepare_item(task, items, i, scorer) for i in mine]
+    correct = torch.zeros(len(items), dtype=torch.float32, device=scorer.device)
+    for i, ok in zip(mine, score_items(task.kind, prepared, scorer, batch_tokens)):
+        correct[i] = float(ok)
+    if world > 1:
+        dist.all_reduce(correct, op=dist.ReduceOp.SUM)
+    accuracy = correct.mean().item()
+    return TaskResult(task.label, task.kind, task.shots, len(items), accuracy, centered_accuracy(accuracy, task.baseline), time.time() - t0)
+
+
+def evaluate_bundle(tasks, scorer, max_per_task=0, batch_tokens=16384, log=print):
+    results = []
+    for task in tasks:
+        res = evaluate_task(task, scorer, max_per_task, batch_tokens)
+        log(f"{res.label:<36} {res.kind:<18} n={res.n:<6} acc={res.accuracy:.4f} centered={res.centered:+.4f} {res.seconds:.1f}s")
+        results.append(res)
+    return results
+
+
+def core_score(results):
+    return sum(r.centered for r in results) / len(results)
+
+
+def write_csv(path, results):
+    """One row per task and a last row `CORE` (the mean centered accuracy), written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for r in results:
+            w.writerow([r.label, r.kind, r.shots, r.n, f"{r.accuracy:.6f}", f"{r.centered:.6f}", f"{r.seconds:.2f}"])
+        w.writerow(["CORE", "", "", sum(r.n for r in results), "", f"{core_score(results):.6f}", f"{sum(r.seconds for r in results):.2f}"])
