@@ -1,0 +1,178 @@
+"""CORE eval bundles: written by the built-in world, or downloaded as a zip (DCLM's eval_bundle.zip).
+
+Either way the result is `results/eval_bundle/{bundle}/` in the DCLM layout: `core.yaml`
+(`icl_tasks`), `eval_data/**.jsonl`, `eval_meta_data.csv`, plus `source.json` (where it came from).
+The bundle is assembled in a temporary directory, checked (every task file present, every task in
+the meta data), and only then moved into place, so a bundle with a core.yaml is always complete.
+
+    python -m snakechat.eval_bundle --out results/eval_bundle/tinyworld/core.yaml --kind synthetic --seed 0
+    python -m snakechat.eval_bundle --out results/eval_bundle/core/core.yaml --kind http \
+        --url https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip [--sha256 HEX] \
+        --retries 5 --timeout 60 --backoff 2
+
+Needs no inputs (synthetic) or the network (http). The downloaded zip is kept beside the bundle
+(`results/eval_bundle/{bundle}.zip`) so that a re-run does not fetch it again.
+"""
+
+import argparse
+import csv
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import yaml
+
+from snakechat import download
+from snakechat.common import write_json_atomic
+from snakechat.provenance import record
+
+TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
+
+
+def check_bundle(root):
+    """{label: rows} of a bundle directory; raises ValueError naming the file and task at fault."""
+    root = Path(root)
+    core = root / "core.yaml"
+    if not core.is_file():
+        raise ValueError(f"{root}: no core.yaml")
+    spec = yaml.safe_load(core.read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("icl_tasks"), list) or not spec["icl_tasks"]:
+        raise ValueError(f"{core}: expected a non-empty `icl_tasks` list")
+    meta_path = root / "eval_meta_data.csv"
+    if not meta_path.is_file():
+        raise ValueError(f"{root}: no eval_meta_data.csv")
+    with open(meta_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"Eval Task", "Random baseline"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{meta_path}: needs the columns 'Eval Task' and 'Random baseline'")
+        baselines = {row["Eval Task"]: row["Random baseline"] for row in reader}
+    rows = {}
+    for n, task in enumerate(spec["icl_tasks"]):
+        missing = [k for k in ("label", "dataset_uri", "icl_task_type", "num_fewshot") if k not in task]
+        if missing:
+            raise ValueError(f"{core}: icl_tasks[{n}] lacks {', '.join(missing)}")
+        label = task["label"]
+        if task["icl_task_type"] not in TASK_TYPES:
+            raise ValueError(f"{core}: task {label!r} has icl_task_type {task['icl_task_type']!r}, not one of {TASK_TYPES}")
+        data = root / "eval_data" / task["dataset_uri"]
+        if not data.is_file():
+            raise ValueError(f"{core}: task {label!r} names eval_data/{task['dataset_uri']}, which is not in the bundle")
+        if label not in baselines:
+            raise ValueError(f"{meta_path}: no row for task {label!r}")
+        float(baselines[label])
+        with open(data, "rb") as f:
+            rows[label] = sum(1 for line in f if line.strip())
+    return rows
+
+
+def bundle_root(extracted):
+    """The directory of an unpacked zip that holds core.yaml: the top level or a single folder in it."""
+    extracted = Path(extracted)
+    if (extracted / "core.yaml").is_file():
+        return extracted
+    found = [d for d in extracted.iterdir() if d.is_dir() and (d / "core.yaml").is_file()]
+    if len(found) != 1:
+        raise ValueError("the zip has no core.yaml at its top level or in exactly one folder below it")
+    return found[0]
+
+
+def check_zip(path):
+    """Raise unless `path` is a readable zip with a core.yaml at the top or one folder down."""
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+        if bad is not None:
+            raise ValueError(f"member {bad} fails its CRC check")
+        names = z.namelist()
+    if not any(n == "core.yaml" or (n.count("/") == 1 and n.endswith("/core.yaml")) for n in names):
+        raise ValueError("no core.yaml in the zip (at the top level or one folder down)")
+
+
+def install(build, out_dir):
+    """Build a bundle with build(tmp_dir) -> bundle dir, check it, then move it to `out_dir`.
+
+    The old directory (if any) is moved aside before the new one is renamed in, so `out_dir`
+    never holds a mix of two bundles.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        root = build(work)
+        rows = check_bundle(root)
+        if out_dir.exists():
+            old = work / "previous"
+            out_dir.rename(old)
+        root.rename(out_dir)
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def from_world(out_dir, seed):
+    from snakechat import world_bundle
+
+    def build(work):
+        world_bundle.write_bundle(work / "bundle", seed)
+        return work / "bundle"
+
+    return install(build, out_dir)
+
+
+def from_zip(out_dir, zip_path):
+    def build(work):
+        with zipfile.ZipFile(zip_path) as z:
+            z.extractall(work / "unpacked")
+        return bundle_root(work / "unpacked")
+
+    try:
+        return install(build, out_dir)
+    except ValueError as e:
+        raise ValueError(f"{zip_path}: not a usable eval bundle: {e}") from e
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="the bundle's core.yaml; the bundle is the directory around it")
+    parser.add_argument("--kind", choices=["synthetic", "http"], required=True)
+    parser.add_argument("--seed", type=int, help="synthetic: the world's seed")
+    parser.add_argument("--url", help="http: the bundle zip")
+    parser.add_argument("--sha256", help="http: expected sha256 of the zip")
+    parser.add_argument("--retries", type=int, default=5, help="http: extra attempts after a transient failure")
+    parser.add_argument("--timeout", type=float, default=60.0, help="http: seconds a connection may stall")
+    parser.add_argument("--backoff", type=float, default=2.0, help="http: seconds before the first retry, doubled each time")
+    args = parser.parse_args(argv)
+    if args.kind == "synthetic" and args.seed is None:
+        parser.error("--kind synthetic needs --seed")
+    if args.kind == "http" and args.url is None:
+        parser.error("--kind http needs --url")
+
+    out = Path(args.out)
+    if out.name != "core.yaml":
+        parser.error(f"--out must name the bundle's core.yaml, not {out.name!r}")
+    out_dir = out.parent
+    if args.kind == "synthetic":
+        settings = {"kind": "synthetic", "seed": args.seed}
+        rows = from_world(out_dir, args.seed)
+        source = {}
+    else:
+        settings = {k: getattr(args, k) for k in ("kind", "url", "sha256", "retries", "timeout", "backoff")}
+        zip_path = out_dir.parent / f"{out_dir.name}.zip"
+        if zip_path.exists() and args.sha256 and download.sha256_file(zip_path) != args.sha256.lower():
+            zip_path.unlink()
+        if zip_path.exists():
+            print(f"{zip_path}: already here", flush=True)
+            source = {"url": args.url, "bytes": zip_path.stat().st_size, "sha256": download.sha256_file(zip_path)}
+        else:
+            source = download.fetch(args.url, zip_path, retries=args.retries, timeout=args.timeout, backoff=args.backoff, sha256=args.sha256, verify=check_zip)
+        try:
+            rows = from_zip(out_dir, zip_path)
+        except ValueError:
+            zip_path.unlink()  # a later run must not take this zip as good
+            raise
+    write_json_atomic(out_dir / "source.json", {"source": source, "tasks": rows, "provenance": record("snakechat.eval_bundle", settings)})
+    print(f"wrote {out_dir}: {len(rows)} tasks, {sum(rows.values())} items", flush=True)
+
+
+if __name__ == "__main__":
+    main()
