@@ -108,6 +108,6 @@ def test_sample_rows_train_only_on_sampled_tokens():
     # prompt of 3 tokens; second sample has a forced tool output (mask 0) in the middle
     seqs = [[1, 2, 3, 40, 41], [1, 2, 3, 50, 51, 52, 53]]
     masks = [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0, 0, 1]]
-    x, y = sample_rows(3, seqs, masks, pad_id=0)
+    x, y = sample_rows(seqs, masks, pad_id=0)
     assert x.tolist() == [[1, 2, 3, 40, 0, 0], [1, 2, 3, 50, 51, 52]]
     assert y.tolist() == [[IGNORE, IGNORE, 40, 41, IGNORE, IGNORE], [IGNORE, IGNORE, 50, IGNORE, IGNORE, 53]]

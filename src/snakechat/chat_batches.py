@@ -142,8 +142,11 @@ class ConversationLoader(_Counted):
         step, micro = divmod(k, self.micro_steps)
         epoch, s = divmod(step, self.steps_per_pass())
         first = s * self.total_batch + (self.rank * self.micro_steps + micro) * self.device_batch
-        picked = self._order(epoch)[first:first + self.device_batch]
+        order = self._order(epoch)
+        picked = order[first:first + self.device_batch]
         rows = [r for r in (render(self.tok, self.conversations[i], self.max_tokens) for i in picked) if r is not None]
-        if not rows:  # every conversation of the micro-batch was cut off: a row with no target
-            rows = [([self.tok.bos_id, self.tok.bos_id], [0, 0])]
+        if not rows:  # all were cut off: borrow the next usable conversation so the loss has a target
+            rows = next(([r] for i in order[first + self.device_batch:] + order[:first] if (r := render(self.tok, self.conversations[i], self.max_tokens))), None)
+            if rows is None:
+                raise ValueError(f"no conversation of the mixture keeps an assistant token within max_tokens={self.max_tokens}")
         return self._to(*pad_rows(rows, self.tok.bos_id))

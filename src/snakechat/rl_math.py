@@ -22,11 +22,11 @@ def pass_at_k(n, correct, k):
     return 1.0 - comb(n - correct, k) / comb(n, k)
 
 
-def sample_rows(prompt_len, sequences, masks, pad_id):
-    """Inputs and targets for sampled sequences: targets only on tokens the model sampled.
+def sample_rows(sequences, masks, pad_id):
+    """Inputs and targets for sampled sequences (prompt + completion): targets only on sampled tokens.
 
-    sequences: token lists (prompt + completion); masks: per token, 1 where sampled and 0 where
-    the prompt or a forced tool output put it.
+    masks: per token, 1 where the model sampled it, 0 where the prompt or a forced tool output put
+    it (as the engine's generate_batch returns them).
     """
     width = max(len(s) for s in sequences) - 1
     x = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -34,7 +34,6 @@ def sample_rows(prompt_len, sequences, masks, pad_id):
     for i, (seq, mask) in enumerate(zip(sequences, masks)):
         seq_t = torch.tensor(seq, dtype=torch.long)
         keep = torch.tensor(mask, dtype=torch.bool)
-        keep[:prompt_len] = False
         x[i, :len(seq) - 1] = seq_t[:-1]
         y[i, :len(seq) - 1] = torch.where(keep[1:], seq_t[1:], torch.full_like(seq_t[1:], IGNORE))
     return x, y

@@ -1,0 +1,100 @@
+"""Supervised fine-tuning: one conversation per row, padded, loss on the assistant's tokens only.
+
+    python -m snakechat.chat_sft --start results/mid/tiny --chat-data results/chat_data/tinyworld \
+        --state results/state/sft/tiny --out results/sft/tiny \
+        --mixture '{"world_chat": {"weight": 800}, "world_mc": {"epochs": 1}}' [--epochs 1 ...]
+    torchrun --nproc_per_node=8 -m snakechat.chat_sft --start results/mid/d20 ...
+
+Needs the mid checkpoint (or the base one where mid is skipped) as `--start`, and a chat data
+directory. A step takes `--total-batch` conversations (all processes together), each its own
+row cut to `--max-tokens`, padded to the longest row of its micro-batch; only assistant tokens
+(tool calls included, tool outputs not) are targets. The learning rates are the base model's
+times `--lr-mult`, decaying linearly to 0 over the last `--warmdown-frac` of the steps.
+Validation bits per byte over the assistant tokens of the mixture tasks' test splits.
+
+The tokens column of train_log.csv counts rows × max_tokens per step (an upper bound: rows are
+padded only to their micro-batch's longest conversation).
+
+Writes `--out` (model.pt, meta.json, train_log.csv); resumable state under `--state`.
+"""
+
+import argparse
+
+from snakechat import chat_stage, tasks
+from snakechat.base_loss import bits_per_byte
+from snakechat.chat_batches import ConversationLoader
+from snakechat.checkpoint import load_model
+from snakechat.common import cleanup_distributed, init_distributed, print0
+from snakechat.tokenizer import load_token_bytes
+from snakechat.train_loop import TrainConfig, train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start", required=True, help="mid (or base) checkpoint directory")
+    p.add_argument("--chat-data", required=True, help="chat data directory (tasks.json)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--state", required=True, help="resumable state directory (not a Snakemake output)")
+    p.add_argument("--mixture", type=chat_stage.json_arg, required=True, help='JSON: task -> {"weight": n} or {"epochs": e}')
+    p.add_argument("--epochs", type=int, default=1, help="passes over the mixture (when --steps is -1)")
+    p.add_argument("--steps", type=int, default=-1, help="optimizer steps; -1: from --epochs")
+    p.add_argument("--device-batch", type=int, default=4, help="conversations per process per micro-step")
+    p.add_argument("--total-batch", type=int, default=32, help="conversations per optimizer step")
+    p.add_argument("--max-tokens", type=int, default=2048, help="tokens kept of each conversation (capped at the model's sequence length)")
+    p.add_argument("--lr-mult", type=float, default=0.02, help="multiplier on the base model's learning rates")
+    p.add_argument("--warmdown-frac", type=float, default=1.0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--eval-every", type=int, default=100, help="steps between validation bpb (0: only at the end)")
+    p.add_argument("--eval-examples", type=int, default=1024, help="test conversations the validation reads")
+    p.add_argument("--save-every", type=int, default=200, help="steps between resumable states (0: only at the end)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    chat_stage.check_chat_data(args.chat_data, list(args.mixture), "train")
+    rank, _, world_size, device = init_distributed(args.device)
+    model, tok, start_meta = load_model(args.start, device)
+    lrs = chat_stage.base_lrs(start_meta, args.start)
+    max_tokens = min(args.max_tokens, model.config.sequence_len)
+
+    conversations = tasks.mixture(args.chat_data, args.mixture, "train", args.seed)
+    loader = ConversationLoader(tok, conversations, args.device_batch, args.total_batch, max_tokens, args.seed, rank, world_size, device)
+    steps = args.steps if args.steps > 0 else max(1, args.epochs * loader.steps_per_pass())
+    cfg = TrainConfig(
+        num_iterations=steps, total_batch_size=args.total_batch * max_tokens, device_batch_size=args.device_batch, sequence_len=max_tokens,
+        matrix_lr=lrs["matrix_lr"] * args.lr_mult, embedding_lr=lrs["embedding_lr"] * args.lr_mult,
+        unembedding_lr=lrs["unembedding_lr"] * args.lr_mult, weight_decay=args.weight_decay,
+        warmup_ratio=0.0, warmdown_ratio=args.warmdown_frac, final_lr_frac=0.0,
+        eval_every=args.eval_every, save_every=args.save_every, log_every=1, compile=False, seed=args.seed,
+    )
+    print0(f"SFT: {len(conversations):,} conversations, {loader.steps_per_pass()} steps per pass, {steps} steps of {args.total_batch} conversations")
+
+    val_spec = chat_stage.validation_mixture(args.chat_data, args.mixture)
+    token_bytes = load_token_bytes(start_meta["tokenizer"])
+    evaluate = None
+    if val_spec:
+        val_conversations = tasks.mixture(args.chat_data, val_spec, "test", args.seed)
+        per_step = args.device_batch * world_size
+        val_steps = max(1, min(args.eval_examples, len(val_conversations)) // per_step)
+
+        def evaluate(model):
+            val_loader = ConversationLoader(tok, val_conversations, args.device_batch, per_step, max_tokens, args.seed, rank, world_size, device)
+            return bits_per_byte(model, val_loader, val_steps, token_bytes)
+
+    settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "state")}, "world_size": world_size}
+    state_dir = chat_stage.run_state_dir(args.state, settings, args.start)
+    summary = train(model, loader, cfg, state_dir, device, evaluate=evaluate, model_identity=model.config.to_dict())
+    if rank == 0:
+        meta = chat_stage.checkpoint_meta("snakechat.chat_sft", args, model, start_meta, lrs, summary, device, {
+            "stage": "sft", "schedule": cfg.identity(), "conversations": len(conversations),
+            "final_loss": summary["final_loss"], "val_bpb": summary["val_bpb"],
+        })
+        chat_stage.finish(args.out, model, meta, summary, args.state)
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

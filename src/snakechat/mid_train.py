@@ -1,0 +1,115 @@
+"""Mid-training: the base model trained further on the chat mixture, packed like pretraining.
+
+    python -m snakechat.mid_train --start results/base/tiny --chat-data results/chat_data/tinyworld \
+        --state results/state/mid/tiny --out results/mid/tiny \
+        --mixture '{"world_chat": {"epochs": 1}, "identity": {"weight": 500}}' [--steps 60 ...]
+    torchrun --nproc_per_node=8 -m snakechat.mid_train --start results/base/d20 ...
+
+Needs a base checkpoint (`--start`) and a chat data directory (tasks.json plus one jsonl per
+task and split). Conversations are rendered with the chat special tokens and concatenated into
+rows like pretraining documents; the loss covers every token, so the model learns the special
+tokens, tool calls and the multiple-choice format. Validation bits per byte (assistant tokens
+and prompts alike) come from the test splits of the mixture's tasks.
+
+Writes `--out` (model.pt, meta.json, train_log.csv); resumable state under `--state`.
+"""
+
+import argparse
+
+import torch
+import torch.distributed as dist
+
+from snakechat import chat_stage, tasks
+from snakechat.base_loss import bits_per_byte
+from snakechat.chat_batches import PackedChatLoader, render
+from snakechat.checkpoint import load_model
+from snakechat.common import cleanup_distributed, init_distributed, print0
+from snakechat.tokenizer import load_token_bytes
+from snakechat.train_loop import TrainConfig, grad_accum_steps, train
+
+MAX_CONVERSATION_TOKENS = 1 << 20  # conversations are packed whole, cut only by the row boundaries
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start", required=True, help="base checkpoint directory")
+    p.add_argument("--chat-data", required=True, help="chat data directory (tasks.json)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--state", required=True, help="resumable state directory (not a Snakemake output)")
+    p.add_argument("--mixture", type=chat_stage.json_arg, required=True, help='JSON: task -> {"weight": n} or {"epochs": e}')
+    p.add_argument("--steps", type=int, default=-1, help="optimizer steps; -1: one pass over the mixture")
+    p.add_argument("--device-batch", type=int, default=32, help="rows per process per micro-step")
+    p.add_argument("--total-batch", type=int, default=524288, help="tokens per optimizer step")
+    p.add_argument("--sequence-len", type=int, default=2048, help="tokens per row (capped at the model's)")
+    p.add_argument("--lr-mult", type=float, default=1.0, help="multiplier on the base model's learning rates")
+    p.add_argument("--warmdown-frac", type=float, default=0.2)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--eval-every", type=int, default=150, help="steps between validation bpb (0: only at the end)")
+    p.add_argument("--eval-tokens", type=int, default=10 * 2**20)
+    p.add_argument("--save-every", type=int, default=200, help="steps between resumable states (0: only at the end)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return p.parse_args(argv)
+
+
+def packed_loader(tok, conversations, rank, world_size, device_batch, sequence_len, device):
+    rendered = [r for r in (render(tok, c, MAX_CONVERSATION_TOKENS) for c in conversations[rank::world_size]) if r is not None]
+    return PackedChatLoader(rendered, device_batch, sequence_len, device)
+
+
+def min_over_ranks(value, device):
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    chat_stage.check_chat_data(args.chat_data, list(args.mixture), "train")
+    rank, _, world_size, device = init_distributed(args.device)
+    model, tok, start_meta = load_model(args.start, device)
+    lrs = chat_stage.base_lrs(start_meta, args.start)
+    sequence_len = min(args.sequence_len, model.config.sequence_len)
+
+    conversations = tasks.mixture(args.chat_data, args.mixture, "train", args.seed)
+    loader = packed_loader(tok, conversations, rank, world_size, args.device_batch, sequence_len, device)
+    cfg = TrainConfig(
+        num_iterations=1, total_batch_size=args.total_batch, device_batch_size=args.device_batch, sequence_len=sequence_len,
+        matrix_lr=lrs["matrix_lr"] * args.lr_mult, embedding_lr=lrs["embedding_lr"] * args.lr_mult,
+        unembedding_lr=lrs["unembedding_lr"] * args.lr_mult, weight_decay=args.weight_decay,
+        warmup_ratio=0.0, warmdown_ratio=args.warmdown_frac, final_lr_frac=0.0,
+        eval_every=args.eval_every, save_every=args.save_every, log_every=1, compile=device.type == "cuda", seed=args.seed,
+    )
+    accum = grad_accum_steps(cfg, world_size)
+    one_pass = min_over_ranks(loader.micro_batches_per_pass(), device) // accum
+    cfg.num_iterations = args.steps if args.steps > 0 else max(1, one_pass)
+    print0(f"mid-training: {len(conversations):,} conversations, {len(loader.tokens):,} tokens on rank 0, "
+           f"{one_pass} steps per pass, {cfg.num_iterations} steps of {args.total_batch:,} tokens ({accum} micro-steps)")
+
+    val_spec = chat_stage.validation_mixture(args.chat_data, args.mixture)
+    token_bytes = load_token_bytes(start_meta["tokenizer"])
+    evaluate = None
+    if val_spec:
+        val_conversations = tasks.mixture(args.chat_data, val_spec, "test", args.seed)
+
+        def evaluate(model):
+            val_loader = packed_loader(tok, val_conversations, rank, world_size, args.device_batch, sequence_len, device)
+            steps = max(1, min(args.eval_tokens // val_loader.window, min_over_ranks(val_loader.micro_batches_per_pass(), device)))
+            return bits_per_byte(model, val_loader, steps, token_bytes)
+
+    settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "state")}, "world_size": world_size}
+    state_dir = chat_stage.run_state_dir(args.state, settings, args.start)
+    summary = train(model, loader, cfg, state_dir, device, evaluate=evaluate, model_identity=model.config.to_dict())
+    if rank == 0:
+        meta = chat_stage.checkpoint_meta("snakechat.mid_train", args, model, start_meta, lrs, summary, device, {
+            "stage": "mid", "schedule": cfg.identity(), "conversations": len(conversations),
+            "final_loss": summary["final_loss"], "val_bpb": summary["val_bpb"],
+        })
+        chat_stage.finish(args.out, model, meta, summary, args.state)
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()
