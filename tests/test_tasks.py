@@ -41,8 +41,11 @@ def test_conversation_errors_name_the_row(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.parquet row 0: message role 'robot'"):
         list(tasks.read(tmp_path / "bad.parquet", "smoltalk"))
     pq.write_table(pa.table({"messages": [[{"content": "x", "role": "user"}]]}), tmp_path / "noreply.parquet")
-    with pytest.raises(ValueError, match="no assistant message"):
+    with pytest.raises(ValueError, match="does not end with an assistant message"):
         list(tasks.read(tmp_path / "noreply.parquet", "smoltalk"))
+    pq.write_table(pa.table({"messages": [[{"content": "x", "role": "assistant"}, {"content": "y", "role": "user"}]]}), tmp_path / "order.parquet")
+    with pytest.raises(ValueError, match="turns must alternate user, assistant, ... \\(got assistant, user\\)"):
+        list(tasks.read(tmp_path / "order.parquet", "smoltalk"))
 
 
 def test_mmlu_parquet_and_auxiliary_train_and_csv(tmp_path):

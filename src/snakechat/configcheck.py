@@ -67,6 +67,7 @@ REFERENCES = [
     ("tokenizers", "dataset", "datasets"),
     ("models", "tokenizer", "tokenizers"),
     ("models", "eval_bundle", "eval_bundles"),
+    ("models", "chat_data", "chat_data"),
 ]
 
 

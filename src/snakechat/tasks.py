@@ -73,7 +73,7 @@ def _field(row, key, where):
 
 
 def _conversation(row, where):
-    messages = _field(row, "messages", where)
+    messages = row if isinstance(row, list) else _field(row, "messages", where)  # jsonl lines may be bare message lists
     out = []
     for m in messages:
         role, content = m.get("role"), m.get("content")
@@ -82,8 +82,11 @@ def _conversation(row, where):
         if role == "system" and out:
             raise ValueError(f"{where}: a system message may only come first")
         out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
-        raise ValueError(f"{where}: conversation has no assistant message")
+    turns = [m["role"] for m in out if m["role"] != "system"]
+    if not turns or any(r != ("user", "assistant")[i % 2] for i, r in enumerate(turns)):
+        raise ValueError(f"{where}: turns must alternate user, assistant, ... (got {', '.join(turns) or 'none'})")
+    if turns[-1] != "assistant":
+        raise ValueError(f"{where}: conversation does not end with an assistant message")
     return {"messages": out}
 
 
@@ -165,8 +168,7 @@ def check_record(record, kind, where="record"):
         if extract_answer(record.get("answer", "")) is None:
             raise ValueError(f"{where}: answer does not end with '#### N'")
     elif kind == "conversation":
-        if not record.get("messages"):
-            raise ValueError(f"{where}: conversation has no messages")
+        _conversation(record, where)
     elif kind == "humaneval":
         for key in ("task_id", "prompt", "test", "entry_point"):
             if not isinstance(record.get(key), str):

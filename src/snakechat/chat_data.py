@@ -1,0 +1,206 @@
+"""Chat data: tasks written by the built-in world, or the Hugging Face hub's parquet exports downloaded.
+
+The result is `results/chat_data/{name}/tasks.json` ({"tasks": {task: {"kind", "splits":
+{split: "<task>/<split>.jsonl"}, "random_baseline"}}}) with one jsonl of unified records (see
+`snakechat.tasks`) per task and split beside it. tasks.json is written last, after every file
+has been checked, so it is the file that says "done".
+
+    python -m snakechat.chat_data --out results/chat_data/tinyworld/tasks.json --kind synthetic --seed 0
+    python -m snakechat.chat_data --out results/chat_data/nanochat/tasks.json --kind http \
+        --tasks '{"gsm8k": {"format": "gsm8k", "splits": {"train": ["https://.../main/train/0000.parquet"]}}}' \
+        [--world-tasks '["identity", "spelling"]' --world-seed 0] [--sha256 '{"<url>": "HEX"}'] \
+        --retries 5 --timeout 60 --backoff 2 --workers 4
+
+Needs no inputs (synthetic) or the network (http). Downloaded files are kept under `raw/` beside
+tasks.json; a re-run after a failure fetches only the files that are not there yet.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from snakechat import download, tasks
+from snakechat.common import write_json_atomic
+from snakechat.provenance import record
+
+
+def check_chat_dir(chat_dir, entries=None):
+    """{task: {split: records}} counts of a chat data directory (its tasks.json, or the given
+    entries for one); raises ValueError naming the file at fault."""
+    chat_dir = Path(chat_dir)
+    counts = {}
+    for task, entry in (entries if entries is not None else tasks.load_tasks(chat_dir)).items():
+        kind = entry.get("kind")
+        if kind not in tasks.KINDS:
+            raise ValueError(f"{chat_dir / 'tasks.json'}: task {task!r} has kind {kind!r}, not one of {tasks.KINDS}")
+        if not 0 <= entry.get("random_baseline", -1) <= 1:
+            raise ValueError(f"{chat_dir / 'tasks.json'}: task {task!r} needs a random_baseline in [0, 1]")
+        counts[task] = {}
+        for split, rel in entry["splits"].items():
+            path = chat_dir / rel
+            if not path.is_file():
+                raise ValueError(f"{chat_dir / 'tasks.json'}: task {task!r} split {split!r} names {rel}, which does not exist")
+            records = tasks.read_jsonl(path)
+            for n, r in enumerate(records):
+                tasks.check_record(r, kind, f"{path} row {n}")
+            counts[task][split] = len(records)
+    return counts
+
+
+def raw_path(chat_dir, task, split, index, url):
+    """Where the index-th file of a task split is kept; the URL's file name keeps its extension."""
+    name = Path(unquote(urlsplit(url).path)).name
+    return Path(chat_dir) / "raw" / task / split / f"{index:03d}-{name}"
+
+
+def fetch_files(chat_dir, spec, sha256=None, retries=5, timeout=60.0, backoff=1.0, workers=4):
+    """Download every file of every task split; returns [(task, split, path, info)] in spec order."""
+    sha256 = sha256 or {}
+    jobs = [(task, split, i, url) for task, t in spec.items() for split, urls in t["splits"].items() for i, url in enumerate(urls)]
+
+    def one(job):
+        task, split, i, url = job
+        fmt = spec[task]["format"]
+        path = raw_path(chat_dir, task, split, i, url)
+        if path.exists():  # only verified files are ever renamed to this name
+            info = {"url": url, "bytes": path.stat().st_size, "sha256": download.sha256_file(path)}
+            if url not in sha256 or info["sha256"] == sha256[url].lower():
+                print(f"{path}: already here", flush=True)
+                return task, split, path, info
+            path.unlink()
+
+        def verify(p):
+            # the reader picks the format by file name; the part file has a .part suffix
+            probe = p.with_name(path.name)
+            p.rename(probe)
+            try:
+                for _ in tasks.read(probe, fmt):
+                    pass
+            finally:
+                probe.rename(p)
+
+        info = download.fetch(url, path, retries=retries, timeout=timeout, backoff=backoff, sha256=sha256.get(url), verify=verify)
+        print(f"{path}: fetched {info['bytes']} bytes from {url}", flush=True)
+        return task, split, path, info
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, jobs))
+
+
+def convert(chat_dir, spec, fetched):
+    """Write each task split as unified jsonl; returns the tasks.json entries."""
+    chat_dir = Path(chat_dir)
+    entries = {}
+    for task, t in spec.items():
+        fmt = t["format"]
+        kind = tasks.FORMAT_KINDS[fmt]
+        splits, baseline_records = {}, None
+        for split in t["splits"]:
+            records = [r for tk, sp, path, _ in fetched if (tk, sp) == (task, split) for r in tasks.read(path, fmt)]
+            rel = f"{task}/{split}.jsonl"
+            tasks.write_jsonl(chat_dir / rel, records)
+            splits[split] = rel
+            if baseline_records is None or split == "test":
+                baseline_records = records
+            print(f"{chat_dir / rel}: {len(records)} {kind} records", flush=True)
+        entries[task] = {"kind": kind, "splits": splits, "random_baseline": tasks.random_baseline(baseline_records, kind), "format": fmt}
+    return entries
+
+
+def copy_world_tasks(chat_dir, seed, names):
+    """Tasks of the built-in world (e.g. identity, spelling) to sit beside downloaded ones."""
+    from snakechat import world_chat
+
+    chat_dir = Path(chat_dir)
+    with tempfile.TemporaryDirectory(prefix=".world.", dir=chat_dir) as tmp:
+        world_chat.write_chat_data(tmp, seed)
+        available = tasks.load_tasks(tmp)
+        unknown = sorted(set(names) - set(available))
+        if unknown:
+            raise SystemExit(f"--world-tasks: the built-in world has no task {', '.join(map(repr, unknown))} (it has: {', '.join(sorted(available))})")
+        entries = {}
+        for name in names:
+            entry = available[name]
+            for rel in entry["splits"].values():
+                (chat_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(Path(tmp) / rel, chat_dir / rel)
+            entries[name] = {**entry, "format": "world"}
+            print(f"{chat_dir / name}: copied from the built-in world (seed {seed})", flush=True)
+    return entries
+
+
+def check_spec(spec):
+    """Raise SystemExit naming the task when the --tasks JSON is malformed."""
+    if not isinstance(spec, dict) or not spec:
+        raise SystemExit("--tasks: expected a non-empty JSON object of task -> {format, splits}")
+    for task, t in spec.items():
+        if not isinstance(t, dict) or t.get("format") not in tasks.FORMAT_KINDS:
+            raise SystemExit(f"--tasks: task {task!r} needs a format, one of {', '.join(sorted(tasks.FORMAT_KINDS))}")
+        splits = t.get("splits")
+        if not isinstance(splits, dict) or not splits or not all(isinstance(u, list) and u and all(isinstance(x, str) for x in u) for u in splits.values()):
+            raise SystemExit(f"--tasks: task {task!r} needs splits: {{split: [url, ...]}}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="tasks.json to write; the task files go beside it")
+    parser.add_argument("--kind", choices=["synthetic", "http"], required=True)
+    parser.add_argument("--seed", type=int, help="synthetic: the world's seed")
+    parser.add_argument("--tasks", help="http: JSON object task -> {format, splits: {split: [url, ...]}}")
+    parser.add_argument("--world-tasks", default="[]", help="http: JSON list of built-in world tasks to add (e.g. identity, spelling)")
+    parser.add_argument("--world-seed", type=int, default=0, help="http: the world's seed for --world-tasks")
+    parser.add_argument("--sha256", default="{}", help="http: JSON object url -> expected sha256")
+    parser.add_argument("--retries", type=int, default=5, help="http: extra attempts after a transient failure")
+    parser.add_argument("--timeout", type=float, default=60.0, help="http: seconds a connection may stall")
+    parser.add_argument("--backoff", type=float, default=2.0, help="http: seconds before the first retry, doubled each time")
+    parser.add_argument("--workers", type=int, default=4, help="http: parallel downloads")
+    args = parser.parse_args(argv)
+    if args.kind == "synthetic" and args.seed is None:
+        parser.error("--kind synthetic needs --seed")
+    if args.kind == "http" and args.tasks is None:
+        parser.error("--kind http needs --tasks")
+    out = Path(args.out)
+    if out.name != "tasks.json":
+        parser.error(f"--out must name tasks.json, not {out.name!r}")
+    chat_dir = out.parent
+    chat_dir.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+
+    if args.kind == "synthetic":
+        from snakechat import world_chat
+
+        settings = {"kind": "synthetic", "seed": args.seed}
+        world_chat.write_chat_data(chat_dir, args.seed)
+        entries = tasks.load_tasks(chat_dir)
+        out.unlink()  # written again below, with provenance, once every file is checked
+        sources = []
+    else:
+        try:
+            spec, sha256, world_tasks = json.loads(args.tasks), json.loads(args.sha256), json.loads(args.world_tasks)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--tasks/--sha256/--world-tasks: not JSON: {e}") from e
+        check_spec(spec)
+        clash = sorted(set(spec) & set(world_tasks))
+        if clash:
+            raise SystemExit(f"tasks {clash} are both downloaded and taken from the built-in world")
+        settings = {"kind": "http", "tasks": spec, "world_tasks": world_tasks, "world_seed": args.world_seed, "sha256": sha256,
+                    "retries": args.retries, "timeout": args.timeout, "backoff": args.backoff, "workers": args.workers}
+        fetched = fetch_files(chat_dir, spec, sha256, args.retries, args.timeout, args.backoff, args.workers)
+        sources = [{"task": t, "split": s, "file": str(p.relative_to(chat_dir)), **info} for t, s, p, info in fetched]
+        entries = convert(chat_dir, spec, fetched)
+        if world_tasks:
+            entries |= copy_world_tasks(chat_dir, args.world_seed, world_tasks)
+
+    counts = check_chat_dir(chat_dir, entries)
+    for task, entry in entries.items():
+        entry["rows"] = counts[task]
+    write_json_atomic(out, {"tasks": entries, "sources": sources, "provenance": record("snakechat.chat_data", settings)})
+    print(f"wrote {out}: " + ", ".join(f"{t} {c}" for t, c in counts.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

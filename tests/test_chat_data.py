@@ -1,0 +1,110 @@
+"""Chat data: hub parquet exports over a real local HTTP server (normal / drop / corrupt), and the built-in world."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from http_server import http_server  # noqa: F401  (fixture)
+
+from snakechat import chat_data, tasks
+from snakechat.download import DownloadError
+
+MESSAGES = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
+
+
+def hub_files(root):
+    """Small files in the column layouts of the hub's parquet exports, under <repo>/<subset>/<split>/0000.parquet."""
+    def put(rel, table):
+        path = root / rel / "0000.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+
+    chats = [[{"content": f"hello {i}", "role": "user"}, {"content": f"hi {i}", "role": "assistant"}] for i in range(5)]
+    put("smol-smoltalk/default/train", pa.table({"messages": pa.array(chats, type=MESSAGES), "source": ["s"] * 5}))
+    put("mmlu/auxiliary_train/train", pa.table({"train": [{"answer": 2, "choices": ["a", "b", "c"], "question": f"aux {i}", "subject": ""} for i in range(3)]}))
+    put("mmlu/all/test", pa.table({"question": ["q?"], "subject": ["law"], "choices": [["w", "x", "y", "z"]], "answer": pa.array([3], pa.int64())}))
+    put("gsm8k/main/train", pa.table({"question": ["Two and two?"], "answer": ["2+2 = <<2+2=4>>4\n#### 4"]}))
+    put("ai2_arc/ARC-Easy/test", pa.table({"id": ["a"], "question": ["Hot?"], "choices": [{"text": ["sun", "ice"], "label": ["A", "B"]}], "answerKey": ["A"]}))
+    put("openai_humaneval/openai_humaneval/test", pa.table({"task_id": ["HumanEval/0"], "prompt": ["def f():\n"], "canonical_solution": ["    return 1\n"], "test": ["def check(c):\n    assert c() == 1\n"], "entry_point": ["f"]}))
+
+
+def spec(server):
+    url = lambda rel: server.url(rel + "/0000.parquet")  # noqa: E731
+    return {
+        "smoltalk": {"format": "smoltalk", "splits": {"train": [url("smol-smoltalk/default/train")]}},
+        "mmlu_aux": {"format": "mmlu", "splits": {"train": [url("mmlu/auxiliary_train/train")]}},
+        "mmlu": {"format": "mmlu", "splits": {"test": [url("mmlu/all/test")]}},
+        "gsm8k": {"format": "gsm8k", "splits": {"train": [url("gsm8k/main/train")]}},
+        "arc_easy": {"format": "arc", "splits": {"test": [url("ai2_arc/ARC-Easy/test")]}},
+        "humaneval": {"format": "humaneval", "splits": {"test": [url("openai_humaneval/openai_humaneval/test")]}},
+    }
+
+
+def run(out, task_spec, *extra):
+    chat_data.main(["--out", str(out), "--kind", "http", "--tasks", json.dumps(task_spec), "--retries", "2", "--timeout", "5", "--backoff", "0", "--workers", "2", *extra])
+    return json.loads(out.read_text())
+
+
+def test_hub_exports_become_unified_tasks(http_server, tmp_path):
+    hub_files(http_server.root)
+    out = tmp_path / "nanochat" / "tasks.json"
+    index = run(out, spec(http_server))["tasks"]
+    assert {t: (e["kind"], sorted(e["splits"])) for t, e in index.items()} == {
+        "smoltalk": ("conversation", ["train"]), "mmlu_aux": ("mc", ["train"]), "mmlu": ("mc", ["test"]),
+        "gsm8k": ("gsm8k", ["train"]), "arc_easy": ("mc", ["test"]), "humaneval": ("humaneval", ["test"]),
+    }
+    assert index["mmlu"]["random_baseline"] == 0.25 and index["arc_easy"]["random_baseline"] == 0.5 and index["gsm8k"]["random_baseline"] == 0.0
+    assert index["smoltalk"]["rows"] == {"train": 5}
+    kind, aux = tasks.load_split(out.parent, "mmlu_aux", "train")
+    assert aux[0] == {"question": "aux 0", "choices": ["a", "b", "c"], "answer": 2}
+    assert tasks.load_split(out.parent, "arc_easy", "test")[1] == [{"question": "Hot?", "choices": ["sun", "ice"], "answer": 0}]
+    mix = tasks.mixture(out.parent, {"smoltalk": {"epochs": 1}, "gsm8k": {"epochs": 2}}, "train", seed=0)
+    assert len(mix) == 7
+
+
+def test_dropped_connections_resume(http_server, tmp_path):
+    hub_files(http_server.root)
+    http_server.mode = "drop"
+    index = run(tmp_path / "c" / "tasks.json", spec(http_server))["tasks"]
+    assert len(index) == 6
+    assert len([r for r in http_server.requests if r[1]]) == 6  # every file resumed once
+
+
+def test_corrupt_export_names_the_url_and_leaves_nothing_taken_as_done(http_server, tmp_path):
+    hub_files(http_server.root)
+    http_server.mode = "corrupt"
+    out = tmp_path / "c" / "tasks.json"
+    with pytest.raises(DownloadError, match=r"http://127\.0\.0\.1:\d+/.*/0000\.parquet: downloaded file is corrupt"):
+        run(out, spec(http_server))
+    assert not out.exists()
+    assert [p for p in (tmp_path / "c").rglob("*") if p.is_file()] == []
+
+
+def test_wrong_layout_is_rejected_with_the_column_named(http_server, tmp_path):
+    path = http_server.root / "gsm8k" / "0000.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"problem": ["x"], "solution": ["#### 1"]}), path)
+    with pytest.raises(DownloadError, match="missing field 'question'"):
+        run(tmp_path / "c" / "tasks.json", {"gsm8k": {"format": "gsm8k", "splits": {"train": [http_server.url("gsm8k/0000.parquet")]}}})
+
+
+def test_rerun_fetches_only_missing_files_and_adds_world_tasks(http_server, tmp_path):
+    hub_files(http_server.root)
+    out = tmp_path / "c" / "tasks.json"
+    task_spec = spec(http_server)
+    run(out, {k: task_spec[k] for k in ("gsm8k", "mmlu")})
+    http_server.requests.clear()
+    index = run(out, {k: task_spec[k] for k in ("gsm8k", "mmlu", "arc_easy")}, "--world-tasks", '["identity"]')["tasks"]
+    assert [r[0] for r in http_server.requests] == ["ai2_arc/ARC-Easy/test/0000.parquet"]
+    assert index["identity"]["kind"] == "conversation" and index["identity"]["rows"]["train"] > 0
+    assert tasks.load_split(out.parent, "identity", "test")[1]
+
+
+def test_synthetic_chat_data(tmp_path):
+    out = tmp_path / "tinyworld" / "tasks.json"
+    chat_data.main(["--out", str(out), "--kind", "synthetic", "--seed", "0"])
+    index = json.loads(out.read_text())["tasks"]
+    assert {"conversation", "mc", "gsm8k"} <= {e["kind"] for e in index.values()}
+    assert chat_data.check_chat_dir(out.parent) == {t: e["rows"] for t, e in index.items()}
+    assert not list(out.parent.glob(".world.*"))

@@ -1,0 +1,23 @@
+"""Chat data: tasks from the built-in world, or the hub's parquet exports downloaded (a local rule)."""
+
+
+localrules:
+    chat_data,
+
+
+rule chat_data:
+    output:
+        "results/chat_data/{chat_data}/tasks.json",
+    params:
+        args=lambda w: stage_flags(config["chat_data"][w.chat_data]),
+        code=code_fingerprint("snakechat.chat_data"),
+    wildcard_constraints:
+        chat_data=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    log:
+        "logs/chat_data/{chat_data}.log",
+    benchmark:
+        "results/benchmarks/chat_data/{chat_data}.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m snakechat.chat_data --out {output} {params.args} > {log} 2>&1"
