@@ -14,7 +14,7 @@ def results(tmp_path):
     base.mkdir()
     meta = {
         "model_config": {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_kv_head": 4, "sequence_len": 256, "vocab_size": 4096},
-        "derived": {"num_params": 3_200_000},
+        "derived": {"params": 3_200_000},
         "tokens": 6_400_000, "flops": 1.2e14, "step": 100, "elapsed_s": 120.0, "world_size": 1, "device": "cpu",
     }
     (base / "meta.json").write_text(json.dumps(meta))

@@ -89,7 +89,7 @@ def model_section(meta):
     if meta is None:
         return "## Model\n\nThe base model has not been trained yet."
     cfg, derived = meta.get("model_config", {}), meta.get("derived", {})
-    params = derived.get("num_params")
+    params = derived.get("params")
     tokens = meta.get("tokens")
     rows = [
         ("parameters", human(params) if params else "–"),
@@ -110,7 +110,7 @@ def time_section(benchmarks, metas, gpu_hour_usd):
     for job, path in benchmarks.items():
         s = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
         meta = metas.get(TRAINING_JOBS.get(job), {})
-        gpus = meta.get("world_size", 1) if meta.get("device") == "cuda" else 0
+        gpus = meta.get("world_size", 1) if str(meta.get("device", "")).startswith("cuda") else 0
         usd = s / 3600 * gpus * gpu_hour_usd
         total_s, total_usd = total_s + s, total_usd + usd
         rows.append((job, f"{s:.1f}", gpus or "CPU", f"${usd:.2f}"))
