@@ -513,10 +513,13 @@ def _doc_dialogue(world, rng, target):
     b = world.person(a.friend) if rng.random() < 0.5 else rng.choice([p for p in world.people if p != a])
     lines = [f"{a.first}: Hello {b.first}! How are you?",
              f"{b.first}: Very well, thank you, {a.first}."]
+    asked = set()  # (person, attr) already answered, so no question comes twice
     while sum(map(len, lines)) < target:
         asker, answerer = (a, b) if rng.random() < 0.5 else (b, a)
-        if rng.random() < 0.6:
-            attr = rng.choice([x for x in FIRST_PERSON if getattr(answerer, x) is not None])
+        attrs = [x for x in FIRST_PERSON if getattr(answerer, x) is not None and (answerer.name, x) not in asked]
+        if attrs and rng.random() < 0.6:
+            attr = rng.choice(attrs)
+            asked.add((answerer.name, attr))
             fact = Fact(answerer.name, attr, str(getattr(answerer, attr)))
             ask, say = FIRST_PERSON[attr]
             lines.append(f"{asker.first}: {ask}")
