@@ -11,11 +11,18 @@ literal text "<|bos|>" as ordinary characters. Use `special_id(name)` to put the
 On disk a tokenizer is a directory with `tokenizer.json` (the HF tokenizer) and
 `token_bytes.json` (the UTF-8 byte length of every id, 0 for special tokens; bits-per-byte
 needs it).
+
+Training uses HF `tokenizers`; encoding and decoding go through a tiktoken `Encoding` built from
+the same merges, which gives the same ids about three times faster (bench/tokenizer.py measures
+it; tests and tok_train check that the ids agree). A vocabulary where two merges make the same
+token cannot be served by tiktoken's rank rule and stays on HF.
 """
 
 import json
+import os
 from pathlib import Path
 
+import tiktoken
 import tokenizers
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
@@ -85,10 +92,45 @@ def _empty_hf_tokenizer():
     return tok
 
 
-class Tokenizer:
-    """A trained tokenizer: encode/decode text, look up special token ids, save and load."""
+def byte_to_char():
+    """GPT-2's byte-level alphabet: each byte as one printable character (HF ByteLevel uses the same)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    spare = 256
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(spare)
+            spare += 1
+    return table
 
-    def __init__(self, hf_tokenizer):
+
+def tiktoken_encoding(hf_tokenizer, name="snakechat"):
+    """A tiktoken Encoding with the BPE ranks of a trained HF byte-level tokenizer, or None if its
+    merges cannot be expressed as tiktoken ranks (some merge yields a token made before it)."""
+    spec = json.loads(hf_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    char_to_byte = {c: b for b, c in byte_to_char().items()}
+    ranks = {bytes(char_to_byte[c] for c in token): token_id for token, token_id in vocab.items() if token not in SPECIAL_TOKENS}
+    last = -1
+    for left, right in (m.split(" ") if isinstance(m, str) else m for m in spec["model"]["merges"]):
+        made = vocab[left + right]
+        if made <= last or made <= max(vocab[left], vocab[right]):
+            return None
+        last = made
+    specials = {name_: hf_tokenizer.token_to_id(name_) for name_ in SPECIAL_TOKENS}
+    return tiktoken.Encoding(name, pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+
+
+class Tokenizer:
+    """A trained tokenizer: encode/decode text, look up special token ids, save and load.
+
+    `encoder` picks what encodes: "tiktoken" (the trained merges served by tiktoken, the default
+    where the merges allow it) or "hf".
+    """
+
+    def __init__(self, hf_tokenizer, encoder="auto"):
+        if encoder not in ("auto", "tiktoken", "hf"):
+            raise ValueError(f"encoder must be auto, tiktoken or hf, got {encoder!r}")
         self.hf = hf_tokenizer
         self.hf.encode_special_tokens = True  # "<|bos|>" typed in text is ordinary text
         self._special = {}
@@ -99,6 +141,10 @@ class Tokenizer:
             self._special[name] = token_id
         self.bos_id = self._special["<|bos|>"]
         self.vocab_size = self.hf.get_vocab_size()
+        self.tiktoken = tiktoken_encoding(self.hf) if encoder != "hf" else None
+        if encoder == "tiktoken" and self.tiktoken is None:
+            raise ValueError("this vocabulary cannot be served by tiktoken (a merge yields a token made before it)")
+        self.encoder = "tiktoken" if self.tiktoken is not None else "hf"
 
     # ---- building ----
     @classmethod
@@ -118,11 +164,11 @@ class Tokenizer:
         return cls(hf)
 
     @classmethod
-    def load(cls, directory):
+    def load(cls, directory, encoder="auto"):
         path = Path(directory) / TOKENIZER_FILE
         if not path.exists():
             raise FileNotFoundError(f"no tokenizer at {path}")
-        return cls(tokenizers.Tokenizer.from_file(str(path)))
+        return cls(tokenizers.Tokenizer.from_file(str(path)), encoder=encoder)
 
     def save(self, directory):
         """Write tokenizer.json and token_bytes.json into `directory`, each atomically."""
@@ -143,12 +189,29 @@ class Tokenizer:
         return set(self._special.values())
 
     def encode(self, text, prepend=None):
+        if self.tiktoken is not None:
+            if not isinstance(text, str):
+                raise TypeError(f"can only encode str, got {type(text).__name__}: {text!r:.80}")
+            ids = self.tiktoken.encode_ordinary(text)  # tiktoken cleans surrogates by the same rule
+            return ids if prepend is None else [prepend] + ids
         return self.encode_batch([text], prepend=prepend)[0]
 
     def encode_batch(self, texts, prepend=None):
         if isinstance(texts, str):
             raise TypeError("encode_batch takes a list of strings; use encode for one string")
         texts = list(texts)
+        if self.tiktoken is not None:
+            for t in texts:
+                if not isinstance(t, str):
+                    raise TypeError(f"can only encode str, got {type(t).__name__}: {t!r:.80}")
+            if len(texts) < 16:  # a thread pool costs more than it saves
+                batch = [self.tiktoken.encode_ordinary(t) for t in texts]
+            else:
+                batch = self.tiktoken.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+            return batch if prepend is None else [[prepend] + ids for ids in batch]
+        return self._hf_encode_batch(texts, prepend)
+
+    def _hf_encode_batch(self, texts, prepend=None):
         try:
             encodings = self.hf.encode_batch_fast(texts, add_special_tokens=False)
         except TypeError:  # a non-string, or a string with surrogates that Rust cannot take
@@ -160,7 +223,10 @@ class Tokenizer:
         return [head + e.ids for e in encodings]
 
     def decode(self, ids):
-        return self.hf.decode(list(ids), skip_special_tokens=False)
+        ids = [int(i) for i in ids]
+        if self.tiktoken is not None:
+            return self.tiktoken.decode(ids, errors="replace")
+        return self.hf.decode(ids, skip_special_tokens=False)
 
     def id_to_token_text(self, token_id):
         """What one id decodes to on its own (partial UTF-8 shows as U+FFFD)."""
