@@ -317,3 +317,17 @@ def test_chat_facts_agree_with_world(chat):
             first_q = _strip_greeting(_user_texts(record)[0])
             reply = next(m["content"] for m in record["messages"] if m["role"] == "assistant")
             assert truth[first_q] in reply
+
+
+def test_chat_world_questions_hold_out_facts(chat):
+    """Questions about a held-out fact appear only in test splits, all others only in train."""
+    w = world.build_world(0)
+    held = world_chat.held_out_facts(0)
+    assert 0.25 < len(held) / len(w.facts()) < 0.4
+    fact_of = {world.question(w, f, index=i): f for f in w.facts() for i in range(len(world.QUESTIONS[f.attr]))}
+    for split in ("train", "test"):
+        asked = [r["question"] for r in tasks.load_split(chat, "world_mc", split)[1]]
+        for record in tasks.load_split(chat, "world_chat", split)[1]:
+            asked += [_strip_greeting(t) for t in _user_texts(record) if _strip_greeting(t) in fact_of]
+        assert len(asked) > 100
+        assert all((fact_of[q] in held) == (split == "test") for q in asked), split

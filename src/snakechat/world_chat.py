@@ -9,11 +9,13 @@ problems in GSM8K form, and spelling/counting problems (GSM8K form, counted with
 
 Train and test never share an item: every generated item carries keys (its questions, or its
 calculation), the test split is drawn first with distinct keys, and a train item is kept only if
-none of its keys is a test key. Called by `snakechat.chat_data`.
+none of its keys is a test key. Questions about the world go further: a fixed third of the facts
+(`held_out_facts`) is asked about only in test splits. Called by `snakechat.chat_data`.
 """
 
 import json
 import random
+from functools import lru_cache
 from pathlib import Path
 
 from snakechat import world as w
@@ -41,14 +43,40 @@ def _pronouns(p):
     return {"he": p.he, "his": p.his, "him": p.him, "He": p.he.capitalize(), "His": p.his.capitalize()}
 
 
-def world_chat(world, rng):
+HELD_OUT_FRACTION = 1 / 3
+
+
+@lru_cache(maxsize=8)
+def held_out_facts(seed):
+    """The facts that only test splits ask about: a fixed third of the world's facts.
+
+    Every fact is in the pretraining corpus; chat training never asks about these ones, so a
+    test question checks that fine-tuning taught the format, not the answer.
+    """
+    facts = w.build_world(seed).facts()
+    rng = random.Random(f"snakechat-world/{seed}/chat/held-out")
+    return frozenset(rng.sample(facts, round(len(facts) * HELD_OUT_FRACTION)))
+
+
+def split_facts(world, split):
+    """The facts a split may ask about, in the world's order."""
+    held = held_out_facts(world.seed)
+    return [f for f in world.facts() if (f in held) == (split == "test")]
+
+
+def world_chat(world, rng, split):
     """1-3 questions about people and towns; follow-ups ask about the same person by pronoun."""
+    facts = split_facts(world, split)
+    allowed = {(f.subject, f.attr) for f in facts}
     messages, keys, p = [], [], None
     if rng.random() < 0.2:
         messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
     for turn in range(rng.choice([1, 1, 2, 3])):
-        if p is not None and rng.random() < 0.6:
-            attr = rng.choice(list(FOLLOW_UPS))
+        follow_ups = [a for a in FOLLOW_UPS if (p.name, a) in allowed] if p else []
+        if p and p.sibling is None and split == "train":
+            follow_ups.append("sibling")  # "she has no brothers or sisters" is not a held-out fact
+        if follow_ups and rng.random() < 0.6:
+            attr = rng.choice(follow_ups)
             ask, say = FOLLOW_UPS[attr]
             value = getattr(p, attr)
             fields = dict(_pronouns(p), v=value, rel="")
@@ -59,7 +87,7 @@ def world_chat(world, rng):
             user, reply = ask.format(**fields), say.format(**fields)
             keys.append(f"{p.name}|{user}")
         else:
-            fact = rng.choice(world.facts())
+            fact = rng.choice(facts)
             p = world.person(fact.subject) if world.is_person(fact.subject) else None
             user = w.question(world, fact, rng)
             keys.append(user)
@@ -88,7 +116,7 @@ def _calculation(rng):
     return a, op, b, w.OPERATORS[op][1](a, b)
 
 
-def arithmetic_tool(world, rng):
+def arithmetic_tool(world, rng, split):
     """One or two calculations; the assistant calls the calculator, then states the result."""
     messages, keys = [], []
     for _ in range(rng.choice([1, 1, 1, 2])):
@@ -132,7 +160,7 @@ IDENTITY = {  # intent -> (questions, answers)
 IDENTITY_GREETINGS = ["", "Hi! ", "Hello. ", "Hey! ", "Good morning! ", "Hello there. "]
 
 
-def identity(world, rng):
+def identity(world, rng, split):
     """Who the assistant is: a question about itself, sometimes followed by a second one."""
     messages, keys = [], []
     for turn, intent in enumerate(rng.sample(list(IDENTITY), rng.choice([1, 1, 2]))):
@@ -148,9 +176,9 @@ def identity(world, rng):
 # ---------------------------------------------------------------------------------------------
 # Multiple choice, word problems, spelling
 
-def world_mc(world, rng):
+def world_mc(world, rng, split):
     """ARC/MMLU-form question about a world fact, four choices."""
-    fact = rng.choice([f for f in world.facts() if f.attr not in ("population", "landmark")])
+    fact = rng.choice([f for f in split_facts(world, split) if f.attr not in ("population", "landmark")])
     q = w.question(world, fact, rng)
     choices = [fact.value] + w.distractors(world, fact, rng, 3)
     rng.shuffle(choices)
@@ -158,13 +186,13 @@ def world_mc(world, rng):
     return [q], {"question": q, "choices": choices, "answer": choices.index(fact.value), "subject": subject}
 
 
-def word_problems(world, rng):
+def word_problems(world, rng, split):
     """GSM8K-form word problem about a world person (1-2 steps, <<expr=result>> annotations)."""
     q, a, _ = w.word_problem(world, rng)
     return [q], {"question": q, "answer": a}
 
 
-def spelling(world, rng):
+def spelling(world, rng, split):
     """How many letters (or how many of one letter) in a word; spelled out, then counted with the tool."""
     word = rng.choice(w.spelling_words(world))
     spelled = w.spelled(word)
@@ -184,10 +212,10 @@ def spelling(world, rng):
 
 # task, kind, builder, train size, test size, random baseline
 TASKS = [
-    ("world_chat", "conversation", world_chat, 4000, 200, 0.0),
+    ("world_chat", "conversation", world_chat, 4000, 100, 0.0),
     ("arithmetic_tool", "conversation", arithmetic_tool, 2000, 200, 0.0),
     ("identity", "conversation", identity, 1000, 40, 0.0),
-    ("world_mc", "mc", world_mc, 1500, 200, 0.25),
+    ("world_mc", "mc", world_mc, 1500, 150, 0.25),
     ("word_problems", "gsm8k", word_problems, 2000, 200, 0.0),
     ("spelling", "gsm8k", spelling, 1500, 200, 0.0),
 ]
@@ -201,7 +229,7 @@ def make_splits(world, seed, task, build, n_train, n_test):
     for _ in range(100 * n_test):
         if len(test) == n_test:
             break
-        keys, record = build(world, rng)
+        keys, record = build(world, rng, "test")
         if not test_keys.intersection(keys) and len(set(keys)) == len(keys):
             test_keys.update(keys)
             test.append(record)
@@ -209,7 +237,7 @@ def make_splits(world, seed, task, build, n_train, n_test):
     for _ in range(100 * n_train):
         if len(train) == n_train:
             break
-        keys, record = build(world, rng)
+        keys, record = build(world, rng, "train")
         if not test_keys.intersection(keys):
             train.append(record)
     if len(test) < n_test or len(train) < n_train:
