@@ -315,14 +315,16 @@ def score_rows(scorer, rows, starts, ends):
     ids = ids.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = scorer.logits(ids)
-    logits, targets = logits[:, :-1].float(), ids[:, 1:]
-    losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view_as(targets)
-    hits = logits.argmax(-1) == targets
     # position p predicts token p + 1, so a span [start, end) is read at positions [start - 1, end - 1)
     pos = torch.arange(width - 1, device=device)
     span = (pos >= torch.tensor(starts, device=device)[:, None] - 1) & (pos < torch.tensor(ends, device=device)[:, None] - 1)
-    mean_loss = (losses * span).sum(1) / span.sum(1)
-    exact = (hits | ~span).all(1)
+    row = span.nonzero()[:, 0]
+    picked, targets = logits[:, :-1][span].float(), ids[:, 1:][span]  # only the scored positions
+    losses = F.cross_entropy(picked, targets, reduction="none")
+    misses = (picked.argmax(-1) != targets).float()
+    zeros = torch.zeros(len(rows), device=device)
+    mean_loss = zeros.index_add(0, row, losses) / span.sum(1)
+    exact = zeros.index_add(0, row, misses) == 0
     return mean_loss.tolist(), exact.tolist()
 
 

@@ -1,0 +1,28 @@
+"""CORE: the base checkpoint scored on its model's eval bundle (snakechat.base_eval)."""
+
+
+rule base_eval:
+    input:
+        checkpoint="results/base/{model}",
+        bundle=lambda w: f"results/eval_bundle/{config['models'][w.model]['eval_bundle']}/core.yaml",
+    output:
+        csv="results/base_eval/{model}.csv",
+        meta="results/base_eval/{model}.csv.meta.json",
+    params:
+        launch=launch,
+        args=lambda w: stage_flags(config["models"][w.model]["base_eval"]),
+        code=code_fingerprint("snakechat.base_eval"),
+    resources:
+        gpu=0,
+    log:
+        "logs/base_eval/{model}.log",
+    benchmark:
+        "results/benchmarks/base_eval/{model}.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.launch} -m snakechat.base_eval --checkpoint {input.checkpoint} --bundle {input.bundle} "
+        "--out {output.csv} {params.args} > {log} 2>&1"
+
+
+STAGE_TARGETS.append("results/base_eval/{model}.csv")
