@@ -386,10 +386,11 @@ def word_problem(world, rng):
     return q, f"{a}\n#### {n}", n
 
 
+@lru_cache(maxsize=8)
 def spelling_words(world):
     """The words spelling and copying texts use: everyday words and the world's own names."""
     words = list(COMMON_WORDS) + JOBS + PETS + COLOURS + [t.name for t in world.towns]
-    return list(dict.fromkeys(w.lower() for w in words))
+    return tuple(dict.fromkeys(w.lower() for w in words))
 
 
 def spelled(word):
@@ -565,8 +566,13 @@ def _doc_arithmetic(world, rng, target):
 
 def copy_words(world, rng):
     """3 to 6 words from the world's vocabulary, for the copying texts and the copying eval."""
-    words = spelling_words(world) + [p.first for p in world.people]
+    words = _copy_vocabulary(world)
     return " ".join(rng.choice(words) for _ in range(rng.randint(3, 6)))
+
+
+@lru_cache(maxsize=8)
+def _copy_vocabulary(world):
+    return spelling_words(world) + tuple(p.first for p in world.people)
 
 
 def _doc_words(world, rng, target):
