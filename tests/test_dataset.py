@@ -118,3 +118,10 @@ def test_synthetic_shards_are_byte_identical_for_a_seed(tmp_path):
     val = list(dataset.iter_texts(dataset.shard_paths(tmp_path / "a" / "manifest.json", "val")))
     assert len(train) == len(val) == 1100 and all(isinstance(t, str) and t for t in train + val)
     assert train != val  # the validation shard holds other documents, not a copy
+
+
+def test_bad_url_template_is_refused_before_any_download(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        dataset.main(["--kind", "http", "--manifest", str(tmp_path / "manifest.json"), "--shards", "2", "--url", "http://127.0.0.1:1/{idx}.parquet"])
+    assert "must be a template whose only field is {index}" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -165,6 +165,11 @@ def main(argv=None):
     missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
     if missing:
         parser.error(f"--kind {args.kind} needs {', '.join(missing)}")
+    if args.kind == "http":
+        try:
+            args.url.format(index=0)
+        except (KeyError, IndexError, ValueError) as e:
+            parser.error(f"--url {args.url!r} must be a template whose only field is {{index}} (e.g. shard_{{index:05d}}.parquet): {e!r}")
 
     out_dir = Path(args.manifest).parent
     out_dir.mkdir(parents=True, exist_ok=True)
