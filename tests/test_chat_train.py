@@ -111,3 +111,175 @@ def test_sample_rows_train_only_on_sampled_tokens():
     x, y = sample_rows(seqs, masks, pad_id=0)
     assert x.tolist() == [[1, 2, 3, 40, 0, 0], [1, 2, 3, 50, 51, 52]]
     assert y.tolist() == [[IGNORE, IGNORE, 40, 41, IGNORE, IGNORE], [IGNORE, IGNORE, 50, IGNORE, IGNORE, 53]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages, run for a few steps on a small model from the built-in world
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MIXTURE = {"world_chat": {"weight": 200}, "arithmetic_tool": {"weight": 100}, "identity": {"weight": 60}, "world_mc": {"weight": 100}, "word_problems": {"weight": 100}}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Chat data of the built-in world, a tokenizer trained on its corpus and a small base checkpoint."""
+    from snakechat import world as w
+    from snakechat import world_chat
+    from snakechat.checkpoint import save_checkpoint
+    from snakechat.gpt import GPT, GPTConfig
+    from snakechat.tokenizer import Tokenizer
+    from snakechat.train_loop import adamw_lr_scale
+
+    root = tmp_path_factory.mktemp("chat_world")
+    world_chat.write_chat_data(root / "chat", 0)
+    tok = Tokenizer.train(list(w.corpus_documents(0, 1000)), 512)
+    tok.save(root / "tok")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(sequence_len=128, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_kv_head=2, n_embd=64))
+    scale = adamw_lr_scale(64)
+    meta = {"model_config": model.config.to_dict(), "tokenizer": str(root / "tok"), "step": 0,
+            "derived": {"matrix_lr": 0.02, "embedding_lr": 0.2 * scale, "unembedding_lr": 0.004 * scale}}
+    save_checkpoint(root / "base", model, meta)
+    return root
+
+
+def read_log(checkpoint):
+    with open(Path(checkpoint) / "train_log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def mean_loss(rows):
+    return sum(float(r["loss"]) for r in rows) / len(rows)
+
+
+def mid_args(world, out, state, steps=16):
+    return ["--start", str(world / "base"), "--chat-data", str(world / "chat"), "--out", str(out), "--state", str(state),
+            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch", "4", "--total-batch", "512",
+            "--sequence-len", "64", "--eval-every", "8", "--eval-tokens", "2048", "--save-every", "0", "--device", "cpu"]
+
+
+def sft_args(start, world, out, state, steps=12, lr_mult="1.0"):
+    return ["--start", str(start), "--chat-data", str(world / "chat"), "--out", str(out), "--state", str(state),
+            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch", "4", "--total-batch", "8",
+            "--max-tokens", "128", "--lr-mult", lr_mult, "--eval-every", "6", "--eval-examples", "16", "--save-every", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def mid(world):
+    from snakechat import mid_train
+
+    mid_train.main(mid_args(world, world / "mid", world / "state_mid"))
+    return world / "mid"
+
+
+@pytest.fixture(scope="module")
+def sft(world, mid):
+    from snakechat import chat_sft
+
+    chat_sft.main(sft_args(mid, world, world / "sft", world / "state_sft"))
+    return world / "sft"
+
+
+def check_checkpoint(directory, stage, steps):
+    from snakechat.checkpoint import load_model
+
+    model, tok, meta = load_model(directory)
+    assert meta["stage"] == stage and meta["step"] == steps
+    for key in ("model_config", "derived", "train", "tokenizer", "step", "tokens", "flops", "elapsed_s", "world_size", "device", "provenance", "base_lrs"):
+        assert key in meta, key
+    rows = read_log(directory)
+    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
+    return model, tok, meta, rows
+
+
+def test_mid_training_lowers_the_loss_and_writes_a_checkpoint(world, mid):
+    _, _, meta, rows = check_checkpoint(mid, "mid", 16)
+    assert mean_loss(rows[-3:]) < mean_loss(rows[:3]) - 0.5
+    assert meta["val_bpb"] is not None and rows[7]["val_bpb"] and rows[15]["val_bpb"]
+    assert float(rows[15]["val_bpb"]) < float(rows[7]["val_bpb"])
+    assert meta["train"]["mixture"] == MIXTURE and meta["start"] == str(world / "base")
+    assert not (world / "state_mid").exists()  # a finished run leaves no state behind
+
+
+def test_sft_lowers_the_assistant_loss_and_writes_a_checkpoint(world, sft):
+    _, _, meta, rows = check_checkpoint(sft, "sft", 12)
+    assert mean_loss(rows[-3:]) < mean_loss(rows[:3])
+    assert float(rows[11]["val_bpb"]) < float(rows[5]["val_bpb"])
+    assert meta["base_lrs"]["matrix_lr"] == 0.02  # carried forward from the base checkpoint
+
+
+def test_sft_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run(world, mid, tmp_path):
+    """Interrupt SFT (a real SIGTERM, handled by the shared loop), re-run it, compare with one clean run."""
+    from snakechat import chat_sft
+    from snakechat.checkpoint import load_gpt
+
+    steps = 8
+    chat_sft.main(sft_args(mid, world, tmp_path / "clean", tmp_path / "state_clean", steps=steps))
+    args = sft_args(mid, world, tmp_path / "resumed", tmp_path / "state", steps=steps)
+    args[args.index("--save-every") + 1] = "1"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "snakechat.chat_sft", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "state").glob("*/state_00000002.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert not (tmp_path / "resumed").exists()
+    chat_sft.main(args)
+    rows = read_log(tmp_path / "resumed")
+    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
+    clean, _ = load_gpt(tmp_path / "clean")
+    resumed, meta = load_gpt(tmp_path / "resumed")
+    assert meta["resumed_from"]
+    for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_rl_trains_from_sft_and_logs_reward_and_pass_at_k(world, sft):
+    from snakechat import chat_rl
+
+    chat_rl.main(["--start", str(sft), "--chat-data", str(world / "chat"), "--out", str(world / "rl"), "--state", str(world / "state_rl"),
+                  "--tasks", '["word_problems"]', "--steps", "2", "--examples-per-step", "2", "--num-samples", "4", "--device-batch", "8",
+                  "--max-new-tokens", "24", "--pass-k", "2", "--eval-examples", "4", "--save-every", "0", "--device", "cpu"])
+    _, _, meta, rows = check_checkpoint(world / "rl", "rl", 2)
+    for row in rows:
+        assert 0.0 <= float(row["reward"]) <= 1.0 and 0.0 <= float(row["pass_at_k"]) <= 1.0
+    assert [e["step"] for e in meta["evals"]] == [0, 2] and meta["evals"][0]["n"] == 4
+
+
+def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
+    """Two samples of one prompt, one rewarded: a step must make the rewarded one likelier and the other less likely."""
+    from snakechat.checkpoint import load_gpt
+    from snakechat.rl_math import group_advantages, policy_gradient_loss, sample_rows
+    from snakechat.train_loop import TrainConfig, build_optimizers
+
+    model, _ = load_gpt(world / "base")
+    prompt = [5, 6, 7, 8]
+    good, bad = prompt + [20, 21, 22], prompt + [30, 31, 32]
+    masks = [[0] * 4 + [1] * 3] * 2
+    x, y = sample_rows([good, bad], masks, pad_id=0)
+
+    def logprobs():
+        with torch.no_grad():
+            return (-model(x, targets=y, loss_reduction="none")).sum(dim=1)
+
+    before = logprobs()
+    adv = group_advantages(torch.tensor([[1.0, 0.0]])).flatten()
+    opts = build_optimizers(model, TrainConfig(num_iterations=1, total_batch_size=1, device_batch_size=1, sequence_len=1, matrix_lr=0.02, embedding_lr=0.05, unembedding_lr=0.01))
+    policy_gradient_loss(model, x, y, adv, normalizer=6).backward()
+    for opt in opts:
+        opt.step()
+    after = logprobs()
+    assert after[0] > before[0] and after[1] < before[1]
