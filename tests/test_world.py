@@ -67,6 +67,8 @@ def test_corpus_deterministic_and_sliceable(corpus):
     assert list(world.corpus_documents(0, 40)) == corpus[:40]
     assert list(world.corpus_documents(0, 25, offset=100)) == corpus[100:125]
     assert list(world.corpus_documents(1, 40)) != corpus[:40]
+    with pytest.raises(ValueError, match="n_docs"):
+        list(world.corpus_documents(0, -1))
 
 
 def test_same_seed_same_bytes_across_processes(tmp_path):

@@ -102,6 +102,8 @@ class Fact:
 
 
 class World:
+    """People and towns of one seed, with lookups by name and the list of every fact."""
+
     def __init__(self, seed, people, towns):
         self.seed = seed
         self.people = people
@@ -618,5 +620,7 @@ def corpus_documents(seed, n_docs, offset=0):
     Each document depends only on (seed, index), so shards can be written independently and
     any slice of the corpus is reproducible.
     """
+    if n_docs < 0 or offset < 0:
+        raise ValueError(f"corpus_documents: n_docs ({n_docs}) and offset ({offset}) must be >= 0")
     for index in range(offset, offset + n_docs):
         yield document(seed, index)
