@@ -174,3 +174,11 @@ def test_mixture_errors_name_task_and_split(tmp_path):
         tasks.mixture(chat, {"quiz": {"epochs": 1}}, "test", seed=0)
     with pytest.raises(ValueError, match="no task 'trivia'"):
         tasks.mixture(chat, {"trivia": {"epochs": 1}}, "train", seed=0)
+
+
+def test_conversation_jsonl_accepts_bare_message_lists(tmp_path):
+    path = write_jsonl(tmp_path / "identity.jsonl", [
+        [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "snakechat."}],
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},
+    ])
+    assert [r["messages"][1]["content"] for r in tasks.read(path, "conversation")] == ["snakechat.", "Hello"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from snakechat import download, tasks
-from snakechat.common import write_json_atomic
+from snakechat.common import atomic_path, write_json_atomic
 from snakechat.provenance import record
 
 
@@ -44,10 +44,10 @@ def check_chat_dir(chat_dir, entries=None):
             path = chat_dir / rel
             if not path.is_file():
                 raise ValueError(f"{chat_dir / 'tasks.json'}: task {task!r} split {split!r} names {rel}, which does not exist")
-            records = tasks.read_jsonl(path)
-            for n, r in enumerate(records):
-                tasks.check_record(r, kind, f"{path} row {n}")
-            counts[task][split] = len(records)
+            n = 0
+            for n, r in enumerate(tasks.iter_jsonl(path), 1):
+                tasks.check_record(r, kind, f"{path} row {n - 1}")
+            counts[task][split] = n
     return counts
 
 
@@ -98,16 +98,21 @@ def convert(chat_dir, spec, fetched):
     for task, t in spec.items():
         fmt = t["format"]
         kind = tasks.FORMAT_KINDS[fmt]
-        splits, baseline_records = {}, None
+        splits, baselines = {}, {}
         for split in t["splits"]:
-            records = [r for tk, sp, path, _ in fetched if (tk, sp) == (task, split) for r in tasks.read(path, fmt)]
             rel = f"{task}/{split}.jsonl"
-            tasks.write_jsonl(chat_dir / rel, records)
+            n, chance = 0, 0.0
+            with atomic_path(chat_dir / rel) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                for path in [p for tk, sp, p, _ in fetched if (tk, sp) == (task, split)]:
+                    for r in tasks.read(path, fmt):  # streamed: SmolTalk does not fit in memory twice
+                        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                        n += 1
+                        chance += tasks.random_baseline([r], kind)
             splits[split] = rel
-            if baseline_records is None or split == "test":
-                baseline_records = records
-            print(f"{chat_dir / rel}: {len(records)} {kind} records", flush=True)
-        entries[task] = {"kind": kind, "splits": splits, "random_baseline": tasks.random_baseline(baseline_records, kind), "format": fmt}
+            baselines[split] = chance / max(n, 1)
+            print(f"{chat_dir / rel}: {n} {kind} records", flush=True)
+        baseline = baselines.get("test", next(iter(baselines.values())))
+        entries[task] = {"kind": kind, "splits": splits, "random_baseline": baseline, "format": fmt}
     return entries
 
 

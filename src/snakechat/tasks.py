@@ -49,7 +49,8 @@ def _rows(path):
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".parquet"):
-        yield from pq.read_table(path).to_pylist()
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()
     elif name.endswith((".jsonl", ".jsonl.gz")):
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as f:
@@ -175,6 +176,11 @@ def check_record(record, kind, where="record"):
                 raise ValueError(f"{where}: humaneval record lacks {key!r}")
     else:
         raise ValueError(f"{where}: unknown task kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def iter_jsonl(path):
+    """The records of a unified task file, one at a time."""
+    return _rows(path)
 
 
 def read_jsonl(path):
