@@ -15,6 +15,9 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/eval_bundle.smk"
 include: "workflow/rules/base_eval.smk"
 include: "workflow/rules/chat_data.smk"
+include: "workflow/rules/mid.smk"
+include: "workflow/rules/sft.smk"
+include: "workflow/rules/rl.smk"
 
 
 rule all:

@@ -46,6 +46,25 @@ def stage_flags(section, skip=()):
     return " ".join(flags)
 
 
+def mid_enabled(model):
+    return config["models"][model]["mid"]["enabled"]
+
+
+def chat_stages(model):
+    """The checkpoints a model's chat stages produce, in order; mid only where the config keeps it."""
+    return ["base"] + (["mid"] if mid_enabled(model) else []) + ["sft", "rl"]
+
+
+def chat_data_of(model):
+    """The tasks.json of the chat data a model's chat stages train on."""
+    return f"results/chat_data/{config['models'][model]['chat_data']}/tasks.json"
+
+
+def sft_start(wildcards):
+    """SFT starts from the mid checkpoint, or from the base one where the config skips mid."""
+    return f"results/{'mid' if mid_enabled(wildcards.model) else 'base'}/{wildcards.model}"
+
+
 STAGE_TARGETS = []
 
 
