@@ -6,6 +6,7 @@ Modes (set `server.mode` at any time):
              closes the connection; later requests are served normally
   corrupt  - serves every file with its second half scrambled (same length, wrong bytes)
   norange  - ignores Range headers and always sends the whole file with 200
+  busy     - the first request for each file gets 503 with `Retry-After: 0`; later ones are served
 
 Use the `http_server` fixture: `from http_server import http_server` in a test module, then
 write files under `http_server.root` and fetch `http_server.url("name")`.
@@ -31,6 +32,13 @@ class _Handler(BaseHTTPRequestHandler):
         server.requests.append((rel, range_header))
         if not path.is_file() or server.root.resolve() not in path.parents:
             self.send_error(404)
+            return
+        if server.mode == "busy" and rel not in server.dropped:
+            server.dropped.add(rel)
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         data = path.read_bytes()
         if server.mode == "corrupt":
@@ -71,7 +79,7 @@ class FileServer:
         self.root = Path(root)
         self.mode = mode
         self.requests = []  # (path, Range header or None), in order
-        self.dropped = set()
+        self.dropped = set()  # files that already had their one failure (drop / busy)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self._httpd.daemon_threads = True

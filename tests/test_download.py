@@ -107,3 +107,11 @@ def test_unreachable_server_gives_up_after_the_retries(tmp_path):
     with pytest.raises(DownloadError, match=f"{url}: giving up after 3 attempts"):
         fetch(url, tmp_path / "x.bin", retries=2, timeout=2, backoff=0, log=messages.append)
     assert len(messages) == 2
+
+
+def test_server_error_is_retried(http_server, tmp_path):
+    url = serve(http_server)
+    http_server.mode = "busy"
+    messages = []
+    fetch(url, tmp_path / "blob.bin", sha256=DIGEST, backoff=0, log=messages.append)
+    assert len(http_server.requests) == 2 and "HTTP 503" in messages[0]

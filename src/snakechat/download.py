@@ -30,6 +30,17 @@ class DownloadError(RuntimeError):
 class _Retryable(Exception):
     """A failure worth another attempt (network trouble, a short read, a server error)."""
 
+    def __init__(self, message, wait=0.0):
+        super().__init__(message)
+        self.wait = wait  # seconds the server asked us to wait (Retry-After)
+
+
+def _retry_after(headers):
+    try:
+        return max(0.0, float(headers.get("Retry-After", 0)))
+    except (TypeError, ValueError):  # an HTTP date: fall back to our own backoff
+        return 0.0
+
 
 def part_path(dest):
     dest = Path(dest)
@@ -58,7 +69,7 @@ def _transfer(url, part, timeout):
             part.unlink()
             raise _Retryable("HTTP 416 for a resumed range; starting over") from e
         if e.code in (408, 429) or e.code >= 500:
-            raise _Retryable(f"HTTP {e.code} {e.reason}") from e
+            raise _Retryable(f"HTTP {e.code} {e.reason}", wait=_retry_after(e.headers)) from e
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise _Retryable(f"{type(e).__name__}: {e}") from e
@@ -102,7 +113,7 @@ def fetch(url, dest, *, retries=5, timeout=60.0, backoff=1.0, size=None, sha256=
 
     retries: extra attempts after transient failures (each resumes the part file);
     timeout: seconds a connect or read may stall; backoff: first wait between attempts, doubled
-    each time; size / sha256: expected values where known; verify(path): raises if the content
+    each time (longer if the server sends Retry-After); size / sha256: expected values where known; verify(path): raises if the content
     is unusable (e.g. not a parquet file). A download that fails verification is deleted; if it
     had been resumed it is fetched once more from scratch, else the error is raised at once.
     """
@@ -117,7 +128,7 @@ def fetch(url, dest, *, retries=5, timeout=60.0, backoff=1.0, size=None, sha256=
         except _Retryable as e:
             if attempt >= retries:
                 raise DownloadError(f"{url}: giving up after {attempt + 1} attempts: {e}") from e
-            wait = backoff * 2**attempt
+            wait = max(backoff * 2**attempt, e.wait)
             log(f"{url}: {e}; retrying in {wait:.1f}s ({attempt + 1}/{retries})")
             time.sleep(wait)
             attempt += 1
