@@ -10,8 +10,9 @@ Writes the layout of the real DCLM bundle, so the CORE evaluator reads both the 
 
 The questions are asked in the phrasings the corpus uses ("Question: ...\\nAnswer: v",
 "<name> lives in <town>.", "7 + 5 = 12", "Copy the words: ...\\nCopy: ..."), so a tiny model
-that read the corpus can beat the random baselines; `world_two_hop` chains two facts the corpus
-never states together and is the hard one. Called by `snakechat.eval_bundle`.
+that read the corpus can beat the random baselines. `world_two_hop` is the hard one: it asks
+for two facts chained, which the corpus never asks and states together only in passing.
+Called by `snakechat.eval_bundle`.
 """
 
 import csv
@@ -46,7 +47,7 @@ def world_facts(world, rng):
 
 
 def world_relations(world, rng):
-    """Best friends and siblings, every relation in each of its question phrasings."""
+    """Best friends and siblings (who share a family name), in each question phrasing."""
     items = []
     for f in world.facts():
         if f.attr in ("friend", "sibling"):
@@ -64,7 +65,7 @@ def world_facts_lm(world, rng):
 
 
 def world_two_hop(world, rng):
-    """Two facts chained (person -> town -> country or river, person -> friend -> town)."""
+    """Two facts chained: person -> town -> country or river, person -> friend -> town."""
     items = []
     for p in world.people:
         town = world.town(p.home_town)
