@@ -320,15 +320,20 @@ OPERATORS = {"+": ("plus", lambda a, b: a + b), "-": ("minus", lambda a, b: a - 
              "*": ("times", lambda a, b: a * b)}
 
 
+ARITHMETIC_MAX = 10  # operands of the corpus's sums and products: few enough to memorise
+
+
 def arithmetic_problem(rng):
-    """(a, op, b, result): sums and differences up to 20, products up to 12 x 12, never negative."""
+    """(a, op, b, result) with small numbers: a + b and a * b for a, b <= 10, and the differences
+    that undo those sums (so results are never negative). 342 problems in all."""
     op = rng.choice("+-*")
+    x, y = rng.randint(0, ARITHMETIC_MAX), rng.randint(0, ARITHMETIC_MAX)
     if op == "*":
-        a, b = rng.randint(1, 12), rng.randint(1, 12)
+        a, b = max(x, 1), max(y, 1)
+    elif op == "+":
+        a, b = x, y
     else:
-        a, b = rng.randint(0, 20), rng.randint(0, 20)
-        if op == "-" and b > a:
-            a, b = b, a
+        a, b = x + y, y
     return a, op, b, OPERATORS[op][1](a, b)
 
 
@@ -554,8 +559,10 @@ def _doc_arithmetic(world, rng, target):
                     sents.append(f"What is {a} {OPERATORS[op][0]} {b}? {a} {OPERATORS[op][0]} {b} is {r}.")
             parts.append(" ".join(sents))
         elif kind == 2:
-            k = rng.randint(2, 12)
-            parts.append(f"The {k} times table:\n" + "\n".join(f"{i} * {k} = {i * k}" for i in range(1, 13)))
+            k, op = rng.randint(2, ARITHMETIC_MAX), rng.choice("+*")
+            name = "times" if op == "*" else "addition"
+            rows = [f"{i} {op} {k} = {OPERATORS[op][1](i, k)}" for i in range(1, ARITHMETIC_MAX + 1)]
+            parts.append(f"The {k} {name} table:\n" + "\n".join(rows))
         elif kind == 3:
             q, a, _ = word_problem(world, rng)
             parts.append(f"Problem: {q}\nSolution: {strip_annotations(a).replace('#### ', 'The answer is ')}.")

@@ -120,7 +120,7 @@ def arithmetic_mc(world, rng):
 
 
 def arithmetic_lm(world, rng):
-    """"7 + 5 =" -> "12" (sums and differences to 20, products to 12 x 12)."""
+    """"7 + 5 =" -> "12" (sums and products of numbers up to 10, and the differences undoing the sums)."""
     return [{"context": f"{a} {op} {b} =", "continuation": str(r)} for a, op, b, r in _distinct_problems(rng, 200)]
 
 
