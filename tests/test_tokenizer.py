@@ -227,7 +227,7 @@ def test_tok_train_and_tok_eval_stages(tmp_path):
     Tokenizer.train(make_docs(100, seed=12), vocab_size=300).save(reference)
     csv_path = out / "tok_eval.csv"
     refs = [str(reference / "tokenizer.json"), "no_such_tiktoken_encoding", str(tmp_path / "missing" / "tokenizer.json")]
-    tok_eval.main(["--tokenizer", str(out), "--manifest", str(manifest), "--out", str(csv_path), "--sample-chars", "20000",
+    tok_eval.main(["--tokenizer", str(out), "--manifest", str(manifest), "--out", str(csv_path), "--eval-chars", "20000",
                    "--doc-cap", "10000", "--references", json.dumps(refs), "--reference-timeout", "30"])
     rows = list(csv.DictReader(csv_path.open()))
     assert list(rows[0]) == tok_eval.COLUMNS

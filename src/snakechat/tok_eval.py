@@ -2,10 +2,10 @@
 
     python -m snakechat.tok_eval --tokenizer results/tokenizer/tinyworld-4k \
         --manifest results/data/tinyworld/manifest.json --out results/tokenizer/tinyworld-4k/tok_eval.csv \
-        --sample-chars 5000000 --doc-cap 10000 --references '["gpt2", "cl100k_base"]' --reference-timeout 60
+        --eval-chars 5000000 --doc-cap 10000 --references '["gpt2", "cl100k_base"]' --reference-timeout 60
 
 Needs the trained tokenizer directory and the dataset (manifest.json with its shards). Text
-kinds: `train` and `val` (the first --sample-chars characters of each split, documents cut to
+kinds: `train` and `val` (the first --eval-chars characters of each split, documents cut to
 --doc-cap) and the built-in `prose`, `code`, `math` and `non-english` texts below. A reference is
 a tiktoken encoding name or a path to a tokenizer.json; one that cannot be loaded (no network,
 no file) gets rows with status `skipped: <why>` instead of failing the stage. Writes the CSV
@@ -170,7 +170,7 @@ def parse_args(argv=None):
     p.add_argument("--name", help="its name in the CSV (default: the directory's name)")
     p.add_argument("--manifest", required=True, help="the dataset's manifest.json")
     p.add_argument("--out", required=True, help="the CSV to write")
-    p.add_argument("--sample-chars", type=int, required=True, help="characters of each split to measure")
+    p.add_argument("--eval-chars", type=int, required=True, help="characters of each split to measure")
     p.add_argument("--doc-cap", type=int, required=True, help="characters kept from each document")
     p.add_argument("--references", default="[]", help="JSON list: tiktoken encoding names or tokenizer.json paths")
     p.add_argument("--reference-timeout", type=float, required=True, help="seconds allowed to load (download) one reference")
@@ -197,12 +197,12 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - reported in the CSV
             print(f"reference {spec!r} skipped: {e}")
             encoders[spec] = e
-    corpora = {split: dataset_sample(manifest, split, args.sample_chars, args.doc_cap) for split in ("train", "val")}
+    corpora = {split: dataset_sample(manifest, split, args.eval_chars, args.doc_cap) for split in ("train", "val")}
     corpora.update({kind: [text] for kind, text in BUILTIN_TEXTS.items()})
 
     rows = evaluate(encoders, corpora)
     write_csv(args.out, rows)
-    settings = {"sample_chars": args.sample_chars, "doc_cap": args.doc_cap, "references": references, "reference_timeout": args.reference_timeout}
+    settings = {"eval_chars": args.eval_chars, "doc_cap": args.doc_cap, "references": references, "reference_timeout": args.reference_timeout}
     write_json_atomic(f"{args.out}.meta.json", {"settings": settings, "provenance": record("snakechat.tok_eval", settings, inputs=[Path(args.tokenizer) / "tokenizer.json", manifest])})
     for row in rows:
         print(f"{row['tokenizer']:>20} {row['text_kind']:>12} {row['bytes_per_token']!s:>8} bytes/token  {row['status']}")

@@ -1,29 +1,19 @@
 """The tokenizer: trained on a dataset's training shards (tok_train), then measured (tok_eval)."""
 
-import json
-import shlex
-
-
-def tokenizer_cfg(wildcards):
-    return config["tokenizers"][wildcards.tokenizer]
-
-
-def dataset_manifest(wildcards):
-    return f"results/data/{dataset_of_tokenizer(wildcards.tokenizer)}/manifest.json"
+TOK_TRAIN_KEYS = ("vocab_size", "max_chars", "doc_cap")
+TOK_EVAL_KEYS = ("eval_chars", "doc_cap", "references", "reference_timeout")
 
 
 rule tok_train:
     input:
-        dataset_manifest,
+        lambda w: f"results/data/{dataset_of_tokenizer(w.tokenizer)}/manifest.json",
     output:
         tokenizer="results/tokenizer/{tokenizer}/tokenizer.json",
         token_bytes="results/tokenizer/{tokenizer}/token_bytes.json",
         meta="results/tokenizer/{tokenizer}/meta.json",
     params:
         out=subpath(output.tokenizer, parent=True),
-        vocab_size=lambda w: tokenizer_cfg(w)["vocab_size"],
-        max_chars=lambda w: tokenizer_cfg(w)["max_chars"],
-        doc_cap=lambda w: tokenizer_cfg(w)["doc_cap"],
+        args=lambda w: stage_flags({k: config["tokenizers"][w.tokenizer][k] for k in TOK_TRAIN_KEYS}),
         code=code_fingerprint("snakechat.tok_train"),
     threads: 2
     log:
@@ -33,22 +23,18 @@ rule tok_train:
     conda:
         "../../environment.yml"
     shell:
-        "python -m snakechat.tok_train --manifest {input} --out {params.out}"
-        " --vocab-size {params.vocab_size} --max-chars {params.max_chars} --doc-cap {params.doc_cap} > {log} 2>&1"
+        "python -m snakechat.tok_train --manifest {input} --out {params.out} {params.args} > {log} 2>&1"
 
 
 rule tok_eval:
     input:
         tokenizer="results/tokenizer/{tokenizer}/tokenizer.json",
-        manifest=dataset_manifest,
+        manifest=lambda w: f"results/data/{dataset_of_tokenizer(w.tokenizer)}/manifest.json",
     output:
         "results/tokenizer/{tokenizer}/tok_eval.csv",
     params:
         tokenizer_dir=subpath(input.tokenizer, parent=True),
-        eval_chars=lambda w: tokenizer_cfg(w)["eval_chars"],
-        doc_cap=lambda w: tokenizer_cfg(w)["doc_cap"],
-        references=lambda w: shlex.quote(json.dumps(tokenizer_cfg(w)["references"])),
-        reference_timeout=lambda w: tokenizer_cfg(w)["reference_timeout"],
+        args=lambda w: stage_flags({k: config["tokenizers"][w.tokenizer][k] for k in TOK_EVAL_KEYS}),
         code=code_fingerprint("snakechat.tok_eval"),
     threads: 2
     log:
@@ -58,9 +44,8 @@ rule tok_eval:
     conda:
         "../../environment.yml"
     shell:
-        "python -m snakechat.tok_eval --tokenizer {params.tokenizer_dir} --name {wildcards.tokenizer} --manifest {input.manifest}"
-        " --out {output} --sample-chars {params.eval_chars} --doc-cap {params.doc_cap}"
-        " --references {params.references} --reference-timeout {params.reference_timeout} > {log} 2>&1"
+        "python -m snakechat.tok_eval --tokenizer {params.tokenizer_dir} --name {wildcards.tokenizer}"
+        " --manifest {input.manifest} --out {output} {params.args} > {log} 2>&1"
 
 
 STAGE_TARGETS.append("results/tokenizer/{tokenizer}/tok_eval.csv")
