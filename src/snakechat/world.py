@@ -5,7 +5,7 @@ feeds the pretraining corpus (`corpus_documents`, here), the CORE-format eval bu
 (`snakechat.world_bundle`) and the chat data (`snakechat.world_chat`), so a tiny model that has
 read the corpus is tested on exactly the facts it read.
 
-The world is small on purpose (30 people, 10 towns) and every fact is stated many times in varied
+The world is small on purpose (20 people, 8 towns) and every fact is stated many times in varied
 phrasings, so a depth-4 model trained for a few CPU minutes can memorise a good part of it.
 
 Determinism: each random choice comes from a `random.Random` seeded with a string naming the seed
@@ -48,9 +48,9 @@ COMMON_WORDS = ["carrot", "banana", "strawberry", "window", "letter", "yellow", 
                 "puzzle", "rabbit", "cherry", "butter", "hammer", "pillow", "basket", "tomato",
                 "kettle", "orange", "ladder", "pebble", "bubble", "dinner", "giraffe", "sheep"]
 
-N_PEOPLE = 30
-N_TOWNS = 10
-N_SIBLING_PAIRS = 8
+N_PEOPLE = 20
+N_TOWNS = 8
+N_SIBLING_PAIRS = 6
 
 PERSON_ATTRS = ("home_town", "job", "colour", "pet", "food", "age")
 RELATIONS = ("sibling", "friend")
@@ -157,7 +157,7 @@ class World:
 
 @lru_cache(maxsize=8)
 def build_world(seed):
-    """The world for `seed`: 30 people in 10 towns, with jobs, pets, friends and siblings."""
+    """The world for `seed`: 20 people in 8 towns, with jobs, pets, friends and siblings."""
     rng = random.Random(f"snakechat-world/{seed}/world")
     countries = list(COUNTRY_NAMES)
     rivers = rng.sample(RIVER_NAMES, len(RIVER_NAMES))

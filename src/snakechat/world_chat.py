@@ -215,7 +215,7 @@ TASKS = [
     ("world_chat", "conversation", world_chat, 4000, 100, 0.0),
     ("arithmetic_tool", "conversation", arithmetic_tool, 2000, 200, 0.0),
     ("identity", "conversation", identity, 1000, 40, 0.0),
-    ("world_mc", "mc", world_mc, 1500, 150, 0.25),
+    ("world_mc", "mc", world_mc, 1500, 100, 0.25),
     ("word_problems", "gsm8k", word_problems, 2000, 200, 0.0),
     ("spelling", "gsm8k", spelling, 1500, 200, 0.0),
 ]
