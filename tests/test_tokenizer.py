@@ -154,6 +154,8 @@ def test_bad_input_is_rejected_clearly(tok, docs):
         tok.encode_batch("a string")
     with pytest.raises(ValueError, match="vocab_size"):
         Tokenizer.train(docs, vocab_size=260)
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        Tokenizer.train(["fine text", "a lone \ud800 surrogate"], vocab_size=300)
 
 
 def test_token_bytes_count_every_byte_once(tok, tmp_path):

@@ -160,22 +160,31 @@ class Tokenizer:
             special_tokens=SPECIAL_TOKENS,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )
-        hf.train_from_iterator(_batched(capped_documents(texts, doc_cap, max_chars), batch_size), trainer)
+        try:
+            hf.train_from_iterator(_batched(capped_documents(texts, doc_cap, max_chars), batch_size), trainer)
+        except UnicodeEncodeError as e:  # parquet text is always valid; other sources may not be
+            raise ValueError(f"training text is not valid Unicode ({e}); pass it through clean_surrogates first") from None
         return cls(hf)
 
     @classmethod
     def load(cls, directory, encoder="auto"):
-        path = Path(directory) / TOKENIZER_FILE
+        """Load a tokenizer directory. With encoder="auto", a meta.json from tok_train that found
+        tiktoken's ids differing from HF's keeps the tokenizer on HF."""
+        directory = Path(directory)
+        path = directory / TOKENIZER_FILE
         if not path.exists():
             raise FileNotFoundError(f"no tokenizer at {path}")
+        meta = directory / "meta.json"
+        if encoder == "auto" and meta.exists():
+            encoder = "hf" if json.loads(meta.read_text()).get("encoder") == "hf" else "auto"
         return cls(tokenizers.Tokenizer.from_file(str(path)), encoder=encoder)
 
     def save(self, directory):
-        """Write tokenizer.json and token_bytes.json into `directory`, each atomically."""
+        """Write token_bytes.json, then tokenizer.json, into `directory`, each atomically."""
         directory = Path(directory)
+        write_json_atomic(directory / TOKEN_BYTES_FILE, self.token_bytes())
         with atomic_path(directory / TOKENIZER_FILE) as tmp:
             self.hf.save(str(tmp))
-        write_json_atomic(directory / TOKEN_BYTES_FILE, self.token_bytes())
 
     # ---- using ----
     def special_id(self, name):
