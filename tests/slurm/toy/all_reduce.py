@@ -1,0 +1,29 @@
+"""Every process adds rank + 1 with an all_reduce; rank 0 writes what it saw as JSON to argv[1]."""
+
+import json
+import os
+import socket
+import sys
+
+import torch
+import torch.distributed as dist
+
+from snakechat.common import init_distributed
+
+rank, local_rank, world_size, device = init_distributed()
+total = torch.tensor([rank + 1.0], device=device)
+if dist.is_initialized():
+    dist.all_reduce(total)
+if rank == 0:
+    seen = {
+        "world_size": world_size,
+        "sum": total.item(),
+        "backend": dist.get_backend() if dist.is_initialized() else None,
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    with open(sys.argv[1], "w") as f:
+        json.dump(seen, f)
+if dist.is_initialized():
+    dist.destroy_process_group()
