@@ -31,18 +31,25 @@ def random_gpt(vocab_size, seed=0, sequence_len=128, n_layer=2, n_head=2, n_kv_h
 
 
 def memorize(model, sequence, steps=300, lr=1e-2):
-    """Train `model` until it reproduces `sequence` greedily (a real model that says what we want)."""
-    model.train()
-    ids = torch.tensor([sequence[:-1]])
-    targets = torch.tensor([sequence[1:]])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    for _ in range(steps):
-        loss = model(ids, targets=targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if loss.item() < 0.01:
-            break
+    """Train `model` until it reproduces `sequence` greedily (a real model that says what we want).
+
+    One thread: for a model this small, more threads only fight over a busy machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.train()
+        ids = torch.tensor([sequence[:-1]])
+        targets = torch.tensor([sequence[1:]])
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        for _ in range(steps):
+            loss = model(ids, targets=targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if loss.item() < 0.01:
+                break
+    finally:
+        torch.set_num_threads(threads)
     return model.eval()
 
 

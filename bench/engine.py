@@ -1,0 +1,86 @@
+"""Generation speed of snakechat.engine: tokens/s for batch sizes 1 and 16, with and without the KV cache.
+
+    python bench/engine.py                                   # random depth-4 model, tiny-sized
+    python bench/engine.py --checkpoint results/sft/tiny
+    python bench/engine.py --depth 20 --vocab-size 65536 --sequence-len 2048 --new-tokens 256
+
+Tokens/s counts generated tokens over all rows (batch 16 makes 16 per step). Sampling runs at
+temperature 1 so no row stops early on a stop token it happens to like; rows keep going to
+--new-tokens (a stop token ends only that row's reading, the batch keeps stepping).
+"""
+
+import argparse
+import time
+
+import torch
+
+from snakechat import world
+from snakechat.common import device_type
+from snakechat.engine import Engine
+from snakechat.gpt import GPT, config_from_depth
+from snakechat.tokenizer import Tokenizer
+
+
+def random_model(args, device):
+    """A randomly initialised GPT of --depth with a tokenizer trained on the built-in world."""
+    tok = Tokenizer.train(world.corpus_documents(0, 3000), vocab_size=args.vocab_size)
+    config = config_from_depth(args.depth, vocab_size=tok.vocab_size, sequence_len=args.sequence_len)
+    torch.manual_seed(0)
+    return GPT(config).to(device), tok
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(engine, prompt, batch, new_tokens, use_cache, device, repeats):
+    best = float("inf")
+    for r in range(repeats + 1):  # the first run warms up
+        sync(device)
+        start = time.perf_counter()
+        steps = sum(1 for _ in engine.generate(prompt, num_samples=batch, max_tokens=new_tokens, temperature=1.0, seed=r, use_cache=use_cache))
+        sync(device)
+        if r:
+            best = min(best, time.perf_counter() - start)
+    return steps * batch / best, steps
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="a checkpoint directory; default: a random model of --depth")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--sequence-len", type=int, default=512)
+    p.add_argument("--prompt-tokens", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per setting (the best is reported)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(device_type(args.device))
+    if args.checkpoint:
+        from snakechat.checkpoint import load_model
+
+        model, tok, _ = load_model(args.checkpoint, device)
+    else:
+        model, tok = random_model(args, device)
+    model.eval()
+    engine = Engine(model, tok)
+    c = model.config
+    params = sum(p.numel() for p in model.parameters())
+    print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})")
+    print(f"model: n_layer={c.n_layer} n_embd={c.n_embd} vocab={c.vocab_size} params={params / 1e6:.1f}M; prompt={args.prompt_tokens} new={args.new_tokens}")
+    prompt = torch.randint(0, tok.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
+    print(f"{'batch':>5} {'kv_cache':>8} {'tokens/s':>10} {'steps':>6}")
+    for batch in args.batch_sizes:
+        for use_cache in (True, False):
+            rate, steps = measure(engine, prompt, batch, args.new_tokens, use_cache, device, args.repeats)
+            print(f"{batch:>5} {str(use_cache):>8} {rate:>10.1f} {steps:>6}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""chat_eval: scoring of each task kind, the CSV and sidecar, published task files, ranks, the sandbox."""
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snakechat import chat_eval, humaneval_sandbox, tasks
+from snakechat.conversation import render_conversation
+from tiny_chat_model import memorize, random_gpt, tokenizer, write_checkpoint
+
+MC = [
+    {"question": "What pet does Nina Frost have?", "choices": ["rabbit", "tortoise", "horse", "dog"], "answer": 1},
+    {"question": "How old is Ruby Stone?", "choices": ["35", "30", "36"], "answer": 2},
+    {"question": "Where does Leo Brook live?", "choices": ["Quill", "Zor"], "answer": 0},
+]
+GSM8K = [
+    {"question": "Omar has 3 books. He buys 8 more. How many books does Omar have now?", "answer": "He has 3+8=<<3+8=11>>11 books.\n#### 11"},
+    {"question": "How many letters r are in 'strawberry'?", "answer": "<<'strawberry'.count('r')=3>>3\n#### 3"},
+]
+HUMANEVAL = [
+    {
+        "task_id": "Test/0",
+        "prompt": 'def add(a, b):\n    """Return a + b."""\n',
+        "canonical_solution": "    return a + b\n",
+        "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+        "entry_point": "add",
+    }
+]
+CONVERSATIONS = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+
+
+def write_chat_data(directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for name, kind, records, baseline in [
+        ("world_mc", "mc", MC, tasks.random_baseline(MC, "mc")),
+        ("word_problems", "gsm8k", GSM8K, 0.0),
+        ("code", "humaneval", HUMANEVAL, 0.0),
+        ("chit_chat", "conversation", CONVERSATIONS, 0.0),
+    ]:
+        tasks.write_jsonl(directory / name / "test.jsonl", records)
+        entries[name] = {"kind": kind, "splits": {"test": f"{name}/test.jsonl"}, "random_baseline": baseline}
+    (directory / "tasks.json").write_text(json.dumps({"tasks": entries}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chat_eval")
+    checkpoint = write_checkpoint(root / "sft" / "tiny", root / "tok")
+    return root, checkpoint, write_chat_data(root / "chat_data")
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_has_every_task_and_chatcore(setup):
+    root, checkpoint, chat_dir = setup
+    out = root / "out" / "sft.csv"
+    chat_eval.main(["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--out", str(out), "--max-per-task", "2", "--max-new-tokens", "8"])
+    rows = read_csv(out)
+    assert list(rows[0]) == chat_eval.COLUMNS
+    assert [r["task"] for r in rows] == ["code", "word_problems", "world_mc", "ChatCORE"]
+    by_task = {r["task"]: r for r in rows}
+    assert by_task["world_mc"]["n"] == "2" and by_task["word_problems"]["n"] == "2" and by_task["code"]["n"] == "1"
+    assert by_task["ChatCORE"]["n"] == "5"
+    for r in rows[:-1]:
+        acc, base = float(r["accuracy"]), float(r["baseline"])
+        assert 0 <= acc <= 1
+        assert float(r["centered"]) == pytest.approx((acc - base) / (1 - base), abs=1e-5)
+    assert float(rows[-1]["centered"]) == pytest.approx(sum(float(r["centered"]) for r in rows[:-1]) / 3, abs=1e-5)
+    meta = json.loads(Path(f"{out}.meta.json").read_text())
+    assert meta["skipped_tasks"] == {"chit_chat": "kind conversation has no answer to score"}
+    assert meta["provenance"]["module"] == "snakechat.chat_eval"
+    assert meta["settings"]["max_per_task"] == 2
+
+
+def test_scoring_follows_what_the_model_says():
+    """A real tiny GPT taught two mc answers and a tool-using word problem: it scores 1 on them,
+    and 0 on the mc items once their answer keys are changed."""
+    tok = tokenizer()
+    problem = {"question": "2+3?", "answer": "<<2+3=5>>5\n#### 5"}
+    ids = []
+    for c in [tasks.to_conversation(problem, "gsm8k")] + [tasks.to_conversation(r, "mc") for r in MC[:2]]:
+        ids += render_conversation(tok, c)[0]
+    model = memorize(random_gpt(tok.vocab_size, seed=3, sequence_len=256, n_embd=64), ids, steps=300)
+
+    class Args:
+        batch_size, num_samples, max_new_tokens, temperature, top_k, seed, sandbox_timeout = 2, 1, 30, 0.0, 0, 0, 10.0
+
+    evaluator = chat_eval.Evaluator(model, tok, model.lm_head.weight.device, Args)
+    assert evaluator.run_task("mc", MC[:2], 0, 1)[:2] == (2, 2)
+    shifted = [dict(r, answer=(r["answer"] + 1) % len(r["choices"])) for r in MC[:2]]
+    assert evaluator.run_task("mc", shifted, 0, 1)[:2] == (0, 2)
+    ok, reply = evaluator.gsm8k(problem, 0)
+    assert ok and reply.endswith("#### 5"), reply
+    assert not evaluator.gsm8k(dict(problem, answer="#### 6"), 0)[0]
+
+
+def test_humaneval_sandbox_scores_and_guards():
+    record = HUMANEVAL[0]
+    assert humaneval_sandbox.check_completion(record, record["canonical_solution"]).passed  # body continuing the prompt
+    assert humaneval_sandbox.check_completion(record, "```python\n" + record["prompt"] + record["canonical_solution"] + "```").passed
+    assert not humaneval_sandbox.check_completion(record, "    return a - b\n").passed
+    assert humaneval_sandbox.check_completion(record, "    while True:\n        pass\n", timeout=1).status == "timeout"
+    net = humaneval_sandbox.run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\n")
+    assert not net.passed and "not allowed" in net.detail
+    assert not humaneval_sandbox.run_program("import os\nos.system('true')\n").passed
+    assert not humaneval_sandbox.run_program("x = bytearray(8 << 30)\n", memory_bytes=512 << 20).passed
+
+
+def test_published_files_via_task_option(setup, tmp_path):
+    """GSM8K jsonl, HumanEval jsonl.gz and ARC parquet in their published layouts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, checkpoint, _ = setup
+    gsm = tmp_path / "test.jsonl"
+    gsm.write_text("".join(json.dumps(r) + "\n" for r in GSM8K))
+    he = tmp_path / "HumanEval.jsonl.gz"
+    with gzip.open(he, "wt") as f:
+        f.write(json.dumps(HUMANEVAL[0]) + "\n")
+    arc = tmp_path / "arc.parquet"
+    rows = [{"id": "q1", "question": "Which is a planet?", "choices": {"text": ["Mars", "Moon", "Sun"], "label": ["A", "B", "C"]}, "answerKey": "A"}]
+    pq.write_table(pa.Table.from_pylist(rows), arc)
+    out = tmp_path / "real.csv"
+    chat_eval.main(["--checkpoint", str(checkpoint), "--out", str(out), "--max-new-tokens", "4",
+                    "--task", f"GSM8K=gsm8k:{gsm}", "--task", f"HumanEval=humaneval:{he}", "--task", f"ARC-Easy=arc:{arc}"])
+    rows = {r["task"]: r for r in read_csv(out)}
+    assert set(rows) == {"GSM8K", "HumanEval", "ARC-Easy", "ChatCORE"}
+    assert float(rows["ARC-Easy"]["baseline"]) == pytest.approx(1 / 3)
+    assert rows["GSM8K"]["n"] == "2"
+
+
+def test_bad_inputs_fail_early_with_clear_errors(setup, tmp_path, capsys):
+    _, checkpoint, chat_dir = setup
+    with pytest.raises(SystemExit):
+        chat_eval.main(["--checkpoint", str(checkpoint), "--out", "x.csv", "--task", "GSM8K:gsm8k=nowhere"])
+    assert "NAME=FORMAT:PATH" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        chat_eval.main(["--checkpoint", str(tmp_path), "--chat-data", str(chat_dir), "--out", "x.csv"])
+    assert "no meta.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        chat_eval.main(["--checkpoint", str(checkpoint), "--out", "x.csv", "--task", f"G=gsm8k:{tmp_path / 'missing.jsonl'}"])
+    assert "no file" in capsys.readouterr().err
+
+
+def test_two_ranks_give_the_same_table(setup, tmp_path):
+    """Items dealt to 2 gloo processes under torchrun, counts summed: the same CSV as one process."""
+    root, checkpoint, chat_dir = setup
+    common = ["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--max-new-tokens", "6", "--batch-size", "2"]
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    chat_eval.main(common + ["--out", str(one)])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "snakechat.chat_eval", *common, "--out", str(two)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert two.read_text() == one.read_text()
+    assert json.loads(Path(f"{two}.meta.json").read_text())["world_size"] == 2
+
