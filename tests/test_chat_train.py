@@ -131,6 +131,15 @@ ROOT = Path(__file__).resolve().parents[1]
 MIXTURE = {"world_chat": {"weight": 200}, "arithmetic_tool": {"weight": 100}, "identity": {"weight": 60}, "world_mc": {"weight": 100}, "word_problems": {"weight": 100}}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one thread is as fast as several, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Chat data of the built-in world, a tokenizer trained on its corpus and a small base checkpoint."""
@@ -283,3 +292,65 @@ def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
         opt.step()
     after = logprobs()
     assert after[0] > before[0] and after[1] < before[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules: a changed SFT setting re-runs SFT and what depends on it, nothing upstream
+
+
+def snakemake(workdir, configfile, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile),
+           "--allowed-rules", "mid_train", "chat_sft", "chat_rl", "-c1", *args, "results/rl/tiny"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def planned_rules(dry_run_output):
+    """Rule names of the jobs a dry run lists (the rows of its job-stats table)."""
+    rules, table = set(), False
+    for line in dry_run_output.splitlines():
+        words = line.split()
+        if words[:2] == ["job", "count"]:
+            table = True
+        elif table and len(words) == 2 and words[1].isdigit() and words[0] != "total":
+            rules.add(words[0])
+        elif table and words and words[0] == "total":
+            break
+    return rules
+
+
+def test_changing_an_sft_setting_reruns_sft_and_rl_but_not_mid(world, tmp_path):
+    import shutil
+
+    import yaml
+
+    work = tmp_path / "work"
+    shutil.copytree(world / "base", work / "results/base/tiny")
+    shutil.copytree(world / "chat", work / "results/chat_data/tinyworld")
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    tiny = config["models"]["tiny"]
+    tiny["chat_data"] = "tinyworld"
+    tiny["mid"] = {"mixture": MIXTURE, "steps": 2, "device_batch": 4, "total_batch": 256, "sequence_len": 64, "eval_every": 0, "eval_tokens": 256}
+    tiny["sft"] = {"mixture": MIXTURE, "steps": 2, "device_batch": 4, "total_batch": 4, "max_tokens": 64, "eval_examples": 4}
+    tiny["rl"] = {"tasks": ["word_problems"], "steps": 1, "examples_per_step": 1, "num_samples": 2, "max_new_tokens": 8, "pass_k": 1, "eval_examples": 1}
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump(config))
+    run = snakemake(work, first)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert all((work / f"results/{stage}/tiny/meta.json").exists() for stage in ("mid", "sft", "rl"))
+    again = snakemake(work, first, "-n")
+    assert again.returncode == 0 and planned_rules(again.stdout + again.stderr) == set(), again.stdout + again.stderr
+
+    tiny["sft"]["lr_mult"] = 0.5
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump(config))
+    dry = snakemake(work, second, "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert planned_rules(dry.stdout + dry.stderr) == {"chat_sft", "chat_rl"}, dry.stdout + dry.stderr
+
+    tiny["mid"]["enabled"] = False  # SFT now starts from the base checkpoint
+    third = tmp_path / "third.yaml"
+    third.write_text(yaml.safe_dump(config))
+    dry = snakemake(work, third, "-n", "-p")
+    assert planned_rules(dry.stdout + dry.stderr) == {"chat_sft", "chat_rl"}, dry.stdout + dry.stderr
+    assert "--start results/base/tiny" in dry.stdout + dry.stderr
