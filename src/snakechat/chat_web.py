@@ -144,6 +144,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         except ValueError:
             raise RequestError(411, "a Content-Length header is required") from None
         if length > limits.max_body_bytes:
+            self._discard(length)
             raise RequestError(413, f"request body of {length} bytes is larger than the limit of {limits.max_body_bytes}")
         try:
             body = json.loads(self.rfile.read(length))
@@ -156,6 +157,13 @@ class ChatHandler(BaseHTTPRequestHandler):
             raise RequestError(400, f"the conversation is {len(ids)} tokens long; the model handles {self.server.engine.max_len} (start a new chat)")
         settings["max_tokens"] = min(settings["max_tokens"], room)
         return messages, settings, ids
+
+    def _discard(self, length, cap=16 << 20):
+        """Read and drop an unwanted body (up to `cap`), so closing the socket does not reset it
+        before the client has read the error."""
+        left = min(length, cap)
+        while left > 0 and (block := self.rfile.read(min(left, 1 << 16))):
+            left -= len(block)
 
     def _chunk(self, data):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
