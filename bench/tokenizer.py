@@ -11,7 +11,8 @@ For each vocabulary size it prints: the time to train from documents already in 
 part of it spent counting words, i.e. training to an empty vocabulary), the time to encode the
 held-out text with tiktoken serving the trained merges and with HF `tokenizers` (both in batch,
 with every core), whether the two give identical ids, and bytes per token on the held-out text.
-Timings are wall-clock; on a shared machine run it twice and keep the quieter run.
+Timings are wall-clock, with the process's CPU seconds beside the training time (CPU-s above
+wall-s means both cores were busy); on a shared machine run it twice and keep the quieter run.
 """
 
 import argparse
@@ -31,9 +32,16 @@ def read_shards(paths, doc_cap):
     return list(capped_documents(docs, doc_cap))
 
 
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(fn):
-    start = time.perf_counter()
+    """(result, wall seconds); the CPU seconds of the last call are left in timed.cpu."""
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     result = fn()
+    timed.cpu = cpu_seconds() - cpu_start
     return result, time.perf_counter() - start
 
 
@@ -60,16 +68,17 @@ def main(argv=None):
 
     if not args.skip_count_only:
         _, count_s = timed(lambda: Tokenizer.train(train_docs, vocab_size=256 + len(SPECIAL_TOKENS), doc_cap=args.doc_cap))
-        print(f"word counting alone (training to an empty vocabulary): {count_s:.2f}s ({chars / count_s / 1e6:.2f} M chars/s)")
+        print(f"word counting alone (training to an empty vocabulary): {count_s:.2f}s, {timed.cpu:.2f} CPU-s ({chars / count_s / 1e6:.2f} M chars/s)")
 
-    print(f"{'vocab':>6} {'train s':>8} {'M chars/s':>9} {'tiktoken enc s':>14} {'MB/s':>6} {'HF enc s':>8} {'MB/s':>6} {'same ids':>8} {'bytes/token':>11}")
+    print(f"{'vocab':>6} {'train s':>8} {'CPU-s':>6} {'M chars/s':>9} {'tiktoken enc s':>14} {'MB/s':>6} {'HF enc s':>8} {'MB/s':>6} {'same ids':>8} {'bytes/token':>11}")
     for vocab_size in args.vocab_sizes:
         tok, train_s = timed(lambda: Tokenizer.train(train_docs, vocab_size=vocab_size, doc_cap=args.doc_cap))
+        train_cpu = timed.cpu
         hf = Tokenizer(tok.hf, encoder="hf")
         fast_ids, fast_s = timed(lambda: tok.encode_batch(held_out))
         hf_ids, hf_s = timed(lambda: hf.encode_batch(held_out))
         tokens = sum(map(len, fast_ids))
-        print(f"{tok.vocab_size:>6} {train_s:>8.2f} {chars / train_s / 1e6:>9.2f} {fast_s:>14.2f} {held_bytes / fast_s / 1e6:>6.1f} "
+        print(f"{tok.vocab_size:>6} {train_s:>8.2f} {train_cpu:>6.1f} {chars / train_s / 1e6:>9.2f} {fast_s:>14.2f} {held_bytes / fast_s / 1e6:>6.1f} "
               f"{hf_s:>8.2f} {held_bytes / hf_s / 1e6:>6.1f} {str(fast_ids == hf_ids):>8} {held_bytes / tokens:>11.3f}")
     print(f"peak memory (whole run): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
