@@ -18,6 +18,7 @@ include: "workflow/rules/chat_data.smk"
 include: "workflow/rules/mid.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/rl.smk"
+include: "workflow/rules/chat_eval.smk"
 
 
 rule all:

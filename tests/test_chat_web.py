@@ -160,3 +160,22 @@ def test_browser_chat_streams_replies(server, tmp_path):
             assert page.locator(".message").count() == 0
         finally:
             context.close()
+
+
+def test_chat_cli_one_prompt_and_interactive(tmp_path):
+    """The terminal chat: -p answers once; the loop takes turns, /new and /quit."""
+    import subprocess
+    import sys
+
+    checkpoint = tmp_path / "results" / "sft" / "tiny"
+    write_checkpoint(checkpoint, tmp_path / "tok")
+    base = [sys.executable, "-m", "snakechat.chat_cli", "--max-tokens", "12", "--temperature", "1.0", "--top-k", "0"]
+    one = subprocess.run(base + ["--checkpoint", str(checkpoint), "-p", "hello there"], capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip()
+    loop = subprocess.run(base + ["--model", "tiny", "--stage", "sft", "--results", str(tmp_path / "results")],
+                          input="hello\n/new\nhi again\n/quit\n", capture_output=True, text=True, timeout=120)
+    assert loop.returncode == 0, loop.stderr
+    assert loop.stdout.count("snakechat> ") == 2 and "(new conversation)" in loop.stdout
+    missing = subprocess.run(base + ["--model", "nope", "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no checkpoint at" in missing.stderr

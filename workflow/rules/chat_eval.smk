@@ -21,6 +21,8 @@ rule chat_eval:
         "logs/chat_eval/{model}/{stage}.log",
     benchmark:
         "results/benchmarks/chat_eval/{model}/{stage}.tsv"
+    conda:
+        "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.chat_eval --checkpoint {input.checkpoint} --chat-data {params.chat_dir} "
         "--out {output.csv} {params.args} > {log} 2>&1"
