@@ -62,10 +62,14 @@ def test_gpus_per_node_from_gpu_or_gres():
 def test_prefix_for_rule_resources(monkeypatch):
     monkeypatch.setattr(launcher, "local_gpu_count", lambda: 3)
     assert launcher.prefix_for({"gpu": 2}) == "torchrun --standalone --nproc_per_node=2"
-    assert launcher.prefix_for({"gpu": 0}, cpu_processes=1) == "python"
     assert "--nnodes=2" in launcher.prefix_for({"gres": "gpu:8", "nodes": 2})
-    # No GPU request at all (the local profile): the GPUs this machine has.
+    # No GPU request (the local profile): the GPUs this machine has ...
+    assert launcher.prefix_for({"gpu": 0}) == "torchrun --standalone --nproc_per_node=3"
     assert launcher.prefix_for({}) == "torchrun --standalone --nproc_per_node=3"
+    # ... or, without any, the configured CPU processes.
+    monkeypatch.setattr(launcher, "local_gpu_count", lambda: 0)
+    assert launcher.prefix_for({"gpu": 0}) == "python"
+    assert launcher.prefix_for({"gpu": 0}, cpu_processes=2) == "torchrun --standalone --nproc_per_node=2"
 
 
 def _usr1_disposition_in(cmd):

@@ -9,7 +9,8 @@
   `srun --overlap --nodes=N --ntasks-per-node=1 ... torchrun --nnodes=N --nproc_per_node=G
   --rdzv_backend=c10d --rdzv_endpoint=$(first host):29500 --rdzv_id=$SLURM_JOB_ID`
 
-G is the rule's GPUs per node (its `gpu` resource, or the count in `gres: gpu:G`); without GPUs,
+G is the rule's GPUs per node (its `gpu` resource, or the count in `gres: gpu:G`); a rule that asks
+for none uses the GPUs this machine has (nvidia-smi), and on a machine without GPUs
 the config's `launch.cpu_processes` CPU processes (gloo). Whether a process then uses NCCL or gloo
 is decided inside it by torch.cuda.is_available() (snakechat.common.init_distributed).
 
@@ -58,10 +59,10 @@ def multi_node(nodes, nproc_per_node, port=RENDEZVOUS_PORT):
 
 
 def prefix_for(resources, cpu_processes=1):
-    """The prefix for a rule's resources: its GPUs per node and `nodes`; with neither `gpu` nor `gres` set
-    (the local profile), the GPUs this machine has."""
-    explicit = any(resources.get(key) is not None for key in ("gpu", "gres"))
-    gpus = gpus_per_node(resources) if explicit else local_gpu_count()
+    """The prefix for a rule's resources: its GPUs per node and `nodes`. A rule that asks for no GPUs
+    (`gpu=0`, the rules' own setting; profiles/slurm sets the count) uses the GPUs this machine has:
+    all of them on a workstation, none on a laptop."""
+    gpus = gpus_per_node(resources) or local_gpu_count()
     return prefix(gpus=gpus, nodes=int(resources.get("nodes", 1) or 1), cpu_processes=cpu_processes)
 
 
