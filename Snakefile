@@ -12,6 +12,7 @@ config = configcheck.validate(config, workflow.source_path("workflow/schemas/con
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/base.smk"
 include: "workflow/rules/eval_bundle.smk"
 include: "workflow/rules/base_eval.smk"
 include: "workflow/rules/chat_data.smk"
