@@ -9,6 +9,13 @@ configfile: "config/config.yaml"
 config = configcheck.validate(config, workflow.source_path("workflow/schemas/config.schema.yaml"), ", ".join(map(str, workflow.overwrite_configfiles or ["config/config.yaml"])))
 
 
+wildcard_constraints:
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    tokenizer=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    eval_bundle=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenizer.smk"
@@ -20,6 +27,7 @@ include: "workflow/rules/mid.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/rl.smk"
 include: "workflow/rules/chat_eval.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -17,7 +17,7 @@ def dataset_of_tokenizer(tokenizer):
 
 
 def default_targets():
-    """Every artifact of every default model. Each stage's rule file adds its targets to STAGE_TARGETS:
+    """Every artifact of every default model. Each stage's .smk file appends its targets to STAGE_TARGETS -
     a template string, or a function of the model name giving a list of paths (for per-model stage lists)."""
     targets = []
     for m in config["default_models"]:
@@ -68,13 +68,6 @@ def sft_start(wildcards):
 STAGE_TARGETS = []
 
 
-wildcard_constraints:
-    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    tokenizer=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    eval_bundle=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-
-
 def launch(wildcards, resources):
     """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the rule's resources."""
     return launcher.prefix_for(resources, cpu_processes=config["launch"]["cpu_processes"])
@@ -83,3 +76,86 @@ def launch(wildcards, resources):
 # Slurm's warning signal before a time limit goes to every process of the job step, Snakemake
 # included: only the training processes, which handle it, may act on it (see snakechat.launcher).
 launcher.ignore_warning_signal()
+
+
+# --- the report: which files each plot, report card and plan reads ---
+
+
+def training_stages(model):
+    """Checkpoints whose train_log.csv has loss curves (RL logs rewards instead)."""
+    return [s for s in chat_stages(model) if s != "rl"]
+
+
+def model_benchmarks(model):
+    """Every job of a model that writes a Snakemake benchmark file, by job label."""
+    names = model_names(model)
+    jobs = {
+        "dataset": f"results/benchmarks/dataset/{names['dataset']}.tsv",
+        "tok_train": f"results/benchmarks/tok_train/{names['tokenizer']}.tsv",
+        "tok_eval": f"results/benchmarks/tok_eval/{names['tokenizer']}.tsv",
+        "eval_bundle": f"results/benchmarks/eval_bundle/{names['eval_bundle']}.tsv",
+        "chat_data": f"results/benchmarks/chat_data/{config['models'][model]['chat_data']}.tsv",
+        "base_train": f"results/benchmarks/base_train/{model}.tsv",
+        "base_loss": f"results/benchmarks/base_loss/{model}.tsv",
+        "base_eval": f"results/benchmarks/base_eval/{model}.tsv",
+        "chat_sft": f"results/benchmarks/chat_sft/{model}.tsv",
+        "chat_rl": f"results/benchmarks/chat_rl/{model}.tsv",
+    }
+    if mid_enabled(model):
+        jobs["mid_train"] = f"results/benchmarks/mid_train/{model}.tsv"
+    for stage in chat_stages(model):
+        jobs[f"chat_eval:{stage}"] = f"results/benchmarks/chat_eval/{model}/{stage}.tsv"
+    return jobs
+
+
+def labelled(pairs, inside=""):
+    """{label: path} as LABEL=PATH arguments; `inside` names a file within each (checkpoint) directory."""
+    return " ".join(f"{label}={os.path.join(path, inside)}" for label, path in pairs.items())
+
+
+def all_training_checkpoints(_):
+    return {f"{s}:{m}": f"results/{s}/{m}" for m in config["default_models"] for s in training_stages(m)}
+
+
+def all_rl_checkpoints(_):
+    return {f"rl:{m}": f"results/rl/{m}" for m in config["default_models"]}
+
+
+def all_tok_evals(_):
+    return {tokenizer_of(m): f"results/tokenizer/{tokenizer_of(m)}/tok_eval.csv" for m in config["default_models"]}
+
+
+def all_base_evals(_):
+    return {m: f"results/base_eval/{m}.csv" for m in config["default_models"]}
+
+
+def all_chat_evals(_):
+    return {f"{s}:{m}": f"results/chat_eval/{m}/{s}.csv" for m in config["default_models"] for s in chat_stages(m)}
+
+
+def all_benchmarks(_):
+    return {f"{job}:{m}": path for m in config["default_models"] for job, path in model_benchmarks(m).items()}
+
+
+PLOT_INPUTS = {
+    "training": ("logs", all_training_checkpoints, "Training"),
+    "throughput": ("logs", all_training_checkpoints, "Training"),
+    "tokenizer": ("tok-eval", all_tok_evals, "Tokenizer"),
+    "core": ("base-eval", all_base_evals, "Base evaluation"),
+    "chat_eval": ("chat-eval", all_chat_evals, "Chat evaluation"),
+    "rl": ("logs", all_rl_checkpoints, "Chat training"),
+    "time": ("benchmarks", all_benchmarks, "Time"),
+}
+
+
+def plan_config(wildcards):
+    """The parts of the config a model's plan reads, as JSON: a change elsewhere does not re-plan it."""
+    import json
+
+    names = model_names(wildcards.model)
+    return json.dumps({
+        "models": {wildcards.model: config["models"][wildcards.model]},
+        "tokenizers": {names["tokenizer"]: config["tokenizers"][names["tokenizer"]]},
+        "datasets": {names["dataset"]: config["datasets"][names["dataset"]]},
+        "plan": config["plan"],
+    }, sort_keys=True)
