@@ -110,7 +110,7 @@ def model_benchmarks(model):
 
 def labelled(pairs, inside=""):
     """{label: path} as LABEL=PATH arguments; `inside` names a file within each (checkpoint) directory."""
-    return " ".join(f"{label}={os.path.join(path, inside)}" for label, path in pairs.items())
+    return " ".join(f"{label}={os.path.join(path, inside) if inside else path}" for label, path in pairs.items())
 
 
 def all_training_checkpoints(_):
