@@ -100,9 +100,9 @@ def test_scoring_follows_what_the_model_says():
     assert evaluator.run_task("mc", MC[:2], 0, 1)[:2] == (2, 2)
     shifted = [dict(r, answer=(r["answer"] + 1) % len(r["choices"])) for r in MC[:2]]
     assert evaluator.run_task("mc", shifted, 0, 1)[:2] == (0, 2)
-    ok, reply = evaluator.gsm8k(problem, 0)
-    assert ok and reply.endswith("#### 5"), reply
-    assert not evaluator.gsm8k(dict(problem, answer="#### 6"), 0)[0]
+    [replies] = evaluator.replies([problem], "gsm8k", seed=0)
+    assert replies[0].endswith("#### 5"), replies
+    assert evaluator.run_task("gsm8k", [problem, dict(problem, answer="#### 6")], 0, 1)[:2] == (1, 2)
 
 
 def test_humaneval_sandbox_scores_and_guards():

@@ -44,6 +44,19 @@ def test_cache_and_no_cache_generate_the_same_tokens(model, tok, temperature, nu
     assert len(with_cache) > 1
 
 
+def test_many_prompts_in_one_batch_match_one_at_a_time(model, tok):
+    engine = Engine(model, tok)
+    prompts = [prompt_ids(tok, t) for t in ("hi", "hello there, how are you today?", "what is 6*7?")]
+    many = engine.generate_many(prompts, max_tokens=12, temperature=0.0)
+    for prompt, (tokens, masks) in zip(prompts, many):
+        alone, alone_masks = engine.generate_batch(prompt, max_tokens=12, temperature=0.0)
+        assert tokens == alone[0][len(prompt):]
+        assert masks == alone_masks[0][len(prompt):]
+        assert 0 < len(tokens) <= 12
+    sampled = engine.generate_many(prompts, max_tokens=12, temperature=1.0, seed=5)
+    assert sampled == engine.generate_many(prompts, max_tokens=12, temperature=1.0, seed=5)
+
+
 def test_seeded_sampling_is_deterministic(model, tok):
     engine = Engine(model, tok)
     ids = prompt_ids(tok)
@@ -135,6 +148,9 @@ def test_real_model_tool_call_gets_calculator_output(tok):
     forced = [t for t, m in zip(out[0][len(prompt):], masks[0][len(prompt):]) if m == 0]
     assert forced == [tok.special_id("<|output_start|>"), *tok.encode("42"), tok.special_id("<|output_end|>")]
     assert out[0] == out[1]
+    # batched with another prompt of a different length: the same tool call and output
+    (tokens, many_masks), _ = Engine(model, tok).generate_many([prompt, prompt_ids(tok, "hi")], max_tokens=40, temperature=0.0)
+    assert tokens == out[0][len(prompt):] and many_masks == masks[0][len(prompt):]
 
 
 def test_stream_text_joins_to_the_decoded_reply(model, tok):

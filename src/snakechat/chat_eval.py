@@ -15,7 +15,8 @@ NAME=FORMAT:PATH (formats of `snakechat.tasks.read`).
   user turn; the prediction is the answer letter with the highest logit right after
   <|assistant_start|>, among the item's letters only.
 - gsm8k (word problems, spelling/counting): `num_samples` replies sampled by the engine (tool
-  calls run); correct if any reply's number after '####' equals the reference's.
+  calls run), `batch_size` items at a time; correct if any reply's number after '####' equals
+  the reference's.
 - humaneval: the reply's code run against the tests in `snakechat.humaneval_sandbox`.
 
 Items (at most `max_per_task` per task, a seeded shuffle of the test split) are dealt to ranks
@@ -126,42 +127,37 @@ class Evaluator:
             results.append((guess == r["answer"], tasks.LETTERS[guess]))
         return results
 
-    def generate(self, record, kind, index):
-        ids = prompt_ids(self.tok, record, kind, self.engine.max_len)
+    def replies(self, records, kind, seed):
+        """`num_samples` replies to each record, all generated in one batch."""
         a = self.args
-        sequences, _ = self.engine.generate_batch(
-            ids, num_samples=a.num_samples, max_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k or None, seed=a.seed + index
-        )
-        return [self.tok.decode(s[len(ids):]) for s in sequences]
+        prompts = [prompt_ids(self.tok, r, kind, self.engine.max_len) for r in records for _ in range(a.num_samples)]
+        outputs = self.engine.generate_many(prompts, max_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k or None, seed=seed)
+        texts = [self.tok.decode(tokens) for tokens, _ in outputs]
+        return [texts[i : i + a.num_samples] for i in range(0, len(texts), a.num_samples)]
 
-    def gsm8k(self, record, index):
-        replies = self.generate(record, "gsm8k", index)
+    def gsm8k(self, record, replies):
         reference = tasks.extract_answer(record["answer"])
-        return any(same_number(tasks.extract_answer(r), reference) for r in replies), replies[0]
+        return any(same_number(tasks.extract_answer(r), reference) for r in replies)
 
-    def humaneval(self, record, index):
-        replies = self.generate(record, "humaneval", index)
-        for r in replies:
-            if humaneval_sandbox.check_completion(record, r, timeout=self.args.sandbox_timeout).passed:
-                return True, r
-        return False, replies[0]
+    def humaneval(self, record, replies):
+        return any(humaneval_sandbox.check_completion(record, r, timeout=self.args.sandbox_timeout).passed for r in replies)
 
     def run_task(self, kind, records, rank, world_size):
         """(correct, n, sample replies) over this rank's share of the records."""
         mine = list(range(rank, len(records), world_size))
         correct, samples = 0, []
-        if kind == "mc":
-            for start in range(0, len(mine), self.args.batch_size):
-                chunk = [records[i] for i in mine[start : start + self.args.batch_size]]
+        for start in range(0, len(mine), self.args.batch_size):
+            indices = mine[start : start + self.args.batch_size]
+            chunk = [records[i] for i in indices]
+            if kind == "mc":
                 for ok, reply in self.mc_batch(chunk):
                     correct += ok
                     samples.append(reply)
-        else:
+                continue
             score = self.gsm8k if kind == "gsm8k" else self.humaneval
-            for i in mine:
-                ok, reply = score(records[i], i)
-                correct += ok
-                samples.append(reply)
+            for record, replies in zip(chunk, self.replies(chunk, kind, seed=self.args.seed + indices[0])):
+                correct += score(record, replies)
+                samples.append(replies[0])
         return correct, len(mine), samples[:SAMPLES_KEPT]
 
 
@@ -209,7 +205,7 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=50, help="0: no top-k filter")
-    p.add_argument("--batch-size", type=int, default=8, help="mc prompts per forward pass")
+    p.add_argument("--batch-size", type=int, default=8, help="items per batch (mc: per forward pass; generative: x num-samples rows)")
     p.add_argument("--sandbox-timeout", type=float, default=10.0, help="seconds a HumanEval program may run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

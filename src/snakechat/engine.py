@@ -211,6 +211,49 @@ class Engine:
                 break
         return sequences, masks
 
+    @torch.inference_mode()
+    def generate_many(self, prompts, max_tokens=256, temperature=1.0, top_k=None, seed=42):
+        """Completions of several different prompts in one batch: [(tokens, masks)] per prompt.
+
+        The prompts are prefilled together up to the shortest one's length; after that each row
+        reads the rest of its own prompt one token per step (while other rows already sample),
+        so all rows share one position and the cache needs no padding or masks. Greedy results
+        equal those of one prompt at a time. Stop tokens are left out; masks as in generate_batch.
+        """
+        prompts = [list(p) for p in prompts]
+        if not prompts or not all(prompts):
+            raise ValueError("give at least one prompt, each with at least one token")
+        longest = max(len(p) for p in prompts)
+        if longest >= self.max_len:
+            raise ValueError(f"a prompt has {longest} tokens; the model handles at most {self.max_len} positions")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        rows = [ToolState(self.tokenizer, self.tool) for _ in prompts]
+        outputs = [([], []) for _ in prompts]
+        pos = min(len(p) for p in prompts)
+        cache = self._new_cache(len(prompts), min(longest + max_tokens, self.max_len))
+        logits = self._forward(torch.tensor([p[:pos] for p in prompts], dtype=torch.long, device=self.device), cache)
+        while True:
+            sampled = sample_next(logits, generator, temperature, top_k).tolist()
+            column = []
+            for prompt, row, (tokens, masks), token in zip(prompts, rows, outputs, sampled):
+                if pos < len(prompt):  # still reading its prompt
+                    column.append(prompt[pos])
+                    continue
+                forced = row.next_forced()
+                column.append(token if forced is None else forced)
+                if row.done:
+                    continue
+                row.observe(column[-1])
+                if not row.done:
+                    tokens.append(column[-1])
+                    masks.append(1 if forced is None else 0)
+                    row.done = len(tokens) >= max_tokens
+            pos += 1
+            if all(row.done for row in rows) or pos >= self.max_len:
+                return outputs
+            logits = self._forward(torch.tensor(column, dtype=torch.long, device=self.device).unsqueeze(1), cache)
+
     def stream_text(self, tokens, **kwargs):
         """Yield the reply to one prompt as text pieces while it is generated (one row, stop tokens dropped)."""
         stop_ids = {self.tokenizer.special_id("<|assistant_end|>"), self.tokenizer.bos_id}
