@@ -148,8 +148,13 @@ class Tokenizer:
 
     # ---- building ----
     @classmethod
-    def train(cls, texts, vocab_size, doc_cap=10_000, max_chars=None, batch_size=1024):
-        """Train on an iterable of documents (each cut to `doc_cap` characters, `max_chars` in all)."""
+    def train(cls, texts, vocab_size, doc_cap=10_000, max_chars=None, batch_size=64):
+        """Train on an iterable of documents (each cut to `doc_cap` characters, `max_chars` in all).
+
+        Documents go to HF in lists of `batch_size`; HF copies 256 such items at a time into Rust
+        and counts their words on every core, so the batch bounds that buffer (256 x 64 documents).
+        No normalizer: the text is trained on as it is.
+        """
         if vocab_size < 256 + len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
         hf = _empty_hf_tokenizer()
