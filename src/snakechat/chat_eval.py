@@ -208,6 +208,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8, help="items per batch (mc: per forward pass; generative: x num-samples rows)")
     p.add_argument("--sandbox-timeout", type=float, default=10.0, help="seconds a HumanEval program may run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     if args.chat_data is None and not args.task:
@@ -224,6 +225,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rank, _, world_size, device = init_distributed(args.device)
     picked, skipped = collect_tasks(args.chat_data, args.task, args.max_per_task, args.seed)
     if not picked:
