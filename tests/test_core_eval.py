@@ -66,6 +66,13 @@ def test_fewshot_examples_are_seeded_by_item_and_never_the_item():
         assert items[i] not in ce.fewshot_examples(items, i, 4)
 
 
+def test_fewshot_draw_equals_sampling_the_list_of_other_rows():
+    items = list(range(40))
+    for i in range(40):
+        others = [j for j in items if j != i]
+        assert ce.fewshot_examples(items, i, 10) == random.Random(1234 + i).sample(others, 10)
+
+
 # ---------------------------------------------------------------------------- spans and cropping
 
 def test_common_prefix_and_suffix():
