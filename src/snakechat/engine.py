@@ -4,6 +4,8 @@
 model once (prefill, batch 1), copies its key/value cache to N rows, then produces one token per
 step for all N rows together, each step feeding only the new token. It yields, per step, the
 token of every row and whether that token was sampled (1) or forced by the tool (0).
+`generate_batch` runs that to the end; `generate_many` batches several *different* prompts
+(evaluation); `stream_text` yields one reply as text pieces (chat CLI, web chat).
 
 Tool use: when a row emits <|python_start|> expr <|python_end|>, the expression goes to
 `snakechat.calculator.run` and the row's next tokens are forced to
