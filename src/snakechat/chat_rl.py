@@ -89,19 +89,27 @@ def same_number(predicted, gold):
 
 
 class Sampler:
-    """Groups of completions for problems, with their rewards (1 for the right final number)."""
+    """Groups of completions for problems, with their rewards (1 for the right final number).
+
+    All samples of a batch of problems are drawn together in one engine batch.
+    """
 
     def __init__(self, model, tok, args):
         self.engine, self.tok, self.args = Engine(model, tok), tok, args
 
-    def group(self, problem, num_samples, seed):
-        conversation, gold = problem
-        prompt = render_for_completion(self.tok, conversation)
-        top_k = self.args.top_k or None
-        sequences, masks = self.engine.generate_batch(prompt, num_samples=num_samples, max_tokens=self.args.max_new_tokens,
-                                                      temperature=self.args.temperature, top_k=top_k, seed=seed)
-        rewards = [float(same_number(tasks.extract_answer(self.tok.decode(s[len(prompt):])), gold)) for s in sequences]
-        return sequences, masks, rewards
+    def groups(self, problems, num_samples, seed):
+        """Per problem: (sequences = prompt + completion, masks = 1 on sampled tokens, rewards)."""
+        prompts = [render_for_completion(self.tok, conversation) for conversation, _ in problems]
+        rows = self.engine.generate_many([p for p in prompts for _ in range(num_samples)], max_tokens=self.args.max_new_tokens,
+                                         temperature=self.args.temperature, top_k=self.args.top_k or None, seed=seed)
+        out = []
+        for i, (prompt, (_, gold)) in enumerate(zip(prompts, problems)):
+            group = rows[i * num_samples:(i + 1) * num_samples]
+            sequences = [prompt + tokens for tokens, _ in group]
+            masks = [[0] * len(prompt) + list(m) for _, m in group]
+            rewards = [float(same_number(tasks.extract_answer(self.tok.decode(tokens)), gold)) for tokens, _ in group]
+            out.append((sequences, masks, rewards))
+        return out
 
 
 def all_sum(values, device):
@@ -115,11 +123,13 @@ def all_sum(values, device):
 def evaluate(sampler, problems, args, rank, world_size, device):
     """pass@1 and pass@k on held-out problems (this process takes every world_size-th one)."""
     k = args.pass_k
-    n = min(args.eval_examples, len(problems))
+    mine = list(range(rank, min(args.eval_examples, len(problems)), world_size))
+    per_call = max(1, args.examples_per_step * args.num_samples // (world_size * k))  # as many rows as a training step samples
     sums = [0.0, 0.0, 0.0]
-    for i in range(rank, n, world_size):
-        _, _, rewards = sampler.group(problems[i], k, seed=args.seed * 7919 + i)
-        sums = [sums[0] + sum(rewards) / k, sums[1] + rl_math.pass_at_k(k, int(sum(rewards)), k), sums[2] + 1]
+    for start in range(0, len(mine), per_call):
+        chunk = mine[start:start + per_call]
+        for _, _, rewards in sampler.groups([problems[i] for i in chunk], k, seed=args.seed * 7919 + chunk[0]):
+            sums = [sums[0] + sum(rewards) / k, sums[1] + rl_math.pass_at_k(k, int(sum(rewards)), k), sums[2] + 1]
     pass1, passk, count = all_sum(sums, device)
     return {"pass_at_1": pass1 / count, f"pass_at_{k}": passk / count, "n": int(count)}
 
@@ -207,8 +217,8 @@ def main(argv=None):
         set_lr(optimizers, mult)
         model.eval()
         sequences, masks, rewards, passes = [], [], [], []
-        for g, problem in step_problems(train_problems, step, args, rank, world_size, args.seed):
-            seqs, msks, rws = sampler.group(problem, args.num_samples, seed=args.seed * 1_000_003 + g)
+        picked = step_problems(train_problems, step, args, rank, world_size, args.seed)
+        for seqs, msks, rws in sampler.groups([problem for _, problem in picked], args.num_samples, seed=args.seed * 1_000_003 + picked[0][0]):
             sequences += seqs
             masks += msks
             rewards.append(rws)
