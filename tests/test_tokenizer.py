@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from snakechat import tok_eval, tok_train
-from snakechat.tokenizer import SPECIAL_TOKENS, Tokenizer, capped_documents, load_token_bytes
+from snakechat.tokenizer import SPECIAL_TOKENS, Tokenizer, _empty_hf_tokenizer, byte_to_char, capped_documents, load_token_bytes
 
 WORDS = (
     "the a river city north market old bridge people were and of to in is was she he they walked "
@@ -179,6 +179,28 @@ def test_save_load_gives_the_same_tokenizer(tok, tmp_path):
     assert loaded.vocab_size == tok.vocab_size and loaded.bos_id == tok.bos_id
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
         Tokenizer.load(tmp_path / "missing")
+
+
+def test_hf_serves_what_tiktoken_cannot(tok, tmp_path):
+    """Two merges making the same token have no tiktoken ranks: such a vocabulary stays on HF, as
+    does a directory whose tok_train check found the encoders differing."""
+    from tokenizers import models
+
+    vocab = {name: i for i, name in enumerate(SPECIAL_TOKENS)}
+    vocab.update({ch: len(SPECIAL_TOKENS) + b for b, ch in byte_to_char().items()})
+    for token in ("ab", "bc", "abc"):
+        vocab[token] = len(vocab)
+    hf = _empty_hf_tokenizer()
+    hf.model = models.BPE(vocab, [("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc")])
+    odd = Tokenizer(hf)
+    assert odd.encoder == "hf"
+    assert odd.decode(odd.encode("abcabc xyz")) == "abcabc xyz"
+    with pytest.raises(ValueError, match="cannot be served by tiktoken"):
+        Tokenizer(hf, encoder="tiktoken")
+
+    tok.save(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"encoder": "hf"}))
+    assert Tokenizer.load(tmp_path).encoder == "hf"
 
 
 def test_training_is_deterministic(docs, tok):

@@ -104,9 +104,14 @@ def byte_to_char():
     return table
 
 
-def tiktoken_encoding(hf_tokenizer, name="snakechat"):
+def tiktoken_encoding(hf_tokenizer, encoding_name="snakechat"):
     """A tiktoken Encoding with the BPE ranks of a trained HF byte-level tokenizer, or None if its
-    merges cannot be expressed as tiktoken ranks (some merge yields a token made before it)."""
+    merges cannot be expressed as tiktoken ranks (some merge yields a token made before it).
+
+    tiktoken merges the adjacent pair whose joined bytes have the lowest rank, HF the pair with
+    the earliest merge rule; with ranks in merge order the two agree on trained vocabularies
+    (tok_train checks it on its training text and falls back to HF if not).
+    """
     spec = json.loads(hf_tokenizer.to_str())
     vocab = spec["model"]["vocab"]
     char_to_byte = {c: b for b, c in byte_to_char().items()}
@@ -117,8 +122,8 @@ def tiktoken_encoding(hf_tokenizer, name="snakechat"):
         if made <= last or made <= max(vocab[left], vocab[right]):
             return None
         last = made
-    specials = {name_: hf_tokenizer.token_to_id(name_) for name_ in SPECIAL_TOKENS}
-    return tiktoken.Encoding(name, pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+    specials = {name: hf_tokenizer.token_to_id(name) for name in SPECIAL_TOKENS}
+    return tiktoken.Encoding(encoding_name, pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
 
 
 class Tokenizer:
@@ -241,10 +246,6 @@ class Tokenizer:
         if self.tiktoken is not None:
             return self.tiktoken.decode(ids, errors="replace")
         return self.hf.decode(ids, skip_special_tokens=False)
-
-    def id_to_token_text(self, token_id):
-        """What one id decodes to on its own (partial UTF-8 shows as U+FFFD)."""
-        return self.decode([token_id])
 
     def token_bytes(self):
         """UTF-8 byte length of every id; 0 for special tokens."""
