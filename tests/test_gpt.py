@@ -116,3 +116,18 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     (tmp_path / "c" / "model.pt").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="model.pt"):
         checkpoint.load_gpt(tmp_path / "c")
+
+
+def test_chunked_cpu_loss_matches_plain_cross_entropy():
+    from snakechat.gpt import LOGIT_SOFTCAP, SoftcapCrossEntropy
+
+    torch.manual_seed(0)
+    h = (20 * torch.randn(70, 50, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 50, (70,))
+    targets[[3, 40]] = -1
+    weights = torch.rand(70, dtype=torch.float64)
+    plain = torch.nn.functional.cross_entropy(LOGIT_SOFTCAP * torch.tanh(h / LOGIT_SOFTCAP), targets, ignore_index=-1, reduction="none")
+    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), h)
+    chunked = SoftcapCrossEntropy.apply(h, targets)
+    (grad_chunked,) = torch.autograd.grad((chunked * weights).sum(), h)
+    assert torch.allclose(chunked, plain) and torch.allclose(grad_chunked, grad_plain)

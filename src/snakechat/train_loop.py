@@ -131,7 +131,7 @@ def build_optimizers(model, cfg):
     matrices = model.matrix_params()
     adamw = torch.optim.AdamW(
         [dict(params=[model.wte.weight], lr=cfg.embedding_lr), dict(params=[model.lm_head.weight], lr=cfg.unembedding_lr)],
-        betas=(cfg.adam_beta1, cfg.adam_beta2), eps=1e-10, weight_decay=0.0,
+        betas=(cfg.adam_beta1, cfg.adam_beta2), eps=1e-10, weight_decay=0.0, fused=True,
     )
     muon = Muon(matrices, lr=cfg.matrix_lr, momentum=0.95, nesterov=True, weight_decay=cfg.weight_decay)
     covered = {id(p) for opt in (adamw, muon) for g in opt.param_groups for p in g["params"]}

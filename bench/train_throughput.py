@@ -1,0 +1,77 @@
+"""Training throughput of the GPT: tokens/s and MFU of full optimizer steps (forward, backward,
+Muon + AdamW) on random tokens, after warm-up, on the current device.
+
+    python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 32768 --compile 0
+    python bench/train_throughput.py --depth 20 --seq-len 2048 --device-batch 32 --vocab 65536 --compile 1  # one GPU
+
+Prints the model size, the first (compiling) step's time, then tokens/s and MFU (where the
+device's peak FLOP/s is known) of the timed steps. Random tokens leave data loading out.
+"""
+
+import argparse
+import time
+
+import torch
+
+from snakechat.common import device_type
+from snakechat.gpt import GPT, config_from_depth
+from snakechat.train_loop import TrainConfig, autocast, build_optimizers, peak_flops
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--device-batch", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--compile", type=int, choices=[0, 1], default=0)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps (the first one compiles)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = torch.device(device_type())
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    torch.manual_seed(0)
+    model = GPT(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim)).to(device)
+    cfg = TrainConfig(num_iterations=1, total_batch_size=args.device_batch * args.seq_len, device_batch_size=args.device_batch, sequence_len=args.seq_len)
+    optimizers = build_optimizers(model, cfg)
+    train_model = torch.compile(model) if args.compile else model
+    tokens = torch.randint(0, args.vocab, (args.device_batch, args.seq_len + 1), device=device)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    c = model.config
+    print(f"device {device} ({torch.get_num_threads()} threads) | depth {args.depth} width {c.n_embd} heads {c.n_head} vocab {args.vocab} | "
+          f"params {model.num_params() / 1e6:.1f}M | {model.flops_per_token() / 1e6:.1f} MFLOP/token | seq {args.seq_len} batch {args.device_batch} | compile {bool(args.compile)}")
+
+    def step():
+        with autocast(device):
+            loss = train_model(inputs, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        return loss.item()
+
+    for i in range(args.warmup):
+        start = time.perf_counter()
+        step()
+        print(f"warm-up step {i + 1}: {time.perf_counter() - start:.1f}s")
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    per_step = sum(times) / len(times)
+    tok_s = args.device_batch * args.seq_len / per_step
+    peak = peak_flops(device)
+    mfu = f"{100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a (peak FLOP/s unknown for this device)"
+    print(f"{per_step:.3f}s/step (best {min(times):.3f}s) | {tok_s:,.0f} tokens/s (best {args.device_batch * args.seq_len / min(times):,.0f}) | MFU {mfu}")
+
+
+if __name__ == "__main__":
+    main()
