@@ -26,6 +26,19 @@ TEST_OVERRIDES = SLURM_DIR / "profile-test" / "config.yaml"
 GPU_RULES = {"base_train", "base_loss", "base_eval", "mid_train", "chat_sft", "chat_rl", "chat_eval"}
 TRAINING_RULES = {"base_train", "mid_train", "chat_sft", "chat_rl"}
 
+# The tiny model, smaller still: a pipeline to results/base_eval/tiny.csv in a few minutes on 2 cores.
+TINY_TEST_CONFIG = {
+    "datasets": {"tinyworld": {"docs_per_shard": 256}},
+    "tokenizers": {"tinyworld-4k": {"vocab_size": 512, "max_chars": 200000}},
+    "models": {
+        "tiny": {
+            "depth": 2,
+            "base": {"num_iterations": 60, "sequence_len": 64, "device_batch_size": 2, "total_batch_size": 256, "eval_every": 0, "eval_tokens": 256, "save_every": 0, "log_every": 1},
+            "base_eval": {"max_per_task": 8},
+        }
+    },
+}
+
 
 def merged_profile(dest):
     """profiles/slurm with the local test Slurm's overrides, written as dest/config.yaml."""
@@ -41,16 +54,22 @@ def merged_profile(dest):
     return dest
 
 
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
 def snakemake(args, cwd, timeout):
     """Run Snakemake under `timeout`; after a kill, cancel its Slurm jobs and unlock the directory."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "snakemake", *args]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
     if result.returncode in (124, 137):
-        subprocess.run(["scancel", "--user=root"], capture_output=True)
-        subprocess.run([sys.executable, "-m", "snakemake", *args, "--unlock"], cwd=cwd, env=env, capture_output=True)
+        after_kill(args, cwd)
         pytest.fail(f"snakemake {' '.join(args)} ran past {timeout} s:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+def after_kill(args, cwd):
+    subprocess.run(["scancel", "--user=root"], capture_output=True)
+    subprocess.run([sys.executable, "-m", "snakemake", *args, "--unlock"], cwd=cwd, env=ENV, capture_output=True)
 
 
 def rule_blocks():
@@ -125,7 +144,8 @@ def test_dry_run_shows_each_jobs_resources_without_a_cluster():
     for rule in {"base_train", "base_eval"}:
         line = re.search(r"resources: (.*)", by_rule[rule]).group(1)
         assert "gpu=8" in line and "nodes=1" in line and "slurm_partition=gpu" in line, line
-    assert "slurm_extra='--signal=USR1@600 --requeue'" in by_rule["base_train"]
+    assert "slurm_extra=--signal=USR1@600 --requeue" in by_rule["base_train"]
+    assert "Shell command: torchrun --standalone --nproc_per_node=8 -m snakechat.base_train" in by_rule["base_train"]
 
 
 # --- a real Slurm ------------------------------------------------------------------------------
@@ -163,29 +183,116 @@ def test_multi_node_launch_command_runs_under_slurm(slurm, tmp_path):
     assert len(seen["cuda_visible_devices"].split(",")) == 2
 
 
-@pytest.mark.slurm
-def test_warning_signal_saves_state_and_the_retry_resumes(slurm, tmp_path):
-    """scancel --signal=USR1 delivers what `--signal=USR1@...` delivers before a time limit."""
-    log = tmp_path / "logs" / "count.log"
-    profile = merged_profile(tmp_path / "profile")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    args = ["-s", str(SLURM_DIR / "toy" / "Snakefile"), "-d", str(tmp_path), "--profile", str(profile), "out/count.json"]
-    run = subprocess.Popen(["timeout", "-k", "10", "300", sys.executable, "-m", "snakemake", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def submitted_jobs(snakemake_output):
+    """rule -> Slurm job ids, from the plugin's "submitted with SLURM jobid N (log: .../rule_<rule>/...)" lines."""
+    jobs = {}
+    for job_id, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/", snakemake_output):
+        jobs.setdefault(rule, []).append(job_id)
+    return jobs
+
+
+def pipeline_args(workdir, *extra):
+    config = workdir / "test_config.yaml"
+    config.write_text(yaml.safe_dump(TINY_TEST_CONFIG))
+    return ["-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(ROOT / "config" / "config.yaml"), str(config), *extra]
+
+
+@pytest.fixture(scope="module")
+def tiny_through_slurm(slurm, tmp_path_factory):
+    """The tiny pipeline up to results/base_eval/tiny.csv through profiles/slurm, with base_train
+    sent Slurm's warning signal (scancel --signal=USR1, what --signal=USR1@600 sends before the time
+    limit) once it has trained a few steps. Returns (workdir, Snakemake's output, signalled job id)."""
+    work = tmp_path_factory.mktemp("tiny_slurm")
+    profile = merged_profile(work / "profile")
+    args = pipeline_args(work, "--profile", str(profile), "results/base_eval/tiny.csv")
+    train_log = work / "results" / "state" / "base" / "tiny" / "train_log.csv"
+    cmd = ["timeout", "-k", "10", "420", sys.executable, "-m", "snakemake", *args]
+    run = subprocess.Popen(cmd, cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 200
-        while not (log.exists() and re.search(r"^step 5 job (\d+)", log.read_text(), re.M)):
-            assert time.time() < deadline and run.poll() is None, "the counting job never reached step 5"
-            time.sleep(0.5)
-        first_job = re.search(r"^step 5 job (\d+)", log.read_text(), re.M).group(1)
-        subprocess.run(["scancel", "--signal=USR1", first_job], check=True)
-        out, _ = run.communicate(timeout=300)
+        deadline = time.time() + 360
+        while not (train_log.exists() and len(train_log.read_text().splitlines()) > 3):
+            assert run.poll() is None and time.time() < deadline, "base_train never trained 3 steps"
+            time.sleep(0.2)
+        queue = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True, check=True).stdout
+        signalled = next(line.split()[0] for line in queue.splitlines() if line.split()[1].startswith("rule_base_train"))
+        subprocess.run(["scancel", "--signal=USR1", signalled], check=True)
+        output, _ = run.communicate(timeout=430)
     finally:
         if run.poll() is None:
             run.kill()
-            subprocess.run(["scancel", "--user=root"], capture_output=True)
-    assert run.returncode == 0, out[-5000:]
-    done = json.loads((tmp_path / "out" / "count.json").read_text())
-    assert done["resumed_from"] >= 5 and done["steps"] == 40
-    assert f"resumed from step {done['resumed_from']}" in log.read_text()
-    assert slurm_job_record(first_job)["JobState"] == "FAILED"
-    assert len(list((tmp_path / ".snakemake" / "slurm_logs" / "rule_count").glob("*.log"))) == 2
+            after_kill(args, work)
+    assert run.returncode == 0, output[-8000:]
+    return work, output, signalled
+
+
+@pytest.mark.slurm
+def test_gpu_rules_run_as_slurm_jobs_with_their_gpus(tiny_through_slurm):
+    work, output, _ = tiny_through_slurm
+    jobs = submitted_jobs(output)
+    assert set(jobs) == {"tok_train", "base_train", "base_eval"}, jobs
+    assert len(jobs["base_train"]) == 2  # signalled, then resubmitted by Snakemake's retry
+    for rule in ("base_train", "base_eval"):
+        for job_id in jobs[rule]:
+            record = slurm_job_record(job_id)
+            assert record["TresPerJob"] == "gres:gpu:2" and record["Partition"] == "test", record
+            assert record["Comment"] == f"rule_{rule}_wildcards_tiny"
+            assert (work / ".snakemake" / "slurm_logs" / f"rule_{rule}" / "tiny" / f"{job_id}.log").exists()
+    # The launcher turned the 2 GPUs into a 2-process torchrun (gloo: the GPUs are fake).
+    assert "torchrun --standalone --nproc_per_node=2 -m snakechat.base_train" in output
+    assert json.loads((work / "results" / "base" / "tiny" / "meta.json").read_text())["world_size"] == 2
+    # Light rules ran on the submit host.
+    assert {"dataset", "eval_bundle"} & set(jobs) == set()
+    assert re.search(r"^localrule dataset:", output, re.M) and re.search(r"^localrule eval_bundle:", output, re.M)
+
+
+@pytest.mark.slurm
+def test_warning_signal_saves_state_and_the_retry_resumes(tiny_through_slurm):
+    work, output, signalled = tiny_through_slurm
+    assert slurm_job_record(signalled)["JobState"] == "FAILED"
+    log = (work / "logs" / "base_train" / "tiny.log").read_text()
+    resumed_at = int(re.search(r"resuming from \S+ at step (\d+)", log).group(1))
+    assert 3 <= resumed_at < TINY_TEST_CONFIG["models"]["tiny"]["base"]["num_iterations"]
+    rows = (work / "results" / "base" / "tiny" / "train_log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 61))
+
+
+@pytest.mark.slurm
+def test_outputs_have_the_shape_of_a_local_run(tiny_through_slurm, tmp_path):
+    """base_train and base_eval again with profiles/local, on the Slurm run's data and tokenizer."""
+    work, _, _ = tiny_through_slurm
+    for name in ("data", "tokenizer", "eval_bundle"):
+        shutil.copytree(work / "results" / name, tmp_path / "results" / name)
+    args = pipeline_args(tmp_path, "--profile", str(ROOT / "profiles" / "local"), "--cores", "2", "results/base_eval/tiny.csv", "--rerun-triggers", "mtime")
+    result = snakemake(args, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert re.findall(r"^localrule (\w+):", result.stdout + result.stderr, re.M) == ["base_train", "base_eval"]
+    slurm_ckpt, local_ckpt = work / "results" / "base" / "tiny", tmp_path / "results" / "base" / "tiny"
+    assert sorted(p.name for p in slurm_ckpt.iterdir()) == sorted(p.name for p in local_ckpt.iterdir())
+    slurm_meta, local_meta = (json.loads((d / "meta.json").read_text()) for d in (slurm_ckpt, local_ckpt))
+    assert slurm_meta.keys() == local_meta.keys() and slurm_meta["model_config"] == local_meta["model_config"]
+    assert (slurm_meta["world_size"], local_meta["world_size"]) == (2, 1)
+    slurm_log, local_log = ((d / "train_log.csv").read_text().splitlines() for d in (slurm_ckpt, local_ckpt))
+    assert slurm_log[0] == local_log[0] and len(slurm_log) == len(local_log)
+    slurm_eval, local_eval = ((d / "results" / "base_eval" / "tiny.csv").read_text().splitlines() for d in (work, tmp_path))
+    assert slurm_eval[0] == local_eval[0] == "label,type,shots,n,accuracy,centered,seconds"
+    assert [r.split(",")[0] for r in slurm_eval] == [r.split(",")[0] for r in local_eval]
+    assert slurm_eval[-1].startswith("CORE,")
+
+
+@pytest.mark.slurm
+def test_d20_base_train_submits_a_whole_gpu_node(slurm, tmp_path):
+    """The real profile's sbatch line for base_train of d20. The test Slurm has no `gpu` partition
+    and 2 CPUs, so sbatch refuses it, and the plugin reports the line it tried."""
+    for path, text in [("results/data/fineweb-edu/manifest.json", "{}"), ("results/tokenizer/fineweb-64k/tokenizer.json", "{}"),
+                       ("results/tokenizer/fineweb-64k/token_bytes.json", "[]"), ("results/tokenizer/fineweb-64k/meta.json", "{}")]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    args = ["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml"),
+            "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-no-account", "--retries", "0", "results/base/d20"]
+    result = snakemake(args, cwd=tmp_path, timeout=180)
+    assert result.returncode != 0
+    sbatch = re.search(r"sbatch call:\s*\n\s*(sbatch .*)", result.stdout + result.stderr).group(1)
+    for flag in ("-p gpu", "-t 360", "--mem 480000", "--nodes=1", "--cpus-per-task=64", "--signal=USR1@600", "--requeue", "--gpus=8"):
+        assert f" {flag} " in sbatch, (flag, sbatch)
+    assert "--ntasks" not in sbatch.split("--wrap")[0]
+    assert "torchrun --standalone --nproc_per_node=8 -m snakechat.base_train" in result.stdout + result.stderr
