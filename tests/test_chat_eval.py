@@ -12,6 +12,7 @@ import pytest
 
 from snakechat import chat_eval, humaneval_sandbox, tasks
 from snakechat.conversation import render_conversation
+from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import memorize, random_gpt, tokenizer, write_checkpoint
 
 MC = [

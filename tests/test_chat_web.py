@@ -10,6 +10,7 @@ import pytest
 from snakechat.chat_web import Limits, make_server
 from snakechat.checkpoint import load_model
 from snakechat.engine import Engine
+from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import write_checkpoint
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -162,20 +163,26 @@ def test_browser_chat_streams_replies(server, tmp_path):
             context.close()
 
 
-def test_chat_cli_one_prompt_and_interactive(tmp_path):
-    """The terminal chat: -p answers once; the loop takes turns, /new and /quit."""
+def test_chat_cli_one_prompt_and_interactive(tmp_path, monkeypatch, capsys):
+    """The terminal chat: -p answers once (as a real command); the loop takes turns, /new and /quit."""
+    import io
+    import os
     import subprocess
     import sys
 
+    from snakechat import chat_cli
+
     checkpoint = tmp_path / "results" / "sft" / "tiny"
     write_checkpoint(checkpoint, tmp_path / "tok")
-    base = [sys.executable, "-m", "snakechat.chat_cli", "--max-tokens", "12", "--temperature", "1.0", "--top-k", "0"]
-    one = subprocess.run(base + ["--checkpoint", str(checkpoint), "-p", "hello there"], capture_output=True, text=True, timeout=120)
+    flags = ["--max-tokens", "12", "--temperature", "1.0", "--top-k", "0"]
+    one = subprocess.run([sys.executable, "-m", "snakechat.chat_cli", *flags, "--checkpoint", str(checkpoint), "-p", "hello there"],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert one.returncode == 0, one.stderr
     assert one.stdout.strip()
-    loop = subprocess.run(base + ["--model", "tiny", "--stage", "sft", "--results", str(tmp_path / "results")],
-                          input="hello\n/new\nhi again\n/quit\n", capture_output=True, text=True, timeout=120)
-    assert loop.returncode == 0, loop.stderr
-    assert loop.stdout.count("snakechat> ") == 2 and "(new conversation)" in loop.stdout
-    missing = subprocess.run(base + ["--model", "nope", "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n/new\nhi again\n/quit\n"))
+    chat_cli.main([*flags, "--model", "tiny", "--stage", "sft", "--results", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert out.count("snakechat> ") == 2 and "(new conversation)" in out
+    with pytest.raises(SystemExit) as exit_info:
+        chat_cli.main(["--model", "nope", "--results", str(tmp_path / "results")])
+    assert exit_info.value.code == 2 and "no checkpoint at" in capsys.readouterr().err

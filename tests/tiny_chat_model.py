@@ -1,5 +1,6 @@
 """Small real pieces for the engine, chat-eval and web-chat tests: a tokenizer, a GPT, a checkpoint."""
 
+import pytest
 import torch
 
 from snakechat.checkpoint import save_checkpoint
@@ -13,6 +14,15 @@ TEXTS = [
     "How many r are in strawberry? 'strawberry'.count('r') gives 3.",
     "hello there, how are you today? I am fine, thank you.",
 ] * 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a shared machine more threads only wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tokenizer():
@@ -31,25 +41,18 @@ def random_gpt(vocab_size, seed=0, sequence_len=128, n_layer=2, n_head=2, n_kv_h
 
 
 def memorize(model, sequence, steps=300, lr=1e-2):
-    """Train `model` until it reproduces `sequence` greedily (a real model that says what we want).
-
-    One thread: for a model this small, more threads only fight over a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model.train()
-        ids = torch.tensor([sequence[:-1]])
-        targets = torch.tensor([sequence[1:]])
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        for _ in range(steps):
-            loss = model(ids, targets=targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if loss.item() < 0.01:
-                break
-    finally:
-        torch.set_num_threads(threads)
+    """Train `model` until it reproduces `sequence` greedily (a real model that says what we want)."""
+    model.train()
+    ids = torch.tensor([sequence[:-1]])
+    targets = torch.tensor([sequence[1:]])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        loss = model(ids, targets=targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.01:
+            break
     return model.eval()
 
 
