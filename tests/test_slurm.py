@@ -287,8 +287,11 @@ def test_d20_base_train_submits_a_whole_gpu_node(slurm, tmp_path):
                        ("results/tokenizer/fineweb-64k/token_bytes.json", "[]"), ("results/tokenizer/fineweb-64k/meta.json", "{}")]:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
+    # Only settings that leave the sbatch line alone: no account look-up, no retry, and a short
+    # first status wait (the plugin sleeps it out before it exits).
     args = ["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml"),
-            "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-no-account", "--retries", "0", "results/base/d20"]
+            "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-no-account", "--retries", "0",
+            "--slurm-init-seconds-before-status-checks", "1", "results/base/d20"]
     result = snakemake(args, cwd=tmp_path, timeout=180)
     assert result.returncode != 0
     sbatch = re.search(r"sbatch call:\s*\n\s*(sbatch .*)", result.stdout + result.stderr).group(1)
