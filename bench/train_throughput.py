@@ -5,7 +5,9 @@ Muon + AdamW) on random tokens, after warm-up, on the current device.
     python bench/train_throughput.py --depth 20 --seq-len 2048 --device-batch 32 --vocab 65536 --compile 1  # one GPU
 
 Prints the model size, the first (compiling) step's time, then tokens/s and MFU (where the
-device's peak FLOP/s is known) of the timed steps. Random tokens leave data loading out.
+device's peak FLOP/s is known) of the timed steps, and on CPU the tokens per CPU-second (with
+`--threads 1` a figure that a busy shared machine hardly disturbs). Random tokens leave data
+loading out.
 """
 
 import argparse
@@ -61,16 +63,22 @@ def main():
         start = time.perf_counter()
         step()
         print(f"warm-up step {i + 1}: {time.perf_counter() - start:.1f}s")
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     per_step = sum(times) / len(times)
     tok_s = args.device_batch * args.seq_len / per_step
     peak = peak_flops(device)
     mfu = f"{100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a (peak FLOP/s unknown for this device)"
     print(f"{per_step:.3f}s/step (best {min(times):.3f}s) | {tok_s:,.0f} tokens/s (best {args.device_batch * args.seq_len / min(times):,.0f}) | MFU {mfu}")
+    if device.type == "cpu":
+        # On a shared machine wall time measures the neighbours too; CPU time per step does much
+        # less so (exactly so with one thread, where no thread waits for another).
+        cpu_per_step = sum(cpu_times) / len(cpu_times)
+        print(f"CPU time {cpu_per_step:.3f}s/step = {args.device_batch * args.seq_len / cpu_per_step:,.0f} tokens per CPU-second")
 
 
 if __name__ == "__main__":
