@@ -2,15 +2,15 @@
 
 `run_program(source)` writes the program into a fresh temporary directory and runs it with
 `python -I` (isolated: no user site, no PYTHON* variables, script dir not on sys.path) and:
-- CPU time, address space, file size and open-file limits set with `resource` before exec;
-- a guard prepended to the program that makes socket creation, subprocesses, fork and
-  file deletion raise, so the code cannot reach the network or the rest of the machine;
+- a guard prepended to the program that first sets CPU time, address space, file size and
+  open-file limits with `resource`, then makes socket creation, subprocesses, fork and file
+  deletion raise, so the code cannot reach the network or the rest of the machine (set in the
+  child itself, not by a preexec_fn, which is unsafe in a process with threads);
 - a wall-clock timeout, after which the whole process group is killed.
 These are guards against accidents of a small model, not a security boundary against an attacker.
 """
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -18,7 +18,10 @@ import tempfile
 from dataclasses import dataclass
 
 GUARD = '''
-import builtins, os, shutil, socket, subprocess
+import builtins, os, resource, shutil, socket, subprocess
+for _limit, _value in ((resource.RLIMIT_CPU, {cpu_seconds}), (resource.RLIMIT_AS, {memory_bytes}),
+                       (resource.RLIMIT_FSIZE, 1 << 20), (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0)):
+    resource.setrlimit(_limit, (_value, _value))
 def _refused(*args, **kwargs):
     raise PermissionError("not allowed in the HumanEval sandbox")
 class _NoSocket(socket.socket):
@@ -35,7 +38,7 @@ for _name in ("system", "popen", "fork", "forkpty", "kill", "killpg", "remove", 
         setattr(os, _name, _refused)
 shutil.rmtree = _refused
 shutil.move = _refused
-del builtins, os, shutil, socket, subprocess, _name
+del builtins, os, resource, shutil, socket, subprocess, _name, _limit, _value
 '''
 
 
@@ -46,23 +49,12 @@ class SandboxResult:
     detail: str  # the tail of stderr, for the log
 
 
-def _limits(cpu_seconds, memory_bytes):
-    def apply():
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
-
-
 def run_program(source, timeout=10.0, memory_bytes=1 << 30):
     """Run `source` (program + tests) in a limited subprocess; passed means exit status 0."""
     with tempfile.TemporaryDirectory(prefix="snakechat-sandbox-") as tmp:
         path = os.path.join(tmp, "program.py")
         with open(path, "w") as f:
-            f.write(GUARD + "\n" + source)
+            f.write(GUARD.format(cpu_seconds=int(timeout) + 1, memory_bytes=memory_bytes) + "\n" + source)
         env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"}
         proc = subprocess.Popen(
             [sys.executable, "-I", path],
@@ -72,7 +64,6 @@ def run_program(source, timeout=10.0, memory_bytes=1 << 30):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_limits(int(timeout) + 1, memory_bytes),
         )
         try:
             _, stderr = proc.communicate(timeout=timeout)
