@@ -341,13 +341,15 @@ def test_cli_rejects_a_bad_bundle_before_loading_the_model(tmp_path):
 
 
 def test_torchrun_spreads_items_and_gathers_the_same_result(tmp_path, checkpoint):
+    from snakechat import base_eval
+
     tasks = small_tasks()
     tasks["mc"] = ("multiple_choice", 1, None, tasks["mc"][3] * 2)  # 8 items: uneven shares are fine too
     write_bundle(tmp_path / "bundle", tasks)
     args = ["--checkpoint", str(checkpoint), "--bundle", str(tmp_path / "bundle")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = tmp_path / "one.csv"
-    subprocess.run([sys.executable, "-m", "snakechat.base_eval", *args, "--out", str(one)], check=True, env=env, capture_output=True)
+    base_eval.main([*args, "--out", str(one)])
     two = tmp_path / "two.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "snakechat.base_eval", *args, "--out", str(two)],
