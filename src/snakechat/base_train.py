@@ -12,8 +12,9 @@ AdamW learning rates × 1/sqrt(width/768), total batch = 2^19 tokens × depth/20
 of two, steps = tokens_params_ratio × parameters / total batch. The derived numbers are printed
 and stored in meta.json under "derived".
 
-Writes `--out` (model.pt, meta.json, train_log.csv) when training is done. Resumable state goes
-to `--state` every `--save-every` steps and on SIGTERM/SIGUSR1; running again resumes from it.
+Writes `--out` (model.pt, meta.json, train_log.csv) when training is done, then empties `--state`.
+Resumable state goes to `--state` every `--save-every` steps and on SIGTERM/SIGUSR1 (the process
+then exits with 128 + the signal number); running again resumes from it.
 """
 
 import argparse
@@ -29,7 +30,7 @@ from snakechat.common import cleanup_distributed, init_distributed, print0
 from snakechat.dataloader import PackedLoader
 from snakechat.gpt import GPT, config_from_depth
 from snakechat.tokenizer import Tokenizer, load_token_bytes
-from snakechat.train_loop import TrainConfig, adamw_lr_scale, grad_accum_steps, train
+from snakechat.train_loop import StateStore, TrainConfig, adamw_lr_scale, grad_accum_steps, train
 
 REFERENCE_BATCH = 2**19  # tokens per step at depth 20 (nanochat's speedrun)
 CPU_COMPILE_MIN_SECONDS = 900  # `--compile auto` on CPU: compile only runs expected to take longer
@@ -147,6 +148,7 @@ def main(argv=None):
             "provenance": provenance.record("snakechat.base_train", vars(args), inputs=[args.manifest, args.tokenizer]),
         }
         save_checkpoint(args.out, model, meta, extra_files={"train_log.csv": summary["log_path"]})
+        StateStore(args.state).clear()
         print0(f"wrote {args.out} (val bpb {summary['val_bpb']:.4f}, {time.time() - started:.0f}s this run)")
     cleanup_distributed()
 

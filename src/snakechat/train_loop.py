@@ -14,7 +14,7 @@ What it does for a stage:
 
 The state directory (results/state/{stage}/{model}/) is not a Snakemake output, so it survives
 the failed job that Snakemake cleans up. Stages write their checkpoint from the returned summary
-and the log at `summary["log_path"]`.
+and the log at `summary["log_path"]`, then call `StateStore(state_dir).clear()`.
 
 A loader is any object with `next_batch() -> (inputs, targets)` (targets -1 = ignored),
 `state_dict()` and `load_state_dict(state)`.
@@ -185,6 +185,12 @@ class StateStore:
         for old in self.paths()[:-self.keep]:
             old.unlink()
         return path
+
+    def clear(self):
+        """Remove the states and the log once the stage's checkpoint is safely written: a later
+        run with other settings then starts afresh instead of being refused."""
+        for path in [*self.paths(), self.directory / "train_log.csv"]:
+            path.unlink(missing_ok=True)
 
     def load_latest(self):
         """The newest readable state, or None when there is none at all."""
