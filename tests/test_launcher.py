@@ -90,3 +90,18 @@ def test_ignoring_the_warning_signal_is_inherited_by_children():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"
     assert signal.getsignal(signal.SIGUSR1) != signal.SIG_IGN
+
+
+def test_local_gpu_count_from_nvidia_smi_within_visible_devices(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\n" + "".join(f"echo 'GPU {i}: NVIDIA H100 (UUID: GPU-{i})'\n" for i in range(4)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert launcher.local_gpu_count() == 4
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert launcher.local_gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert launcher.local_gpu_count() == 0
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert launcher.local_gpu_count() == 0

@@ -21,6 +21,7 @@ their own handler, save their state and exit. The per-node processes `srun` star
 signal settings, so the multi-node prefix starts torchrun through a shell that ignores it again.
 """
 
+import os
 import re
 import shlex
 import shutil
@@ -76,11 +77,14 @@ def gpus_per_node(resources):
 
 
 def local_gpu_count():
-    """GPUs on this machine per nvidia-smi (0 without it): what a GPU rule uses under the local profile."""
+    """GPUs on this machine per nvidia-smi (0 without it), no more than CUDA_VISIBLE_DEVICES names:
+    what a GPU rule uses under the local profile."""
     if shutil.which("nvidia-smi") is None:
         return 0
     result = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True)
-    return sum(line.startswith("GPU ") for line in result.stdout.splitlines()) if result.returncode == 0 else 0
+    count = sum(line.startswith("GPU ") for line in result.stdout.splitlines()) if result.returncode == 0 else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return count if visible is None else min(count, len([d for d in visible.split(",") if d.strip()]))
 
 
 def ignore_warning_signal():
