@@ -167,3 +167,37 @@ def test_two_ranks_give_the_same_table(setup, tmp_path):
     assert two.read_text() == one.read_text()
     assert json.loads(Path(f"{two}.meta.json").read_text())["world_size"] == 2
 
+
+
+def test_the_rule_runs_and_reruns_when_its_settings_change(setup, tmp_path):
+    """`snakemake results/chat_eval/tiny/sft.csv` on a work dir holding an SFT checkpoint and chat data."""
+    import shutil
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    _, checkpoint, chat_dir = setup
+    work = tmp_path / "work"
+    shutil.copytree(checkpoint, work / "results/sft/tiny")
+    shutil.copytree(chat_dir, work / "results/chat_data/tinyworld")
+    config = yaml.safe_load((root / "config/config.yaml").read_text())
+    config["models"]["tiny"]["chat_data"] = "tinyworld"
+    config["models"]["tiny"]["chat_eval"] = {"max_per_task": 2, "max_new_tokens": 4, "threads": 1}
+
+    def snakemake(*args):
+        configfile = tmp_path / "config.yaml"
+        configfile.write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory", str(work), "--configfile", str(configfile),
+               "--allowed-rules", "chat_eval", "-c1", *args, "results/chat_eval/tiny/sft.csv"]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        return run.stdout + run.stderr
+
+    snakemake()
+    rows = read_csv(work / "results/chat_eval/tiny/sft.csv")
+    assert [r["task"] for r in rows] == ["code", "word_problems", "world_mc", "ChatCORE"]
+    assert json.loads((work / "results/chat_eval/tiny/sft.csv.meta.json").read_text())["settings"]["max_new_tokens"] == 4
+    unchanged = snakemake("-n")
+    assert "Nothing to be done" in unchanged and "rule chat_eval:" not in unchanged
+    config["models"]["tiny"]["chat_eval"]["max_per_task"] = 3
+    assert "rule chat_eval:" in snakemake("-n")
