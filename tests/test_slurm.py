@@ -4,7 +4,7 @@ Tests marked `slurm` use a single-node Slurm on this machine that tests/slurm/se
 and starts (root and apt-get needed; CI has both) and tests/slurm/teardown.sh stops. Every
 Snakemake call runs under `timeout`: with a status command that cannot answer, Snakemake would
 wait forever on a finished job and ignore SIGTERM. Each test works in its own temporary directory
-with the slurm profile merged with tests/slurm/profile-test/config.yaml.
+with the slurm profile merged with tests/slurm/profile-overrides.yaml.
 """
 
 import json
@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = ROOT / "tests" / "slurm"
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
-TEST_OVERRIDES = SLURM_DIR / "profile-test" / "config.yaml"
+TEST_OVERRIDES = SLURM_DIR / "profile-overrides.yaml"
 GPU_RULES = {"base_train", "base_loss", "base_eval", "mid_train", "chat_sft", "chat_rl", "chat_eval"}
 TRAINING_RULES = {"base_train", "mid_train", "chat_sft", "chat_rl"}
 
