@@ -319,6 +319,7 @@ def planned_rules(dry_run_output):
     return rules
 
 
+@pytest.mark.slow
 def test_changing_an_sft_setting_reruns_sft_and_rl_but_not_mid(world, tmp_path):
     import shutil
 
