@@ -170,16 +170,17 @@ def toy(args, workdir, timeout=240):
 
 @pytest.mark.slurm
 def test_multi_node_launch_command_runs_under_slurm(slurm, tmp_path):
-    """The launcher's N-node command line (srun + one torchrun per node + c10d), with N = 1,
-    inside the step the Slurm plugin runs a job in: the nearest this one-node Slurm gets to N > 1."""
+    """The launcher's N-node command line (srun + one torchrun per node + c10d), with N = 1 and the
+    GPUs asked for per node through `gres` as a multi-node stage does, inside the step the Slurm
+    plugin runs a job in: the nearest this one-node Slurm gets to N > 1."""
     result = toy(["--verbose", "out/all_reduce_multi_node.json"], tmp_path)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     seen = json.loads((tmp_path / "out" / "all_reduce_multi_node.json").read_text())
     assert seen["world_size"] == 2 and seen["sum"] == 3.0 and seen["backend"] == "gloo"
     sbatch = re.search(r"sbatch call: (.*)", result.stderr + result.stdout).group(1)
-    assert "--gpus=2" in sbatch and "-p test" in sbatch
+    assert "--gres=gpu:2" in sbatch and "--nodes=1" in sbatch and "-p test" in sbatch
     record = slurm_job_record(seen["slurm_job_id"])
-    assert record["JobState"] == "COMPLETED" and record["TresPerJob"] == "gres:gpu:2"
+    assert record["JobState"] == "COMPLETED" and record["TresPerNode"] == "gres:gpu:2"
     assert len(seen["cuda_visible_devices"].split(",")) == 2
 
 
