@@ -233,7 +233,7 @@ def test_sft_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run(worl
     from snakechat import chat_sft
     from snakechat.checkpoint import load_gpt
 
-    steps = 8
+    steps = 24  # long enough that the signal lands mid-run on a quiet machine
     chat_sft.main(sft_args(mid, world, tmp_path / "clean", tmp_path / "state_clean", steps=steps))
     args = sft_args(mid, world, tmp_path / "resumed", tmp_path / "state", steps=steps)
     args[args.index("--save-every") + 1] = "1"
@@ -241,7 +241,7 @@ def test_sft_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run(worl
     proc = subprocess.Popen([sys.executable, "-m", "snakechat.chat_sft", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not list((tmp_path / "state").glob("*/state_00000002.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out

@@ -32,7 +32,7 @@ rule base_loss:
         manifest=lambda w: f"results/data/{dataset_of_tokenizer(tokenizer_of(w.model))}/manifest.json",
         checkpoint="results/base/{model}",
     output:
-        "results/base_loss/{model}.json",
+        report("results/base_loss/{model}.json", caption="../report/metrics.rst", category="Base evaluation"),
     params:
         launch=launch,
         args=lambda w: stage_flags(config["models"][w.model]["base_loss"]),

@@ -6,7 +6,7 @@ rule base_eval:
         checkpoint="results/base/{model}",
         bundle=lambda w: f"results/eval_bundle/{config['models'][w.model]['eval_bundle']}/core.yaml",
     output:
-        csv="results/base_eval/{model}.csv",
+        csv=report("results/base_eval/{model}.csv", caption="../report/metrics.rst", category="Base evaluation"),
         meta="results/base_eval/{model}.csv.meta.json",
     params:
         launch=launch,

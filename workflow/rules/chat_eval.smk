@@ -6,7 +6,7 @@ rule chat_eval:
         checkpoint="results/{stage}/{model}",
         chat_data=lambda w: chat_data_of(w.model),
     output:
-        csv="results/chat_eval/{model}/{stage}.csv",
+        csv=report("results/chat_eval/{model}/{stage}.csv", caption="../report/metrics.rst", category="Chat evaluation"),
         meta="results/chat_eval/{model}/{stage}.csv.meta.json",
     wildcard_constraints:
         stage="base|mid|sft|rl",

@@ -148,13 +148,16 @@ PLOT_INPUTS = {
 }
 
 
+PLANNED_STAGES = ("tokenizer", "depth", "base", "mid", "sft", "rl")
+
+
 def plan_config(wildcards):
     """The parts of the config a model's plan reads, as JSON: a change elsewhere does not re-plan it."""
     import json
 
     names = model_names(wildcards.model)
     return json.dumps({
-        "models": {wildcards.model: config["models"][wildcards.model]},
+        "models": {wildcards.model: {k: v for k, v in config["models"][wildcards.model].items() if k in PLANNED_STAGES}},
         "tokenizers": {names["tokenizer"]: config["tokenizers"][names["tokenizer"]]},
         "datasets": {names["dataset"]: config["datasets"][names["dataset"]]},
         "plan": config["plan"],

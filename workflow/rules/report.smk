@@ -7,7 +7,7 @@ rule plot:
     output:
         report(
             "results/plots/{plot}.png",
-            caption="../report/{plot}.rst",
+            caption="../report/plot.rst",
             category=lambda w: PLOT_INPUTS[w.plot][2],
         ),
     params:

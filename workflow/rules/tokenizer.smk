@@ -31,7 +31,7 @@ rule tok_eval:
         tokenizer="results/tokenizer/{tokenizer}/tokenizer.json",
         manifest=lambda w: f"results/data/{dataset_of_tokenizer(w.tokenizer)}/manifest.json",
     output:
-        "results/tokenizer/{tokenizer}/tok_eval.csv",
+        report("results/tokenizer/{tokenizer}/tok_eval.csv", caption="../report/metrics.rst", category="Tokenizer"),
     params:
         tokenizer_dir=subpath(input.tokenizer, parent=True),
         args=lambda w: stage_flags({k: config["tokenizers"][w.tokenizer][k] for k in TOK_EVAL_KEYS}),
