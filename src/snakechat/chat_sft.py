@@ -26,7 +26,7 @@ from snakechat.chat_batches import ConversationLoader
 from snakechat.checkpoint import load_model
 from snakechat.common import cleanup_distributed, init_distributed, print0
 from snakechat.tokenizer import load_token_bytes
-from snakechat.train_loop import TrainConfig, train
+from snakechat.train_loop import TrainConfig
 
 
 def parse_args(argv=None):
@@ -84,15 +84,7 @@ def main(argv=None):
             val_loader = ConversationLoader(tok, val_conversations, args.device_batch, per_step, max_tokens, args.seed, rank, world_size, device)
             return bits_per_byte(model, val_loader, val_steps, token_bytes)
 
-    settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "state")}, "world_size": world_size}
-    state_dir = chat_stage.run_state_dir(args.state, settings, args.start)
-    summary = train(model, loader, cfg, state_dir, device, evaluate=evaluate, model_identity=model.config.to_dict())
-    if rank == 0:
-        meta = chat_stage.checkpoint_meta("snakechat.chat_sft", args, model, start_meta, lrs, summary, device, {
-            "stage": "sft", "schedule": cfg.identity(), "conversations": len(conversations),
-            "final_loss": summary["final_loss"], "val_bpb": summary["val_bpb"],
-        })
-        chat_stage.finish(args.out, model, meta, summary, args.state)
+    chat_stage.train_and_save("snakechat.chat_sft", "sft", args, model, loader, cfg, device, world_size, evaluate, start_meta, lrs, len(conversations))
     cleanup_distributed()
 
 

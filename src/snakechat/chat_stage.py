@@ -15,7 +15,8 @@ from pathlib import Path
 
 from snakechat import provenance, tasks
 from snakechat.checkpoint import save_checkpoint
-from snakechat.common import print0
+from snakechat.common import is_master, print0
+from snakechat.train_loop import train
 
 LR_KEYS = ("matrix_lr", "embedding_lr", "unembedding_lr")
 
@@ -86,6 +87,19 @@ def checkpoint_meta(module, args, model, start_meta, lrs, summary, device, extra
         **extra,
         "provenance": provenance.record(module, settings, inputs=[Path(args.start) / "meta.json", Path(args.chat_data) / "tasks.json"]),
     }
+
+
+def train_and_save(module, stage, args, model, loader, cfg, device, world_size, evaluate, start_meta, lrs, conversations):
+    """Mid and SFT: the shared loop in this run's state directory, then the checkpoint (rank 0)."""
+    settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "state")}, "world_size": world_size}
+    state_dir = run_state_dir(args.state, settings, args.start)
+    summary = train(model, loader, cfg, state_dir, device, evaluate=evaluate, model_identity=model.config.to_dict())
+    if is_master():
+        meta = checkpoint_meta(module, args, model, start_meta, lrs, summary, device, {
+            "stage": stage, "schedule": cfg.identity(), "conversations": conversations,
+            "final_loss": summary["final_loss"], "val_bpb": summary["val_bpb"],
+        })
+        finish(args.out, model, meta, summary, args.state)
 
 
 def json_arg(text):

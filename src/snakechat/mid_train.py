@@ -25,7 +25,7 @@ from snakechat.chat_batches import PackedChatLoader, render
 from snakechat.checkpoint import load_model
 from snakechat.common import cleanup_distributed, init_distributed, print0
 from snakechat.tokenizer import load_token_bytes
-from snakechat.train_loop import TrainConfig, grad_accum_steps, train
+from snakechat.train_loop import TrainConfig, grad_accum_steps
 
 MAX_CONVERSATION_TOKENS = 1 << 20  # conversations are packed whole, cut only by the row boundaries
 
@@ -99,15 +99,7 @@ def main(argv=None):
             steps = max(1, min(args.eval_tokens // val_loader.window, min_over_ranks(val_loader.micro_batches_per_pass(), device)))
             return bits_per_byte(model, val_loader, steps, token_bytes)
 
-    settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "state")}, "world_size": world_size}
-    state_dir = chat_stage.run_state_dir(args.state, settings, args.start)
-    summary = train(model, loader, cfg, state_dir, device, evaluate=evaluate, model_identity=model.config.to_dict())
-    if rank == 0:
-        meta = chat_stage.checkpoint_meta("snakechat.mid_train", args, model, start_meta, lrs, summary, device, {
-            "stage": "mid", "schedule": cfg.identity(), "conversations": len(conversations),
-            "final_loss": summary["final_loss"], "val_bpb": summary["val_bpb"],
-        })
-        chat_stage.finish(args.out, model, meta, summary, args.state)
+    chat_stage.train_and_save("snakechat.mid_train", "mid", args, model, loader, cfg, device, world_size, evaluate, start_meta, lrs, len(conversations))
     cleanup_distributed()
 
 

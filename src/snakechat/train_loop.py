@@ -22,12 +22,11 @@ A loader is any object with `next_batch() -> (inputs, targets)` (targets -1 = ig
 
 import contextlib
 import csv
-import math
 import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
