@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from snakechat import download, tasks
 from snakechat.common import atomic_path, write_json_atomic
-from snakechat.provenance import record
+from snakechat.provenance import hash_file, record
 
 
 def check_chat_dir(chat_dir, entries=None):
@@ -67,7 +67,7 @@ def fetch_files(chat_dir, spec, sha256=None, retries=5, timeout=60.0, backoff=1.
         fmt = spec[task]["format"]
         path = raw_path(chat_dir, task, split, i, url)
         if path.exists():  # only verified files are ever renamed to this name
-            info = {"url": url, "bytes": path.stat().st_size, "sha256": download.sha256_file(path)}
+            info = {"url": url, "bytes": path.stat().st_size, "sha256": hash_file(path)}
             if url not in sha256 or info["sha256"] == sha256[url].lower():
                 print(f"{path}: already here", flush=True)
                 return task, split, path, info
@@ -159,10 +159,7 @@ def main(argv=None):
     parser.add_argument("--world-tasks", default="[]", help="http: JSON list of built-in world tasks to add (e.g. identity, spelling)")
     parser.add_argument("--world-seed", type=int, default=0, help="http: the world's seed for --world-tasks")
     parser.add_argument("--sha256", default="{}", help="http: JSON object url -> expected sha256")
-    parser.add_argument("--retries", type=int, default=5, help="http: extra attempts after a transient failure")
-    parser.add_argument("--timeout", type=float, default=60.0, help="http: seconds a connection may stall")
-    parser.add_argument("--backoff", type=float, default=2.0, help="http: seconds before the first retry, doubled each time")
-    parser.add_argument("--workers", type=int, default=4, help="http: parallel downloads")
+    download.add_http_arguments(parser)
     args = parser.parse_args(argv)
     if args.kind == "synthetic" and args.seed is None:
         parser.error("--kind synthetic needs --seed")

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from snakechat import download
 from snakechat.common import atomic_path, write_json_atomic
-from snakechat.provenance import record
+from snakechat.provenance import hash_file, record
 
 ROW_GROUP_SIZE = 1024
 # Pinned so that the same documents always give the same bytes (parquet stores no timestamps).
@@ -87,7 +87,7 @@ def write_shard(path, texts):
 
 def shard_entry(path, **extra):
     path = Path(path)
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": download.sha256_file(path), "rows": check_shard(path, full=False), **extra}
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": hash_file(path), "rows": check_shard(path, full=False), **extra}
 
 
 def generate_synthetic(out_dir, seed, shards, docs_per_shard):
@@ -154,10 +154,7 @@ def main(argv=None):
     web.add_argument("--url", help="template with {index}, e.g. .../shard_{index:05d}.parquet")
     web.add_argument("--sha256", default="{}", help='JSON object: shard file -> expected sha256')
     web.add_argument("--bytes", default="{}", help='JSON object: shard file -> expected size')
-    web.add_argument("--retries", type=int, default=5, help="extra attempts after a transient failure")
-    web.add_argument("--timeout", type=float, default=60.0, help="seconds a connection may stall")
-    web.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubled each time")
-    web.add_argument("--workers", type=int, default=4, help="parallel downloads")
+    download.add_http_arguments(web)
     args = parser.parse_args(argv)
     if args.shards < 2:
         parser.error("--shards must be at least 2 (the last shard is the validation split)")

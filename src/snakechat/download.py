@@ -10,7 +10,6 @@ Library code: the stages that download (`snakechat.dataset`, `snakechat.eval_bun
 `snakechat.chat_data`) call `fetch`.
 """
 
-import hashlib
 import http.client
 import os
 import socket
@@ -18,6 +17,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from snakechat.provenance import hash_file
 
 USER_AGENT = "snakechat-download/1"
 CHUNK = 1 << 20
@@ -47,12 +48,13 @@ def part_path(dest):
     return dest.parent / f".{dest.name}.part"
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+def add_http_arguments(parser, workers=True):
+    """The download settings every http source takes (the config's retries, timeout, backoff, workers)."""
+    parser.add_argument("--retries", type=int, default=5, help="http: extra attempts after a transient failure")
+    parser.add_argument("--timeout", type=float, default=60.0, help="http: seconds a connection may stall")
+    parser.add_argument("--backoff", type=float, default=2.0, help="http: seconds before the first retry, doubled each time")
+    if workers:
+        parser.add_argument("--workers", type=int, default=4, help="http: parallel downloads")
 
 
 def _transfer(url, part, timeout):
@@ -97,7 +99,7 @@ def _check(url, part, size, sha256, verify):
     got = part.stat().st_size
     if size is not None and got != size:
         raise DownloadError(f"{url}: expected {size} bytes, got {got}")
-    digest = sha256_file(part)
+    digest = hash_file(part)
     if sha256 is not None and digest != sha256.lower():
         raise DownloadError(f"{url}: sha256 mismatch (expected {sha256}, got {digest})")
     if verify is not None:

@@ -25,7 +25,7 @@ import yaml
 
 from snakechat import download
 from snakechat.common import write_json_atomic
-from snakechat.provenance import record
+from snakechat.provenance import hash_file, record
 
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 
@@ -138,9 +138,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, help="synthetic: the world's seed")
     parser.add_argument("--url", help="http: the bundle zip")
     parser.add_argument("--sha256", help="http: expected sha256 of the zip")
-    parser.add_argument("--retries", type=int, default=5, help="http: extra attempts after a transient failure")
-    parser.add_argument("--timeout", type=float, default=60.0, help="http: seconds a connection may stall")
-    parser.add_argument("--backoff", type=float, default=2.0, help="http: seconds before the first retry, doubled each time")
+    download.add_http_arguments(parser, workers=False)
     args = parser.parse_args(argv)
     if args.kind == "synthetic" and args.seed is None:
         parser.error("--kind synthetic needs --seed")
@@ -158,11 +156,11 @@ def main(argv=None):
     else:
         settings = {k: getattr(args, k) for k in ("kind", "url", "sha256", "retries", "timeout", "backoff")}
         zip_path = out_dir.parent / f"{out_dir.name}.zip"
-        if zip_path.exists() and args.sha256 and download.sha256_file(zip_path) != args.sha256.lower():
+        if zip_path.exists() and args.sha256 and hash_file(zip_path) != args.sha256.lower():
             zip_path.unlink()
         if zip_path.exists():
             print(f"{zip_path}: already here", flush=True)
-            source = {"url": args.url, "bytes": zip_path.stat().st_size, "sha256": download.sha256_file(zip_path)}
+            source = {"url": args.url, "bytes": zip_path.stat().st_size, "sha256": hash_file(zip_path)}
         else:
             source = download.fetch(args.url, zip_path, retries=args.retries, timeout=args.timeout, backoff=args.backoff, sha256=args.sha256, verify=check_zip)
         try:
