@@ -35,7 +35,7 @@ from snakechat.conversation import render_for_completion
 from snakechat.engine import Engine
 from snakechat.checkpoint import load_model
 from snakechat.train_loop import (LOG_COLUMNS, StateStore, StopSignals, TrainConfig, TrainLog, autocast, build_optimizers,
-                                  check_identity, lr_multiplier, rng_state, set_lr, set_rng_state)
+                                  lr_multiplier, restore, rng_state, set_lr)
 
 RL_COLUMNS = LOG_COLUMNS + ["reward", "pass_at_k"]
 
@@ -179,14 +179,9 @@ def main(argv=None):
     found = store.load_latest()
     if found:
         path, state = found
-        check_identity(state["identity"], identity, path)
-        model.load_state_dict(state["model"])
-        for opt, opt_state in zip(optimizers, state["optimizers"]):
-            opt.load_state_dict(opt_state)
-        set_rng_state(state["rng"], device)
+        restore(state, path, identity, model, optimizers, device)
         step, tokens, flops, elapsed, evals = (state[k] for k in ("step", "tokens", "flops", "elapsed_s", "evals"))
         resumed_from = str(path)
-        print0(f"resuming from {path} at step {step}")
     else:
         torch.manual_seed(args.seed)
     if rank == 0:

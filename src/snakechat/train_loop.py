@@ -290,6 +290,16 @@ def check_identity(saved, current, path):
         raise StateError(f"training state {path} was made with other settings ({listed}). Delete {path.parent} to start over.")
 
 
+def restore(state, path, identity, model, optimizers, device):
+    """Load a saved state's weights, optimizer moments and RNGs, after checking it was made under `identity`."""
+    check_identity(state["identity"], identity, path)
+    model.load_state_dict(state["model"])
+    for opt, opt_state in zip(optimizers, state["optimizers"]):
+        opt.load_state_dict(opt_state)  # param groups keep their "initial_lr"
+    set_rng_state(state["rng"], device)
+    print0(f"resuming from {path} at step {state['step']}")
+
+
 def train(model, loader, cfg, state_dir, device, evaluate=None, model_identity=None):
     """Train `model` (a plain GPT on `device`) for cfg.num_iterations optimizer steps.
 
@@ -309,15 +319,10 @@ def train(model, loader, cfg, state_dir, device, evaluate=None, model_identity=N
     found = store.load_latest()
     if found:
         path, state = found
-        check_identity(state["identity"], identity, path)
-        model.load_state_dict(state["model"])
-        for opt, opt_state in zip(optimizers, state["optimizers"]):
-            opt.load_state_dict(opt_state)  # param groups keep their "initial_lr"
+        restore(state, path, identity, model, optimizers, device)
         loader.load_state_dict(state["loader"][rank])
-        set_rng_state(state["rng"], device)
         step, tokens, flops, elapsed, val, loss_value = (state[k] for k in ("step", "tokens", "flops", "elapsed_s", "val_bpb", "loss"))
         resumed_from = str(path)
-        print0(f"resuming from {path} at step {step}")
     else:
         torch.manual_seed(cfg.seed)
     if rank == 0:
