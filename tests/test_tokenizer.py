@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from snakechat import tok_eval, tok_train
-from snakechat.tokenizer import SPECIAL_TOKENS, Tokenizer, _empty_hf_tokenizer, byte_to_char, capped_documents, load_token_bytes
+from snakechat import tok_eval, tok_train, world
+from snakechat.tokenizer import SPECIAL_TOKENS, TRAINERS, Tokenizer, _empty_hf_tokenizer, byte_to_char, capped_documents, load_token_bytes
 
 WORDS = (
     "the a river city north market old bridge people were and of to in is was she he they walked "
@@ -154,8 +154,9 @@ def test_bad_input_is_rejected_clearly(tok, docs):
         tok.encode_batch("a string")
     with pytest.raises(ValueError, match="vocab_size"):
         Tokenizer.train(docs, vocab_size=260)
-    with pytest.raises(ValueError, match="not valid Unicode"):
-        Tokenizer.train(["fine text", "a lone \ud800 surrogate"], vocab_size=300)
+    for trainer in TRAINERS:
+        with pytest.raises(ValueError, match="not valid Unicode"):
+            Tokenizer.train(["fine text", "a lone \ud800 surrogate"], vocab_size=300, trainer=trainer)
 
 
 def test_token_bytes_count_every_byte_once(tok, tmp_path):
@@ -203,6 +204,26 @@ def test_hf_serves_what_tiktoken_cannot(tok, tmp_path):
     assert Tokenizer.load(tmp_path).encoder == "hf"
 
 
+def test_both_trainers_learn_the_same_tokenizer(docs, tok):
+    """rustbpe (the default) and HF's trainer count the same words and merge by the same rule; they
+    break ties between pairs of equal count differently, so the vocabularies may differ only in
+    such merges, and compress alike. The file layout is HF's either way."""
+    hf_trained = Tokenizer.train(docs, vocab_size=700, doc_cap=10_000, trainer="hf")
+    ours, theirs = json.loads(tok.hf.to_str()), json.loads(hf_trained.hf.to_str())
+    assert {k: v for k, v in ours.items() if k != "model"} == {k: v for k, v in theirs.items() if k != "model"}
+    assert [ours["model"]["vocab"][ch] for ch in byte_to_char().values()] == [theirs["model"]["vocab"][ch] for ch in byte_to_char().values()]
+    shared = set(ours["model"]["vocab"]) & set(theirs["model"]["vocab"])
+    assert len(shared) >= 0.95 * 700
+    held_out = make_docs(50, seed=7) + TRICKY
+    ours_n, theirs_n = sum(map(len, tok.encode_batch(held_out))), sum(map(len, hf_trained.encode_batch(held_out)))
+    assert abs(ours_n - theirs_n) <= 0.005 * theirs_n
+
+    world_docs = list(world.corpus_documents(0, 1000))  # no tied counts in its first merges: byte-identical files
+    assert Tokenizer.train(world_docs, vocab_size=400).hf.to_str() == Tokenizer.train(world_docs, vocab_size=400, trainer="hf").hf.to_str()
+    with pytest.raises(ValueError, match="trainer must be one of rustbpe, hf"):
+        Tokenizer.train(world_docs, vocab_size=300, trainer="sentencepiece")
+
+
 def test_training_is_deterministic(docs, tok):
     again = Tokenizer.train(docs, vocab_size=700, doc_cap=10_000)
     assert again.hf.to_str() == tok.hf.to_str()
@@ -241,7 +262,7 @@ def test_tok_train_and_tok_eval_stages(tmp_path):
     tok_train.main(["--manifest", str(manifest), "--out", str(out), "--vocab-size", "600", "--max-chars", "10000000", "--doc-cap", "10000"])
     meta = json.loads((out / "meta.json").read_text())
     assert meta["vocab_size"] == 600 and meta["encoder"] == "tiktoken" and meta["encoder_check"]["identical"]
-    assert meta["train_docs"] == 400  # the validation shard is not trained on
+    assert meta["train_docs"] == 400 and meta["settings"]["trainer"] == "rustbpe"  # the validation shard is not trained on
     assert meta["provenance"]["module"] == "snakechat.tok_train"
     tok = Tokenizer.load(out)
     assert len(tok.encode("VALIDATION")) > 1

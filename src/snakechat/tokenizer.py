@@ -12,16 +12,20 @@ On disk a tokenizer is a directory with `tokenizer.json` (the HF tokenizer) and
 `token_bytes.json` (the UTF-8 byte length of every id, 0 for special tokens; bits-per-byte
 needs it).
 
-Training uses HF `tokenizers`; encoding and decoding go through a tiktoken `Encoding` built from
-the same merges, which gives the same ids about three times faster (bench/tokenizer.py measures
-it; tests and tok_train check that the ids agree). A vocabulary where two merges make the same
-token cannot be served by tiktoken's rank rule and stays on HF.
+Training counts words and learns merges with `rustbpe` (nanochat's trainer), whose merges are
+then loaded into an HF `tokenizers` BPE model: HF's own trainer (trainer="hf") gives the same
+compression but takes twice as long, because every piece of text it counts goes through its
+offset-tracking NormalizedString (bench/tokenizer.py measures both). Encoding and decoding go
+through a tiktoken `Encoding` built from the same merges, which gives the same ids three to five
+times faster than HF (tests and tok_train check that the ids agree). A vocabulary where two
+merges make the same token cannot be served by tiktoken's rank rule and stays on HF.
 """
 
 import json
 import os
 from pathlib import Path
 
+import rustbpe
 import tiktoken
 import tokenizers
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
@@ -45,6 +49,8 @@ SPECIAL_TOKENS = [
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
+
+TRAINERS = ("rustbpe", "hf")
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKEN_BYTES_FILE = "token_bytes.json"
@@ -90,6 +96,64 @@ def _empty_hf_tokenizer():
     )
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def _train_hf(docs, vocab_size, batch_size=64):
+    """HF's BpeTrainer. Documents go in lists of `batch_size`: HF copies 256 items at a time into
+    Rust and counts their words on every core, so the batch bounds that buffer."""
+    hf = _empty_hf_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=0,
+        show_progress=False,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    hf.train_from_iterator(_batched(docs, batch_size), trainer)
+    return hf
+
+
+def _train_rustbpe(docs, vocab_size):
+    """rustbpe's merges as an HF tokenizer laid out as HF's trainer lays it out: special tokens,
+    then the 256 byte characters in sorted order, then one id per merge in merge order."""
+    trainer = rustbpe.Tokenizer()
+    trainer.train_from_iterator(iter(docs), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
+    ranks = dict(trainer.get_mergeable_ranks())
+    as_chars = str.maketrans(byte_to_char())
+
+    def text(token):
+        return token.decode("latin-1").translate(as_chars)
+
+    vocab = {name: i for i, name in enumerate(SPECIAL_TOKENS)}
+    for char in sorted(byte_to_char().values()):
+        vocab[char] = len(vocab)
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) > 1:
+            left, right = _merged_pair(token, rank, ranks)
+            merges.append((text(left), text(right)))
+            vocab[text(token)] = len(vocab)
+    hf = _empty_hf_tokenizer()
+    hf.model = models.BPE(vocab=vocab, merges=merges)
+    hf.add_special_tokens(SPECIAL_TOKENS)
+    return hf
+
+
+def _merged_pair(token, rank, ranks):
+    """The two tokens whose merge made `token`: byte-pair encoding its bytes with only the merges
+    made before it stops at exactly two parts. Where only one split of it has two earlier tokens
+    (most tokens), that split is the answer without encoding."""
+    splits = [i for i in range(1, len(token)) if ranks.get(token[:i], rank) < rank and ranks.get(token[i:], rank) < rank]
+    if len(splits) == 1:
+        return token[: splits[0]], token[splits[0] :]
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 2:
+        pair_ranks = [ranks.get(a + b, rank) for a, b in zip(parts, parts[1:])]
+        i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
+        if pair_ranks[i] >= rank:
+            raise ValueError(f"token {token!r} (rank {rank}) is not the merge of two earlier tokens")
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    return parts
 
 
 def byte_to_char():
@@ -153,25 +217,16 @@ class Tokenizer:
 
     # ---- building ----
     @classmethod
-    def train(cls, texts, vocab_size, doc_cap=10_000, max_chars=None, batch_size=64):
-        """Train on an iterable of documents (each cut to `doc_cap` characters, `max_chars` in all).
-
-        Documents go to HF in lists of `batch_size`; HF copies 256 such items at a time into Rust
-        and counts their words on every core, so the batch bounds that buffer (256 x 64 documents).
-        No normalizer: the text is trained on as it is.
-        """
+    def train(cls, texts, vocab_size, doc_cap=10_000, max_chars=None, trainer="rustbpe"):
+        """Train on an iterable of documents (each cut to `doc_cap` characters, `max_chars` in all)
+        with `trainer`: "rustbpe" (the fast one) or "hf". No normalizer: the text is trained on as it is."""
         if vocab_size < 256 + len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
-        hf = _empty_hf_tokenizer()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=0,
-            show_progress=False,
-            special_tokens=SPECIAL_TOKENS,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        )
+        if trainer not in TRAINERS:
+            raise ValueError(f"trainer must be one of {', '.join(TRAINERS)}, got {trainer!r}")
+        docs = capped_documents(texts, doc_cap, max_chars)
         try:
-            hf.train_from_iterator(_batched(capped_documents(texts, doc_cap, max_chars), batch_size), trainer)
+            hf = _train_rustbpe(docs, vocab_size) if trainer == "rustbpe" else _train_hf(docs, vocab_size)
         except UnicodeEncodeError as e:  # parquet text is always valid; other sources may not be
             raise ValueError(f"training text is not valid Unicode ({e}); pass it through clean_surrogates first") from None
         return cls(hf)
