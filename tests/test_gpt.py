@@ -118,16 +118,44 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         checkpoint.load_gpt(tmp_path / "c")
 
 
-def test_chunked_cpu_loss_matches_plain_cross_entropy():
-    from snakechat.gpt import LOGIT_SOFTCAP, SoftcapCrossEntropy
+def test_cpu_head_loss_matches_plain_cross_entropy():
+    """HeadLoss gives F.cross_entropy's losses and gradients, also when its buffer is reused and
+    when a forward's graph is dropped without backward (its buffer must not be shared then)."""
+    from snakechat.gpt import LOGIT_SOFTCAP, HeadLoss, LogitBuffer
 
     torch.manual_seed(0)
-    h = (20 * torch.randn(70, 50, dtype=torch.float64)).requires_grad_()
+    x = torch.randn(70, 16, dtype=torch.float64, requires_grad=True)  # 70 rows: a last, partial chunk
+    weight = (3 * torch.randn(50, 16, dtype=torch.float64)).requires_grad_()
     targets = torch.randint(0, 50, (70,))
     targets[[3, 40]] = -1
-    weights = torch.rand(70, dtype=torch.float64)
-    plain = torch.nn.functional.cross_entropy(LOGIT_SOFTCAP * torch.tanh(h / LOGIT_SOFTCAP), targets, ignore_index=-1, reduction="none")
-    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), h)
-    chunked = SoftcapCrossEntropy.apply(h, targets)
-    (grad_chunked,) = torch.autograd.grad((chunked * weights).sum(), h)
-    assert torch.allclose(chunked, plain) and torch.allclose(grad_chunked, grad_plain)
+    row_weights = torch.rand(70, dtype=torch.float64)
+    plain = torch.nn.functional.cross_entropy(LOGIT_SOFTCAP * torch.tanh(x @ weight.T / LOGIT_SOFTCAP), targets, ignore_index=-1, reduction="none")
+    grads_plain = torch.autograd.grad((plain * row_weights).sum(), (x, weight))
+    buffers = LogitBuffer()
+    for _ in range(2):
+        dropped = HeadLoss.apply(x, weight, targets, buffers, True)  # graph never used: its buffer stays taken
+        fused = HeadLoss.apply(x, weight, targets, buffers, True)
+        grads_fused = torch.autograd.grad((fused * row_weights).sum(), (x, weight))
+        assert torch.allclose(fused, plain) and torch.allclose(dropped, plain)
+        assert all(torch.allclose(a, b) for a, b in zip(grads_fused, grads_plain))
+        assert buffers.free is not None  # backward gave its buffer back for the next call
+    with torch.no_grad():
+        assert torch.allclose(HeadLoss.apply(x, weight, targets, buffers, False), plain)
+
+
+def test_model_loss_on_cpu_is_the_plain_loss():
+    model = small()
+    idx = torch.randint(0, model.config.vocab_size, (2, 12))
+    targets = torch.randint(0, model.config.vocab_size, (2, 12))
+    targets[0, :3] = -1
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    loss = model(idx, targets)
+    loss.backward()
+    fused_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits = model(idx)
+    plain = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+    plain.backward()
+    assert torch.allclose(loss, plain, atol=1e-6)
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(fused_grads, model.parameters()))

@@ -75,44 +75,81 @@ def softcap(h):
     return LOGIT_SOFTCAP * torch.tanh(h / LOGIT_SOFTCAP)
 
 
-class SoftcapCrossEntropy(torch.autograd.Function):
-    """Per-row cross-entropy of soft-capped logits, from the raw head output h (N, V).
+class LogitBuffer:
+    """One reusable (rows, vocab) buffer for HeadLoss.
 
-    The same numbers as F.cross_entropy(softcap(h)), computed a few rows at a time so that the
-    (N, V) intermediates of the eager version (tanh, log-softmax and their gradients, each read
-    and written through main memory) never exist: on CPU this chain took about a third of an
-    eager step. Under torch.compile (and on GPU) inductor fuses the plain expression instead.
+    At a 32k vocabulary the head's logits for a 4096-token step take 512 MB; a fresh tensor of that
+    size comes from mmap and is page-faulted in on every step, which alone cost about a fifth of
+    an eager d4 step on CPU. A HeadLoss call takes the buffer and its backward gives it back, so a
+    forward whose graph is dropped without backward only costs a new allocation next time.
+    """
+
+    def __init__(self):
+        self.free = None
+
+    def take(self, rows, cols, dtype):
+        buf, self.free = self.free, None
+        if buf is None or buf.shape != (rows, cols) or buf.dtype != dtype:
+            buf = torch.empty(rows, cols, dtype=dtype)
+        return buf
+
+    def give_back(self, buf):
+        self.free = buf
+
+
+class HeadLoss(torch.autograd.Function):
+    """Per-row cross-entropy of the soft-capped head logits, from the final hidden states x (N, C)
+    and the head weight W (V, C): the CPU form of F.cross_entropy(softcap(x @ W.T)).
+
+    The (N, V) logits live in one buffer from a LogitBuffer: the head matmul writes into it, the
+    forward turns it into tanh(logits / cap) a few rows at a time (what backward needs), and the
+    backward turns that into the logits' gradient in place before the two gradient matmuls. No
+    other (N, V) tensor is made, and each row chunk of the elementwise work stays in cache. On
+    GPU (and under torch.compile) the plain expression is used and fused by inductor instead.
     """
 
     @staticmethod
-    def forward(ctx, h, targets):
-        losses = torch.empty(h.size(0), dtype=h.dtype, device=h.device)
+    def forward(ctx, x, weight, targets, buffers, keep_for_backward):
+        n, vocab = x.size(0), weight.size(0)
+        tanh = buffers.take(n, vocab, x.dtype)
+        torch.mm(x, weight.t(), out=tanh)
+        losses = torch.empty(n, dtype=x.dtype)
         lse = torch.empty_like(losses)
-        tanh = torch.empty_like(h)  # kept for backward instead of h: no second tanh pass there
         safe = targets.clamp(min=0).unsqueeze(1)
-        for s in range(0, h.size(0), LOSS_CHUNK_ROWS):
-            e = s + LOSS_CHUNK_ROWS
-            torch.tanh(h[s:e] * (1.0 / LOGIT_SOFTCAP), out=tanh[s:e])
-            z = tanh[s:e] * LOGIT_SOFTCAP
-            lse[s:e] = torch.logsumexp(z, dim=-1)
-            losses[s:e] = lse[s:e] - z.gather(1, safe[s:e]).squeeze(1)
+        z = torch.empty(min(n, LOSS_CHUNK_ROWS), vocab, dtype=x.dtype)
+        for s in range(0, n, LOSS_CHUNK_ROWS):
+            e = min(s + LOSS_CHUNK_ROWS, n)
+            t = tanh[s:e].mul_(1.0 / LOGIT_SOFTCAP).tanh_()
+            zs = torch.mul(t, LOGIT_SOFTCAP, out=z[: e - s])
+            lse[s:e] = torch.logsumexp(zs, dim=-1)
+            losses[s:e] = lse[s:e] - zs.gather(1, safe[s:e]).squeeze(1)
         losses.masked_fill_(targets < 0, 0.0)
-        ctx.save_for_backward(tanh, targets, lse)
+        if keep_for_backward:
+            ctx.save_for_backward(x, weight, targets, lse)
+            ctx.tanh, ctx.buffers = tanh, buffers
+        else:
+            buffers.give_back(tanh)
         return losses
 
     @staticmethod
     def backward(ctx, grad_losses):
-        tanh, targets, lse = ctx.saved_tensors
+        x, weight, targets, lse = ctx.saved_tensors
+        grad, buffers = ctx.tanh, ctx.buffers
+        del ctx.tanh
         grad_rows = (grad_losses * (targets >= 0)).unsqueeze(1)
         safe = targets.clamp(min=0).unsqueeze(1)
-        grad_h = torch.empty_like(tanh)
-        for s in range(0, tanh.size(0), LOSS_CHUNK_ROWS):
-            e = s + LOSS_CHUNK_ROWS
-            t, g = tanh[s:e], grad_h[s:e]
-            torch.mul(t, LOGIT_SOFTCAP, out=g).sub_(lse[s:e].unsqueeze(1)).exp_()  # softmax
+        dcap = torch.empty(min(grad.size(0), LOSS_CHUNK_ROWS), grad.size(1), dtype=grad.dtype)
+        for s in range(0, grad.size(0), LOSS_CHUNK_ROWS):
+            e = min(s + LOSS_CHUNK_ROWS, grad.size(0))
+            g, d = grad[s:e], dcap[: e - s]
+            torch.mul(g, g, out=d).neg_().add_(1.0)  # d softcap / d logit = 1 - tanh²
+            g.mul_(LOGIT_SOFTCAP).sub_(lse[s:e].unsqueeze(1)).exp_()  # softmax
             g.scatter_add_(1, safe[s:e], torch.full(safe[s:e].shape, -1.0, dtype=g.dtype))  # minus one-hot
-            g.mul_(1.0 - t.square()).mul_(grad_rows[s:e])  # × d softcap / dh × upstream
-        return grad_h, None
+            g.mul_(d).mul_(grad_rows[s:e])
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = grad.t() @ x if ctx.needs_input_grad[1] else None
+        buffers.give_back(grad)
+        return grad_x, grad_weight, None, None, None
 
 
 class CausalSelfAttention(nn.Module):
@@ -181,6 +218,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.logit_buffer = LogitBuffer()  # for the CPU loss; not part of the state
         cos, sin = rotary_tables(config.sequence_len * ROPE_LENGTH_FACTOR, config.n_embd // config.n_head)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
@@ -217,6 +255,14 @@ class GPT(nn.Module):
         """The hidden 2-D weight matrices (the ones Muon optimizes)."""
         return [p for p in self.blocks.parameters()]
 
+    @torch.compiler.disable
+    def cpu_head_loss(self, x, targets):
+        """HeadLoss, left out of torch.compile's graph: inductor's fused version of the plain
+        expression still makes several (N, V) tensors, slower on CPU than HeadLoss's one buffer."""
+        weight = self.lm_head.weight
+        keep = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        return HeadLoss.apply(x, weight, targets, self.logit_buffer, keep)
+
     def forward(self, idx, targets=None, kv_cache=None, loss_reduction="mean"):
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
@@ -226,15 +272,17 @@ class GPT(nn.Module):
         x = norm(self.wte(idx))
         for block in self.blocks:
             x = block(x, cos, sin, kv_cache)
-        h = self.lm_head(norm(x)).float()
+        x = norm(x)
         if targets is None:
-            return softcap(h)
+            return softcap(self.lm_head(x).float())
         if loss_reduction not in ("mean", "sum", "none"):
             raise ValueError(f"loss_reduction must be mean, sum or none, not {loss_reduction!r}")
         targets = targets.reshape(-1)
-        if h.device.type == "cpu" and not torch.compiler.is_compiling():
-            losses = SoftcapCrossEntropy.apply(h.view(-1, h.size(-1)), targets)
+        weight = self.lm_head.weight
+        if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32:
+            losses = self.cpu_head_loss(x.reshape(-1, x.size(-1)), targets)
         else:
+            h = self.lm_head(x).float()
             losses = F.cross_entropy(softcap(h).view(-1, h.size(-1)), targets, ignore_index=-1, reduction="none")
         if loss_reduction == "none":
             return losses.view(B, T)
