@@ -101,54 +101,53 @@ class HeadLoss(torch.autograd.Function):
     """Per-row cross-entropy of the soft-capped head logits, from the final hidden states x (N, C)
     and the head weight W (V, C): the CPU form of F.cross_entropy(softcap(x @ W.T)).
 
-    The (N, V) logits live in one buffer from a LogitBuffer: the head matmul writes into it, the
-    forward turns it into tanh(logits / cap) a few rows at a time (what backward needs), and the
-    backward turns that into the logits' gradient in place before the two gradient matmuls. No
-    other (N, V) tensor is made, and each row chunk of the elementwise work stays in cache. On
-    GPU (and under torch.compile) the plain expression is used and fused by inductor instead.
+    The (N, V) logits live in one buffer from a LogitBuffer: the head matmul writes into it, and
+    a few rows at a time (while they are in cache) the forward turns them into the losses and,
+    when a backward will follow, into the gradient of each row's loss with respect to its
+    logits, up to a per-row scale. The backward is then two matmuls, with the per-row factors
+    (that scale times the upstream gradient) applied to the small (N, C) sides. No other (N, V)
+    tensor is made, and each row chunk takes seven passes. On GPU (and under torch.compile) the
+    plain expression is used and fused by inductor instead.
     """
 
     @staticmethod
     def forward(ctx, x, weight, targets, buffers, keep_for_backward):
         n, vocab = x.size(0), weight.size(0)
-        tanh = buffers.take(n, vocab, x.dtype)
-        torch.mm(x, weight.t(), out=tanh)
+        t = buffers.take(n, vocab, x.dtype)
+        torch.mm(x * (1.0 / LOGIT_SOFTCAP), weight.t(), out=t)  # logits / cap
         losses = torch.empty(n, dtype=x.dtype)
-        lse = torch.empty_like(losses)
+        row_scale = torch.empty(n, 1, dtype=x.dtype)  # 1 / the softmax denominator of each row
         safe = targets.clamp(min=0).unsqueeze(1)
-        z = torch.empty(min(n, LOSS_CHUNK_ROWS), vocab, dtype=x.dtype)
+        work = torch.empty(min(n, LOSS_CHUNK_ROWS), vocab, dtype=x.dtype)
         for s in range(0, n, LOSS_CHUNK_ROWS):
             e = min(s + LOSS_CHUNK_ROWS, n)
-            t = tanh[s:e].mul_(1.0 / LOGIT_SOFTCAP).tanh_()
-            zs = torch.mul(t, LOGIT_SOFTCAP, out=z[: e - s])
-            lse[s:e] = torch.logsumexp(zs, dim=-1)
-            losses[s:e] = lse[s:e] - zs.gather(1, safe[s:e]).squeeze(1)
+            ts = t[s:e].tanh_()  # softcapped logits z = cap × ts
+            top = ts.amax(dim=1, keepdim=True) * LOGIT_SOFTCAP
+            exps = torch.add(-top, ts, alpha=LOGIT_SOFTCAP, out=work[: e - s]).exp_()  # exp(z - max z)
+            total = exps.sum(dim=1, keepdim=True)
+            losses[s:e] = (top + total.log() - LOGIT_SOFTCAP * ts.gather(1, safe[s:e])).squeeze(1)
+            if keep_for_backward:
+                # d loss / d logits = (exps / total - one-hot) × (1 - ts²); the 1 / total waits for backward
+                exps.scatter_add_(1, safe[s:e], -total)
+                torch.addcmul(exps, exps, ts.square_(), value=-1.0, out=ts)
+                torch.reciprocal(total, out=row_scale[s:e])
         losses.masked_fill_(targets < 0, 0.0)
         if keep_for_backward:
-            ctx.save_for_backward(x, weight, targets, lse)
-            ctx.tanh, ctx.buffers = tanh, buffers
+            ctx.save_for_backward(x, weight, targets, row_scale)
+            ctx.grad_logits, ctx.buffers = t, buffers
         else:
-            buffers.give_back(tanh)
+            buffers.give_back(t)
         return losses
 
     @staticmethod
     def backward(ctx, grad_losses):
-        x, weight, targets, lse = ctx.saved_tensors
-        grad, buffers = ctx.tanh, ctx.buffers
-        del ctx.tanh
-        grad_rows = (grad_losses * (targets >= 0)).unsqueeze(1)
-        safe = targets.clamp(min=0).unsqueeze(1)
-        dcap = torch.empty(min(grad.size(0), LOSS_CHUNK_ROWS), grad.size(1), dtype=grad.dtype)
-        for s in range(0, grad.size(0), LOSS_CHUNK_ROWS):
-            e = min(s + LOSS_CHUNK_ROWS, grad.size(0))
-            g, d = grad[s:e], dcap[: e - s]
-            torch.mul(g, g, out=d).neg_().add_(1.0)  # d softcap / d logit = 1 - tanh²
-            g.mul_(LOGIT_SOFTCAP).sub_(lse[s:e].unsqueeze(1)).exp_()  # softmax
-            g.scatter_add_(1, safe[s:e], torch.full(safe[s:e].shape, -1.0, dtype=g.dtype))  # minus one-hot
-            g.mul_(d).mul_(grad_rows[s:e])
-        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = grad.t() @ x if ctx.needs_input_grad[1] else None
-        buffers.give_back(grad)
+        x, weight, targets, row_scale = ctx.saved_tensors
+        grad_logits, buffers = ctx.grad_logits, ctx.buffers
+        del ctx.grad_logits
+        rows = (grad_losses * (targets >= 0)).unsqueeze(1) * row_scale
+        grad_x = (grad_logits @ weight).mul_(rows) if ctx.needs_input_grad[0] else None
+        grad_weight = grad_logits.t() @ (x * rows) if ctx.needs_input_grad[1] else None
+        buffers.give_back(grad_logits)
         return grad_x, grad_weight, None, None, None
 
 
