@@ -23,9 +23,7 @@ import argparse
 from snakechat import chat_stage, tasks
 from snakechat.base_loss import bits_per_byte
 from snakechat.chat_batches import ConversationLoader
-from snakechat.checkpoint import load_model
-from snakechat.common import cleanup_distributed, init_distributed, print0
-from snakechat.tokenizer import load_token_bytes
+from snakechat.common import cleanup_distributed, print0
 from snakechat.train_loop import TrainConfig
 
 
@@ -54,10 +52,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    chat_stage.check_chat_data(args.chat_data, list(args.mixture), "train")
-    rank, _, world_size, device = init_distributed(args.device)
-    model, tok, start_meta = load_model(args.start, device)
-    lrs = chat_stage.base_lrs(start_meta, args.start)
+    rank, world_size, device, model, tok, start_meta, lrs = chat_stage.begin(args)
     max_tokens = min(args.max_tokens, model.config.sequence_len)
 
     conversations = tasks.mixture(args.chat_data, args.mixture, "train", args.seed)
@@ -65,18 +60,13 @@ def main(argv=None):
     steps = args.steps if args.steps > 0 else max(1, args.epochs * loader.steps_per_pass())
     cfg = TrainConfig(
         num_iterations=steps, total_batch_size=args.total_batch * max_tokens, device_batch_size=args.device_batch, sequence_len=max_tokens,
-        matrix_lr=lrs["matrix_lr"] * args.lr_mult, embedding_lr=lrs["embedding_lr"] * args.lr_mult,
-        unembedding_lr=lrs["unembedding_lr"] * args.lr_mult, weight_decay=args.weight_decay,
-        warmup_ratio=0.0, warmdown_ratio=args.warmdown_frac, final_lr_frac=0.0,
-        eval_every=args.eval_every, save_every=args.save_every, log_every=1, compile=False, seed=args.seed,
+        compile=False, **chat_stage.schedule(args, lrs),
     )
     print0(f"SFT: {len(conversations):,} conversations, {loader.steps_per_pass()} steps per pass, {steps} steps of {args.total_batch} conversations")
 
-    val_spec = chat_stage.validation_mixture(args.chat_data, args.mixture)
-    token_bytes = load_token_bytes(start_meta["tokenizer"])
+    val_conversations, token_bytes = chat_stage.validation_set(args, start_meta)
     evaluate = None
-    if val_spec:
-        val_conversations = tasks.mixture(args.chat_data, val_spec, "test", args.seed)
+    if val_conversations:
         per_step = args.device_batch * world_size
         val_steps = max(1, min(args.eval_examples, len(val_conversations)) // per_step)
 

@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 
 from snakechat import provenance, tasks
-from snakechat.checkpoint import save_checkpoint
-from snakechat.common import is_master, print0
+from snakechat.checkpoint import load_model, save_checkpoint
+from snakechat.common import init_distributed, is_master, print0
+from snakechat.tokenizer import load_token_bytes
 from snakechat.train_loop import train
 
 LR_KEYS = ("matrix_lr", "embedding_lr", "unembedding_lr")
@@ -36,6 +37,34 @@ def check_chat_data(chat_dir, task_names, split, kinds=None):
             raise SystemExit(f"{path}: task {name!r} has no {split!r} split")
         if kinds and known[name]["kind"] not in kinds:
             raise SystemExit(f"{path}: task {name!r} is of kind {known[name]['kind']!r}, this stage needs {' or '.join(kinds)}")
+
+
+def begin(args):
+    """The first steps of mid and SFT: check the chat data, join the process group, load the
+    start checkpoint and its learning rates. Returns (rank, world_size, device, model, tok, meta, lrs)."""
+    check_chat_data(args.chat_data, list(args.mixture), "train")
+    rank, _, world_size, device = init_distributed(args.device)
+    model, tok, meta = load_model(args.start, device)
+    return rank, world_size, device, model, tok, meta, base_lrs(meta, args.start)
+
+
+def schedule(args, lrs):
+    """The TrainConfig fields mid and SFT set alike: the base learning rates × lr_mult, no warm-up,
+    a linear warm-down over the last warmdown_frac to zero, and the eval/save intervals."""
+    return dict(
+        matrix_lr=lrs["matrix_lr"] * args.lr_mult, embedding_lr=lrs["embedding_lr"] * args.lr_mult,
+        unembedding_lr=lrs["unembedding_lr"] * args.lr_mult, weight_decay=args.weight_decay,
+        warmup_ratio=0.0, warmdown_ratio=args.warmdown_frac, final_lr_frac=0.0,
+        eval_every=args.eval_every, save_every=args.save_every, log_every=1, seed=args.seed,
+    )
+
+
+def validation_set(args, meta):
+    """(test conversations of the mixture's tasks or None where none has a test split, the start
+    tokenizer's token byte lengths): what a bits-per-byte validation needs."""
+    spec = validation_mixture(args.chat_data, args.mixture)
+    conversations = tasks.mixture(args.chat_data, spec, "test", args.seed) if spec else None
+    return conversations, load_token_bytes(meta["tokenizer"])
 
 
 def validation_mixture(chat_dir, spec):

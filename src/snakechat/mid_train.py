@@ -22,9 +22,7 @@ import torch.distributed as dist
 from snakechat import chat_stage, tasks
 from snakechat.base_loss import bits_per_byte
 from snakechat.chat_batches import PackedChatLoader, render
-from snakechat.checkpoint import load_model
-from snakechat.common import cleanup_distributed, init_distributed, print0
-from snakechat.tokenizer import load_token_bytes
+from snakechat.common import cleanup_distributed, print0
 from snakechat.train_loop import TrainConfig, grad_accum_steps
 
 MAX_CONVERSATION_TOKENS = 1 << 20  # conversations are packed whole, cut only by the row boundaries
@@ -67,20 +65,14 @@ def min_over_ranks(value, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    chat_stage.check_chat_data(args.chat_data, list(args.mixture), "train")
-    rank, _, world_size, device = init_distributed(args.device)
-    model, tok, start_meta = load_model(args.start, device)
-    lrs = chat_stage.base_lrs(start_meta, args.start)
+    rank, world_size, device, model, tok, start_meta, lrs = chat_stage.begin(args)
     sequence_len = min(args.sequence_len, model.config.sequence_len)
 
     conversations = tasks.mixture(args.chat_data, args.mixture, "train", args.seed)
     loader = packed_loader(tok, conversations, rank, world_size, args.device_batch, sequence_len, device)
     cfg = TrainConfig(
         num_iterations=1, total_batch_size=args.total_batch, device_batch_size=args.device_batch, sequence_len=sequence_len,
-        matrix_lr=lrs["matrix_lr"] * args.lr_mult, embedding_lr=lrs["embedding_lr"] * args.lr_mult,
-        unembedding_lr=lrs["unembedding_lr"] * args.lr_mult, weight_decay=args.weight_decay,
-        warmup_ratio=0.0, warmdown_ratio=args.warmdown_frac, final_lr_frac=0.0,
-        eval_every=args.eval_every, save_every=args.save_every, log_every=1, compile=device.type == "cuda", seed=args.seed,
+        compile=device.type == "cuda", **chat_stage.schedule(args, lrs),
     )
     accum = grad_accum_steps(cfg, world_size)
     one_pass = min_over_ranks(loader.micro_batches_per_pass(), device) // accum
@@ -88,11 +80,9 @@ def main(argv=None):
     print0(f"mid-training: {len(conversations):,} conversations, {len(loader.tokens):,} tokens on rank 0, "
            f"{one_pass} steps per pass, {cfg.num_iterations} steps of {args.total_batch:,} tokens ({accum} micro-steps)")
 
-    val_spec = chat_stage.validation_mixture(args.chat_data, args.mixture)
-    token_bytes = load_token_bytes(start_meta["tokenizer"])
+    val_conversations, token_bytes = chat_stage.validation_set(args, start_meta)
     evaluate = None
-    if val_spec:
-        val_conversations = tasks.mixture(args.chat_data, val_spec, "test", args.seed)
+    if val_conversations:
 
         def evaluate(model):
             val_loader = packed_loader(tok, val_conversations, rank, world_size, args.device_batch, sequence_len, device)
