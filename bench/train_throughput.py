@@ -8,6 +8,11 @@ Prints the model size, the first (compiling) step's time, then tokens/s and MFU 
 device's peak FLOP/s is known) of the timed steps, and on CPU the tokens per CPU-second (with
 `--threads 1` a figure that a busy shared machine hardly disturbs). Random tokens leave data
 loading out.
+
+`--floor` also times, on their own, the kernels a step cannot do without: every matmul of the
+forward and backward (each weight's three products, at this batch's shapes) and attention's
+forward and backward. Their sum bounds tokens/s from above on this device, whatever the
+implementation: the fraction of it a step reaches is the overhead left to win.
 """
 
 import argparse
@@ -18,6 +23,43 @@ import torch
 from snakechat.common import device_type
 from snakechat.gpt import GPT, config_from_depth
 from snakechat.train_loop import TrainConfig, autocast, build_optimizers, peak_flops
+
+
+def best_time(fn, device, repeats=3):
+    def run():
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def kernel_floor(model, tokens, batch, seq_len, device):
+    """Seconds per step of the matmuls (forward, input grad, weight grad of every linear layer) and
+    of attention forward + backward, each timed alone at this step's shapes."""
+    import torch.nn.functional as F
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what autocast computes in
+    seconds = 0.0
+    shapes = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[module.weight.shape] = shapes.get(module.weight.shape, 0) + 1
+    for (n_out, n_in), count in shapes.items():
+        x, w = torch.randn(tokens, n_in, device=device, dtype=dtype), torch.randn(n_out, n_in, device=device, dtype=dtype)
+        g = torch.randn(tokens, n_out, device=device, dtype=dtype)
+        seconds += count * sum(best_time(fn, device) for fn in (lambda: x @ w.t(), lambda: g @ w, lambda: g.t() @ x))
+    c = model.config
+    q, k, v = (torch.randn(batch, c.n_head, seq_len, c.n_embd // c.n_head, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad_out = torch.randn_like(q)
+    attention = best_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad_out), device)
+    return seconds + c.n_layer * attention
 
 
 def main():
@@ -31,6 +73,7 @@ def main():
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (the first one compiles)")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--floor", action="store_true", help="also time the step's matmuls and attention alone (see above)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,6 +117,10 @@ def main():
     peak = peak_flops(device)
     mfu = f"{100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a (peak FLOP/s unknown for this device)"
     print(f"{per_step:.3f}s/step (best {min(times):.3f}s) | {tok_s:,.0f} tokens/s (best {args.device_batch * args.seq_len / min(times):,.0f}) | MFU {mfu}")
+    if args.floor:
+        floor = kernel_floor(model, args.device_batch * args.seq_len, args.device_batch, args.seq_len, device)
+        print(f"kernel floor: matmuls + attention alone take {floor:.3f}s/step = at most {args.device_batch * args.seq_len / floor:,.0f} tokens/s "
+              f"(this step reaches {100 * floor / per_step:.0f}% of it; the optimizers' own matmuls are not in the floor)")
     if device.type == "cpu":
         # On a shared machine wall time measures the neighbours too; CPU time per step does much
         # less so (exactly so with one thread, where no thread waits for another).
