@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from snakechat.common import device_type
+from snakechat.common import device_type, keep_freed_memory
 from snakechat.gpt import GPT, config_from_depth
 from snakechat.train_loop import TrainConfig, autocast, build_optimizers, peak_flops
 
@@ -81,6 +81,8 @@ def main():
     device = torch.device(device_type())
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
+    else:
+        keep_freed_memory()  # as the training stages do (through init_distributed)
     torch.manual_seed(0)
     model = GPT(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim)).to(device)
     cfg = TrainConfig(num_iterations=1, total_batch_size=args.device_batch * args.seq_len, device_batch_size=args.device_batch, sequence_len=args.seq_len)

@@ -1,6 +1,8 @@
 """Small pieces every stage needs: atomic outputs, distributed set-up, device choice, rank-0 printing."""
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import tempfile
@@ -74,8 +76,27 @@ def device_type(requested="auto"):
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def keep_freed_memory():
+    """Have glibc keep freed memory for reuse rather than hand it back to the OS.
+
+    Every training step frees and re-allocates the same tens of MB of activations. By default
+    glibc returns them above its trim threshold, and the next step page-faults them in again:
+    about 50k faults and 0.15 CPU-seconds a step at depth 4 on a 2-core VM. PyTorch caches
+    freed memory itself on GPU but not on CPU; this is the CPU counterpart. Blocks of up to
+    32 MB (glibc's largest mmap threshold) then come from the heap, which is never trimmed below
+    1 GB. Returns False where libc has no mallopt (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30))
+
+
 def init_distributed(requested_device="auto"):
     """Set up torch.distributed under torchrun (NCCL on GPU, gloo on CPU); a no-op for one process.
+    On CPU, freed memory is kept for reuse (keep_freed_memory).
 
     Returns (rank, local_rank, world_size, device).
     """
@@ -86,6 +107,7 @@ def init_distributed(requested_device="auto"):
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+        keep_freed_memory()
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if kind == "cuda" else "gloo", device_id=device if kind == "cuda" else None)
     return rank, local_rank, world_size, device
