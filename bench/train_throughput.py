@@ -10,9 +10,10 @@ device's peak FLOP/s is known) of the timed steps, and on CPU the tokens per CPU
 loading out.
 
 `--floor` also times, on their own, the kernels a step cannot do without: every matmul of the
-forward and backward (each weight's three products, at this batch's shapes) and attention's
-forward and backward. Their sum bounds tokens/s from above on this device, whatever the
-implementation: the fraction of it a step reaches is the overhead left to win.
+forward and backward (each weight's three products, at this batch's shapes), attention's
+forward and backward, and Muon's Newton–Schulz orthogonalisation of every hidden matrix. Their
+sum bounds tokens/s from above on this device, whatever the implementation: the fraction of it
+a step reaches is the overhead left to win.
 """
 
 import argparse
@@ -22,7 +23,7 @@ import torch
 
 from snakechat.common import device_type, keep_freed_memory
 from snakechat.gpt import GPT, config_from_depth
-from snakechat.train_loop import TrainConfig, autocast, build_optimizers, peak_flops
+from snakechat.train_loop import TrainConfig, autocast, build_optimizers, newton_schulz_float32, peak_flops
 
 
 def best_time(fn, device, repeats=3):
@@ -40,9 +41,10 @@ def best_time(fn, device, repeats=3):
     return min(times)
 
 
-def kernel_floor(model, tokens, batch, seq_len, device):
-    """Seconds per step of the matmuls (forward, input grad, weight grad of every linear layer) and
-    of attention forward + backward, each timed alone at this step's shapes."""
+def kernel_floor(model, muon, tokens, batch, seq_len, device):
+    """Seconds per step of the matmuls (forward, input grad, weight grad of every linear layer), of
+    attention forward + backward and of Muon's orthogonalisation, each timed alone at this step's
+    shapes."""
     import torch.nn.functional as F
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what autocast computes in
@@ -59,7 +61,22 @@ def kernel_floor(model, tokens, batch, seq_len, device):
     q, k, v = (torch.randn(batch, c.n_head, seq_len, c.n_embd // c.n_head, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     grad_out = torch.randn_like(q)
     attention = best_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad_out), device)
-    return seconds + c.n_layer * attention
+    return seconds + c.n_layer * attention + orthogonalisation_seconds(muon, device)
+
+
+def orthogonalisation_seconds(muon, device):
+    """Muon's Newton–Schulz iterations over every matrix it optimizes, as its step runs them
+    (float32 on CPU, torch's bfloat16 elsewhere)."""
+    newton_schulz = newton_schulz_float32 if device.type == "cpu" else torch.optim._muon._zeropower_via_newtonschulz
+    group = muon.param_groups[0]
+    shapes = {}
+    for p in group["params"]:
+        shapes[p.shape] = shapes.get(p.shape, 0) + 1
+    seconds = 0.0
+    for shape, count in shapes.items():
+        grad = torch.randn(shape, device=device)
+        seconds += count * best_time(lambda: newton_schulz(grad, group["ns_coefficients"], group["ns_steps"], group["eps"]), device)
+    return seconds
 
 
 def main():
@@ -87,6 +104,7 @@ def main():
     model = GPT(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim)).to(device)
     cfg = TrainConfig(num_iterations=1, total_batch_size=args.device_batch * args.seq_len, device_batch_size=args.device_batch, sequence_len=args.seq_len)
     optimizers = build_optimizers(model, cfg)
+    muon = next(opt for opt in optimizers if isinstance(opt, torch.optim.Muon))
     train_model = torch.compile(model) if args.compile else model
     tokens = torch.randint(0, args.vocab, (args.device_batch, args.seq_len + 1), device=device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
@@ -120,9 +138,9 @@ def main():
     mfu = f"{100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a (peak FLOP/s unknown for this device)"
     print(f"{per_step:.3f}s/step (best {min(times):.3f}s) | {tok_s:,.0f} tokens/s (best {args.device_batch * args.seq_len / min(times):,.0f}) | MFU {mfu}")
     if args.floor:
-        floor = kernel_floor(model, args.device_batch * args.seq_len, args.device_batch, args.seq_len, device)
-        print(f"kernel floor: matmuls + attention alone take {floor:.3f}s/step = at most {args.device_batch * args.seq_len / floor:,.0f} tokens/s "
-              f"(this step reaches {100 * floor / per_step:.0f}% of it; the optimizers' own matmuls are not in the floor)")
+        floor = kernel_floor(model, muon, args.device_batch * args.seq_len, args.device_batch, args.seq_len, device)
+        print(f"kernel floor: matmuls, attention and Muon's orthogonalisation alone take {floor:.3f}s/step = at most "
+              f"{args.device_batch * args.seq_len / floor:,.0f} tokens/s (this step reaches {100 * floor / per_step:.0f}% of it)")
     if device.type == "cpu":
         # On a shared machine wall time measures the neighbours too; CPU time per step does much
         # less so (exactly so with one thread, where no thread waits for another).

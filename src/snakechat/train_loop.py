@@ -96,7 +96,7 @@ def lr_multiplier(step, cfg):
     return progress + (1 - progress) * cfg.final_lr_frac
 
 
-def _newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):
+def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):
     """torch.optim.Muon's quintic Newton–Schulz orthogonalisation, computed in float32."""
     a, b, c = ns_coefficients
     x = grad.float()
@@ -117,7 +117,7 @@ class Muon(torch.optim.Muon):
         if self.param_groups[0]["params"][0].device.type != "cpu":
             return super().step(closure)
         original = torch.optim._muon._zeropower_via_newtonschulz
-        torch.optim._muon._zeropower_via_newtonschulz = _newton_schulz_float32
+        torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_float32
         try:
             return super().step(closure)
         finally:
