@@ -117,14 +117,14 @@ class HeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, targets, buffers, keep_for_backward):
         n, vocab = x.size(0), weight.size(0)
-        s = buffers.take(n, vocab, x.dtype)
-        torch.mm(x * (2.0 / LOGIT_SOFTCAP), weight.t(), out=s)
+        buf = buffers.take(n, vocab, x.dtype)  # holds 2h / cap, then σ of it, then d loss / d h
+        torch.mm(x * (2.0 / LOGIT_SOFTCAP), weight.t(), out=buf)
         losses = torch.empty(n, dtype=x.dtype)
         safe = targets.clamp(min=0).unsqueeze(1)
         scaled, probs = (torch.empty(min(n, LOSS_CHUNK_ROWS), vocab, dtype=x.dtype) for _ in range(2))
         for start in range(0, n, LOSS_CHUNK_ROWS):
             end = min(start + LOSS_CHUNK_ROWS, n)
-            sig, rows = s[start:end].sigmoid_(), safe[start:end]
+            sig, rows = buf[start:end].sigmoid_(), safe[start:end]
             p = torch.softmax(torch.mul(sig, 2 * LOGIT_SOFTCAP, out=scaled[: end - start]), dim=1, out=probs[: end - start])
             losses[start:end] = p.gather(1, rows).log_().neg_().squeeze(1)
             if keep_for_backward:
@@ -134,9 +134,9 @@ class HeadLoss(torch.autograd.Function):
         losses.masked_fill_(targets < 0, 0.0)
         if keep_for_backward:
             ctx.save_for_backward(x, weight, targets)
-            ctx.grad_logits, ctx.buffers = s, buffers
+            ctx.grad_logits, ctx.buffers = buf, buffers
         else:
-            buffers.give_back(s)
+            buffers.give_back(buf)
         return losses
 
     @staticmethod
