@@ -23,12 +23,13 @@ a step reaches is the overhead left to win.
 
 import argparse
 import time
+from collections import Counter
 
 import torch
 
 from snakechat.common import device_type, keep_freed_memory
 from snakechat.gpt import GPT, config_from_depth
-from snakechat.train_loop import TrainConfig, autocast, build_optimizers, newton_schulz_float32, peak_flops
+from snakechat.train_loop import TrainConfig, autocast, build_optimizers, peak_flops
 
 
 def best_time(fn, device, repeats=3):
@@ -53,10 +54,7 @@ def micro_batch_floor(model, tokens, batch, seq_len, device):
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what autocast computes in
     seconds = 0.0
-    shapes = {}
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            shapes[module.weight.shape] = shapes.get(module.weight.shape, 0) + 1
+    shapes = Counter(module.weight.shape for module in model.modules() if isinstance(module, torch.nn.Linear))
     for (n_out, n_in), count in shapes.items():
         x, w = torch.randn(tokens, n_in, device=device, dtype=dtype), torch.randn(n_out, n_in, device=device, dtype=dtype)
         g = torch.randn(tokens, n_out, device=device, dtype=dtype)
@@ -71,13 +69,10 @@ def micro_batch_floor(model, tokens, batch, seq_len, device):
 def orthogonalisation_seconds(muon, device):
     """Muon's Newton–Schulz iterations over every matrix it optimizes, as its step runs them
     (float32 on CPU, torch's bfloat16 elsewhere)."""
-    newton_schulz = newton_schulz_float32 if device.type == "cpu" else torch.optim._muon._zeropower_via_newtonschulz
+    newton_schulz = muon.newton_schulz()
     group = muon.param_groups[0]
-    shapes = {}
-    for p in group["params"]:
-        shapes[p.shape] = shapes.get(p.shape, 0) + 1
     seconds = 0.0
-    for shape, count in shapes.items():
+    for shape, count in Counter(p.shape for p in group["params"]).items():
         grad = torch.randn(shape, device=device)
         seconds += count * best_time(lambda: newton_schulz(grad, group["ns_coefficients"], group["ns_steps"], group["eps"]), device)
     return seconds

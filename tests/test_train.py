@@ -222,3 +222,20 @@ def test_base_loss_beats_unigram(runs):
     assert result["val_bpb"] < 0.8 * result["unigram_val_bpb"]
     assert [s["prompt"] for s in result["samples"]] == ["The age of", "What is 2"]
     assert all(s["completion"] for s in result["samples"])
+
+
+def test_muon_on_cpu_orthogonalises_in_float32_and_restores_torch_function():
+    """The step's update is the float32 Newton–Schulz one, and torch's bf16 function is back afterwards."""
+    from snakechat.train_loop import Muon, newton_schulz_float32
+
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(8, 16))
+    weight.grad = torch.randn(8, 16)
+    start = weight.detach().clone()
+    muon = Muon([weight], lr=0.1, weight_decay=0.0, momentum=0.0, nesterov=False, adjust_lr_fn="original")
+    assert muon.newton_schulz() is newton_schulz_float32
+    group = muon.param_groups[0]
+    expected = newton_schulz_float32(weight.grad, group["ns_coefficients"], group["ns_steps"], group["eps"])
+    muon.step()
+    assert torch.allclose(start - weight.detach(), 0.1 * expected, atol=1e-6)
+    assert torch.optim._muon._zeropower_via_newtonschulz is Muon.torch_newton_schulz

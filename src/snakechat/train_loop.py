@@ -113,15 +113,18 @@ class Muon(torch.optim.Muon):
     """torch.optim.Muon; on CPU its Newton–Schulz step runs in float32 instead of bfloat16, which
     CPUs without native bf16 matmul compute several times slower (it dominated CPU steps)."""
 
+    torch_newton_schulz = staticmethod(torch.optim._muon._zeropower_via_newtonschulz)
+
+    def newton_schulz(self):
+        """The orthogonalisation this optimizer's step runs: (grad, ns_coefficients, ns_steps, eps) -> update."""
+        return newton_schulz_float32 if self.param_groups[0]["params"][0].device.type == "cpu" else self.torch_newton_schulz
+
     def step(self, closure=None):
-        if self.param_groups[0]["params"][0].device.type != "cpu":
-            return super().step(closure)
-        original = torch.optim._muon._zeropower_via_newtonschulz
-        torch.optim._muon._zeropower_via_newtonschulz = newton_schulz_float32
+        torch.optim._muon._zeropower_via_newtonschulz = self.newton_schulz()
         try:
             return super().step(closure)
         finally:
-            torch.optim._muon._zeropower_via_newtonschulz = original
+            torch.optim._muon._zeropower_via_newtonschulz = self.torch_newton_schulz
 
 
 def build_optimizers(model, cfg):
