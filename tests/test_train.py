@@ -224,18 +224,25 @@ def test_base_loss_beats_unigram(runs):
     assert all(s["completion"] for s in result["samples"])
 
 
-def test_muon_on_cpu_orthogonalises_in_float32_and_restores_torch_function():
-    """The step's update is the float32 Newton–Schulz one, and torch's bf16 function is back afterwards."""
+@pytest.mark.parametrize("bf16_matmul", [False, True])
+def test_muon_on_cpu_orthogonalises_in_float32_unless_bf16_is_native(monkeypatch, bf16_matmul):
+    """The step's update is the float32 Newton–Schulz one on a CPU that emulates bf16, torch's bf16 one
+    where the CPU multiplies bf16 natively; torch's function is back in place after the step."""
+    from snakechat import train_loop
     from snakechat.train_loop import Muon, newton_schulz_float32
 
+    monkeypatch.setattr(train_loop, "cpu_has_bf16_matmul", lambda: bf16_matmul)
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(8, 16))
     weight.grad = torch.randn(8, 16)
     start = weight.detach().clone()
     muon = Muon([weight], lr=0.1, weight_decay=0.0, momentum=0.0, nesterov=False, adjust_lr_fn="original")
-    assert muon.newton_schulz() is newton_schulz_float32
+    orthogonalise = Muon.torch_newton_schulz if bf16_matmul else newton_schulz_float32
+    assert muon.newton_schulz() is orthogonalise
     group = muon.param_groups[0]
-    expected = newton_schulz_float32(weight.grad, group["ns_coefficients"], group["ns_steps"], group["eps"])
+    expected = orthogonalise(weight.grad, group["ns_coefficients"], group["ns_steps"], group["eps"]).float()
+    other = newton_schulz_float32 if bf16_matmul else Muon.torch_newton_schulz
+    assert not torch.allclose(expected, other(weight.grad, group["ns_coefficients"], group["ns_steps"], group["eps"]).float(), atol=1e-4)
     muon.step()
     assert torch.allclose(start - weight.detach(), 0.1 * expected, atol=1e-6)
     assert torch.optim._muon._zeropower_via_newtonschulz is Muon.torch_newton_schulz

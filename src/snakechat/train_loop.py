@@ -109,15 +109,22 @@ def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):
     return x.T if grad.size(0) > grad.size(1) else x
 
 
+def cpu_has_bf16_matmul():
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it torch emulates
+    bf16 matmuls, 50× slower than float32 on an AVX2 EPYC, while with it they run 2.5–3.5× faster."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon; on CPU its Newton–Schulz step runs in float32 instead of bfloat16, which
-    CPUs without native bf16 matmul compute several times slower (it dominated CPU steps)."""
+    """torch.optim.Muon; on a CPU without native bf16 matmul its Newton–Schulz step runs in float32
+    instead of bfloat16 (emulated bf16 dominated such CPUs' steps)."""
 
     torch_newton_schulz = staticmethod(torch.optim._muon._zeropower_via_newtonschulz)
 
     def newton_schulz(self):
         """The orthogonalisation this optimizer's step runs: (grad, ns_coefficients, ns_steps, eps) -> update."""
-        return newton_schulz_float32 if self.param_groups[0]["params"][0].device.type == "cpu" else self.torch_newton_schulz
+        on_cpu = self.param_groups[0]["params"][0].device.type == "cpu"
+        return newton_schulz_float32 if on_cpu and not cpu_has_bf16_matmul() else self.torch_newton_schulz
 
     def step(self, closure=None):
         torch.optim._muon._zeropower_via_newtonschulz = self.newton_schulz()
