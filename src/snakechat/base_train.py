@@ -41,9 +41,10 @@ def derive_total_batch(depth):
 
 
 def decide_compile(setting, device, expected_seconds):
-    """torch.compile always pays on CUDA. On a 2-core CPU it costs 30-40 s on a cold cache (depth
-    4-6, seq 512) and saves 7-14% of each step, so it pays after about 250-600 s of eager steps;
-    auto compiles runs estimated above CPU_COMPILE_MIN_SECONDS, a margin over that."""
+    """torch.compile always pays on CUDA. On a 2-core CPU (depth 4-6, seq 512) it costs 20-40 s on
+    a cold cache and saves 7-14% of each step on an AVX2 EPYC, 1-7% on an AVX-512 one, so it pays
+    after roughly 250-1,300 s of eager steps; auto compiles runs estimated above
+    CPU_COMPILE_MIN_SECONDS, in that range."""
     if setting in ("true", "false"):
         return setting == "true"
     if device.type == "cuda":
