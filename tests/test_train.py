@@ -240,9 +240,10 @@ def test_muon_on_cpu_orthogonalises_in_float32_unless_bf16_is_native(monkeypatch
     orthogonalise = Muon.torch_newton_schulz if bf16_matmul else newton_schulz_float32
     assert muon.newton_schulz() is orthogonalise
     group = muon.param_groups[0]
-    expected = orthogonalise(weight.grad, group["ns_coefficients"], group["ns_steps"], group["eps"]).float()
+    settings = (group["ns_coefficients"], group["ns_steps"], group["eps"])
+    expected = orthogonalise(weight.grad, *settings).float()
     other = newton_schulz_float32 if bf16_matmul else Muon.torch_newton_schulz
-    assert not torch.allclose(expected, other(weight.grad, group["ns_coefficients"], group["ns_steps"], group["eps"]).float(), atol=1e-4)
+    assert not torch.allclose(expected, other(weight.grad, *settings).float(), atol=1e-4)
     muon.step()
     assert torch.allclose(start - weight.detach(), 0.1 * expected, atol=1e-6)
     assert torch.optim._muon._zeropower_via_newtonschulz is Muon.torch_newton_schulz
