@@ -131,12 +131,14 @@ def test_browser_chat_streams_replies(server, tmp_path):
             page = context.new_page()
             page.goto(f"http://{host}:{port}/")
             assert page.title() == "snakechat"
-            # record the reply's length at every change, to see it grow while it streams
+            # record the reply's length at every change, to see it grow while it streams; each change's
+            # own record, since a fast server's tokens can all arrive in one read and one observer call
             page.evaluate(
                 """() => { window.lengths = [];
-                new MutationObserver(() => { const b = document.querySelector('.assistant:last-of-type');
-                  if (b) window.lengths.push(b.textContent.length); })
-                .observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); }"""
+                new MutationObserver((records) => { for (const r of records) {
+                  if (r.target.classList && r.target.classList.contains('assistant'))
+                    for (const n of r.addedNodes) window.lengths.push(n.textContent.length); } })
+                .observe(document.getElementById('messages'), {subtree: true, childList: true}); }"""
             )
             page.fill("#input", "hello there")
             page.press("#input", "Enter")
