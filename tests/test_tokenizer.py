@@ -257,7 +257,8 @@ def write_dataset(root, shards):
 
 
 def test_tok_train_and_tok_eval_stages(tmp_path):
-    manifest = write_dataset(tmp_path / "data", [make_docs(200, seed=10), make_docs(200, seed=11), ["VALIDATION ONLY " * 20] * 50])
+    long_doc = "VALIDATION ONLY " * 1000  # 16,000 characters: longer than the training's doc_cap
+    manifest = write_dataset(tmp_path / "data", [make_docs(200, seed=10), make_docs(200, seed=11), [long_doc] * 3])
     out = tmp_path / "tok"
     tok_train.main(["--manifest", str(manifest), "--out", str(out), "--vocab-size", "600", "--max-chars", "10000000", "--doc-cap", "10000"])
     meta = json.loads((out / "meta.json").read_text())
@@ -273,7 +274,7 @@ def test_tok_train_and_tok_eval_stages(tmp_path):
     csv_path = out / "tok_eval.csv"
     refs = [str(reference / "tokenizer.json"), "no_such_tiktoken_encoding", str(tmp_path / "missing" / "tokenizer.json")]
     tok_eval.main(["--tokenizer", str(out), "--manifest", str(manifest), "--out", str(csv_path), "--eval-chars", "20000",
-                   "--doc-cap", "10000", "--references", json.dumps(refs), "--reference-timeout", "30"])
+                   "--references", json.dumps(refs), "--reference-timeout", "30"])
     rows = list(csv.DictReader(csv_path.open()))
     assert list(rows[0]) == tok_eval.COLUMNS
     kinds = ["train", "val", "prose", "code", "math", "non-english"]
@@ -286,6 +287,8 @@ def test_tok_train_and_tok_eval_stages(tmp_path):
             assert float(r["bytes_per_token"]) == pytest.approx(int(r["bytes"]) / int(r["tokens"]), rel=1e-3)
             assert float(r["tokens_per_byte"]) == pytest.approx(int(r["tokens"]) / int(r["bytes"]), rel=1e-3)
     assert int(by["tok", "train"]["bytes"]) <= 20000 * 4
+    # whole documents until --eval-chars is reached: two uncut validation documents, not 20,000 characters of cut ones
+    assert int(by["tok", "val"]["bytes"]) == 2 * len(long_doc)
     # the bigger vocabulary trained on this text compresses it better than the small reference
     assert float(by["tok", "train"]["bytes_per_token"]) > float(by[refs[0], "train"]["bytes_per_token"])
     for name in refs[1:]:

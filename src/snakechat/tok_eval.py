@@ -2,11 +2,12 @@
 
     python -m snakechat.tok_eval --tokenizer results/tokenizer/tinyworld-4k \
         --manifest results/data/tinyworld/manifest.json --out results/tokenizer/tinyworld-4k/tok_eval.csv \
-        --eval-chars 5000000 --doc-cap 10000 --references '["gpt2", "cl100k_base"]' --reference-timeout 60
+        --eval-chars 5000000 --references '["gpt2", "cl100k_base"]' --reference-timeout 60
 
 Needs the trained tokenizer directory and the dataset (manifest.json with its shards). Text
-kinds: `train` and `val` (the first --eval-chars characters of each split, documents cut to
---doc-cap) and the built-in `prose`, `code`, `math` and `non-english` texts below. A reference is
+kinds: `train` and `val` (whole documents from the start of each split until --eval-chars
+characters are reached; not cut to the training's doc_cap, since whole documents are what other
+tokenizers' published figures measure) and the built-in `prose`, `code`, `math` and `non-english` texts below. A reference is
 a tiktoken encoding name or a path to a tokenizer.json; one that cannot be loaded (no network,
 no file) gets rows with status `skipped: <why>` instead of failing the stage. Writes the CSV
 (columns tokenizer,text_kind,bytes,tokens,bytes_per_token,tokens_per_byte,status) and
@@ -23,7 +24,7 @@ from pathlib import Path
 from snakechat import dataset
 from snakechat.common import atomic_path, write_json_atomic
 from snakechat.provenance import record
-from snakechat.tokenizer import Tokenizer, capped_documents
+from snakechat.tokenizer import Tokenizer
 
 COLUMNS = ["tokenizer", "text_kind", "bytes", "tokens", "bytes_per_token", "tokens_per_byte", "status"]
 
@@ -84,8 +85,15 @@ BUILTIN_TEXTS = {
 }
 
 
-def dataset_sample(manifest, split, sample_chars, doc_cap):
-    return list(capped_documents(dataset.iter_texts(dataset.shard_paths(manifest, split)), doc_cap, sample_chars))
+def dataset_sample(manifest, split, sample_chars):
+    """Whole documents from the start of a split, until at least `sample_chars` characters are taken."""
+    docs, total = [], 0
+    for text in dataset.iter_texts(dataset.shard_paths(manifest, split)):
+        if total >= sample_chars:
+            break
+        docs.append(text)
+        total += len(text)
+    return docs
 
 
 def _load_with_timeout(load, timeout):
@@ -170,8 +178,7 @@ def parse_args(argv=None):
     p.add_argument("--name", help="its name in the CSV (default: the directory's name)")
     p.add_argument("--manifest", required=True, help="the dataset's manifest.json")
     p.add_argument("--out", required=True, help="the CSV to write")
-    p.add_argument("--eval-chars", type=int, required=True, help="characters of each split to measure")
-    p.add_argument("--doc-cap", type=int, required=True, help="characters kept from each document")
+    p.add_argument("--eval-chars", type=int, required=True, help="characters of each split to measure (whole documents, so a little more)")
     p.add_argument("--references", default="[]", help="JSON list: tiktoken encoding names or tokenizer.json paths")
     p.add_argument("--reference-timeout", type=float, required=True, help="seconds allowed to load (download) one reference")
     return p.parse_args(argv)
@@ -197,12 +204,12 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - reported in the CSV
             print(f"reference {spec!r} skipped: {e}")
             encoders[spec] = e
-    corpora = {split: dataset_sample(manifest, split, args.eval_chars, args.doc_cap) for split in ("train", "val")}
+    corpora = {split: dataset_sample(manifest, split, args.eval_chars) for split in ("train", "val")}
     corpora.update({kind: [text] for kind, text in BUILTIN_TEXTS.items()})
 
     rows = evaluate(encoders, corpora)
     write_csv(args.out, rows)
-    settings = {"eval_chars": args.eval_chars, "doc_cap": args.doc_cap, "references": references, "reference_timeout": args.reference_timeout}
+    settings = {"eval_chars": args.eval_chars, "references": references, "reference_timeout": args.reference_timeout}
     write_json_atomic(f"{args.out}.meta.json", {"settings": settings, "provenance": record("snakechat.tok_eval", settings, inputs=[Path(args.tokenizer) / "tokenizer.json", manifest])})
     for row in rows:
         print(f"{row['tokenizer']:>20} {row['text_kind']:>12} {row['bytes_per_token']!s:>8} bytes/token  {row['status']}")

@@ -1,7 +1,7 @@
 """The tokenizer: trained on a dataset's training shards (tok_train), then measured (tok_eval)."""
 
 TOK_TRAIN_KEYS = ("vocab_size", "max_chars", "doc_cap", "trainer")
-TOK_EVAL_KEYS = ("eval_chars", "doc_cap", "references", "reference_timeout")
+TOK_EVAL_KEYS = ("eval_chars", "references", "reference_timeout")
 
 
 rule tok_train:
