@@ -96,12 +96,17 @@ def hash_path(path):
     return h.hexdigest()
 
 
-def git_state():
-    """(commit, dirty) of the checkout the package runs from, or (None, None) outside git."""
+def git_state(where=PACKAGE_DIR):
+    """(commit, dirty) of the checkout the package runs from, or (None, None) outside git.
+
+    Dirty means a tracked file differs from the commit. Untracked files (results, logs, a local
+    config overlay, notes) do not count: they are not code, and a result records its own config
+    and input hashes beside this.
+    """
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=PACKAGE_DIR, capture_output=True, text=True, check=True).stdout.strip())
-        return commit, dirty
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, check=True)
+        return commit, bool(status.stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return None, None
 
