@@ -57,10 +57,33 @@ def test_report_card_has_every_section_and_marks_missing_stages(results):
     assert "- mid: not run" in text and "- rl: not run" in text and "- base: done" in text
     assert "3.20M" in text  # parameters
     assert "| tokens : params | 2.0 |" in text
-    assert "| CORE | – | 0.3000 |" in text
+    assert "| CORE (2 tasks, 100 items each) | – | 0.3000 |" in text
     assert "| chat: facts-mc (accuracy) | – | – | – | 0.6000 | – |" in text
     assert "| val bpb | – | 2.0000 |" in text
     assert "| base_train | 12.5 | CPU | $0.00 |" in text
+
+
+def test_core_label_counts_tasks_and_items():
+    df = pd.DataFrame({"label": ["a", "b", "c", "CORE"], "n": [50, 500, 50, None]})
+    assert report.core_label(df) == "CORE (3 tasks, 50–500 items each)"
+
+
+def test_report_card_rl_held_out_pass_at_k_and_stage_order(results):
+    rl = results / "rl"
+    rl.mkdir()
+    evals = [{"step": 0, "pass_at_1": 0.125, "pass_at_4": 0.25, "n": 40}, {"step": 30, "pass_at_1": 0.375, "pass_at_4": 0.625, "n": 40}]
+    (rl / "meta.json").write_text(json.dumps({"step": 30, "tokens": 5000, "elapsed_s": 9.0, "device": "cpu", "world_size": 1,
+                                              "train": {"pass_k": 4, "tasks": ["word_problems"]}, "evals": evals}))
+    pd.DataFrame({"step": [1, 2], "reward": [0.1, 0.3], "pass_at_k": [0.2, 0.4]}).to_csv(rl / "train_log.csv", index=False)
+    benchmarks = [f"{job}={results / 'bench.tsv'}" for job in ("chat_rl", "chat_eval:rl", "chat_sft", "mid_train", "chat_eval:mid", "base_train")]
+    out = results / "tiny.md"
+    report.main(["--model", "tiny", "--checkpoint", f"base={results / 'base'}", f"rl={rl}", "--benchmark", *benchmarks,
+                 "--gpu-hour-usd", "3.0", "--out", str(out)])
+    text = out.read_text()
+    assert "| RL held-out pass@1 (word_problems, 40 problems) | – | – | – | 0.1250 | 0.3750 |" in text
+    assert "| RL held-out pass@4 (word_problems, 40 problems) | – | – | – | 0.2500 | 0.6250 |" in text
+    time_rows = [line.split("|")[1].strip() for line in text.split("## Time and cost")[1].split("##")[0].splitlines() if line.startswith("| ")]
+    assert time_rows[1:-1] == ["base_train", "mid_train", "chat_sft", "chat_rl", "chat_eval:mid", "chat_eval:rl"]
 
 
 def test_report_card_rejects_unknown_stage(results):

@@ -27,6 +27,9 @@ from snakechat.provenance import git_state
 
 STAGES = ["base", "mid", "sft", "rl"]
 TRAINING_JOBS = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "chat_rl": "rl"}
+# the pipeline's order, whatever order the jobs are given in; chat_eval:<stage> follows STAGES
+JOB_ORDER = ["dataset", "tok_train", "tok_eval", "eval_bundle", "chat_data", "base_train", "base_loss", "base_eval",
+             "mid_train", "chat_sft", "chat_rl", "chat_eval"]
 PACKAGES = ["snakechat", "torch", "snakemake", "snakemake-executor-plugin-slurm", "tokenizers", "pyarrow", "pandas", "seaborn"]
 
 
@@ -105,9 +108,15 @@ def model_section(meta):
     return "## Model\n\n" + table(rows, ["", ""])
 
 
+def job_order(job):
+    """Sort key putting jobs in pipeline order (mid before SFT before RL); unknown jobs last."""
+    name, _, stage = job.partition(":")
+    return (JOB_ORDER.index(name) if name in JOB_ORDER else len(JOB_ORDER), STAGES.index(stage) if stage in STAGES else len(STAGES))
+
+
 def time_section(benchmarks, metas, gpu_hour_usd):
     rows, total_s, total_usd = [], 0.0, 0.0
-    for job, path in benchmarks.items():
+    for job, path in sorted(benchmarks.items(), key=lambda item: job_order(item[0])):
         s = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
         meta = metas.get(TRAINING_JOBS.get(job), {})
         gpus = meta.get("world_size", 1) if str(meta.get("device", "")).startswith("cuda") else 0
@@ -137,17 +146,46 @@ def metrics_section(tok_eval, base_loss, base_eval, chat_evals, metas):
             if key in bl:
                 put(key.replace("_", " "), "base", bl[key])
     if base_eval is not None:
-        for _, r in pd.read_csv(base_eval).iterrows():
-            put("CORE" if r["label"] == "CORE" else f"CORE task: {r['label']} (centered)", "base", r["centered"])
+        df = pd.read_csv(base_eval)
+        for _, r in df.iterrows():
+            put(core_label(df) if r["label"] == "CORE" else f"CORE task: {r['label']} (centered)", "base", r["centered"])
     for stage, path in chat_evals.items():
         for _, r in pd.read_csv(path).iterrows():
             value = r["centered"] if r["task"] == "ChatCORE" else r["accuracy"]
             put("ChatCORE" if r["task"] == "ChatCORE" else f"chat: {r['task']} (accuracy)", stage, value)
+    for metric, stage, value in rl_held_out(metas.get("rl", {})):
+        put(metric, stage, value)
     rl_log = metas.get("rl", {}).get("_log")
     if rl_log is not None and "reward" in rl_log:
         put("RL mean reward (last step)", "rl", rl_log["reward"].dropna().iloc[-1] if rl_log["reward"].notna().any() else None)
     body = [(m, *[fmt(v.get(c)) for c in cols]) for m, v in rows.items()]
     return "## Metrics\n\n" + (table(body, ["metric", *cols]) if body else "No metrics yet.")
+
+
+def core_label(df):
+    """"CORE (N tasks, M items each)": a mean over fewer tasks or items is not the published CORE."""
+    tasks = df[df["label"] != "CORE"]
+    counts = sorted({int(n) for n in tasks["n"].dropna()})
+    items = "?" if not counts else f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
+    return f"CORE ({len(tasks)} tasks, {items} items each)"
+
+
+def rl_held_out(meta):
+    """(metric, stage, value) rows of RL's held-out pass@1 and pass@k: the first evaluation (step 0)
+    measures the SFT model RL starts from, the last one the RL model."""
+    evals, settings = meta.get("evals") or [], meta.get("train", {})
+    if not evals:
+        return []
+    k = settings.get("pass_k")
+    what = f"{', '.join(settings.get('tasks', [])) or 'held-out problems'}, {evals[-1]['n']:,} problems"
+    rows = []
+    for key, name in {"pass_at_1": "pass@1", f"pass_at_{k}": f"pass@{k}"}.items():
+        metric = f"RL held-out {name} ({what})"
+        if evals[0].get("step") == 0 and key in evals[0]:
+            rows.append((metric, "sft", evals[0][key]))
+        if key in evals[-1]:
+            rows.append((metric, "rl", evals[-1][key]))
+    return rows
 
 
 def stages_section(metas, given):

@@ -98,11 +98,11 @@ def model_benchmarks(model):
         "base_train": f"results/benchmarks/base_train/{model}.tsv",
         "base_loss": f"results/benchmarks/base_loss/{model}.tsv",
         "base_eval": f"results/benchmarks/base_eval/{model}.tsv",
-        "chat_sft": f"results/benchmarks/chat_sft/{model}.tsv",
-        "chat_rl": f"results/benchmarks/chat_rl/{model}.tsv",
     }
     if mid_enabled(model):
         jobs["mid_train"] = f"results/benchmarks/mid_train/{model}.tsv"
+    jobs["chat_sft"] = f"results/benchmarks/chat_sft/{model}.tsv"
+    jobs["chat_rl"] = f"results/benchmarks/chat_rl/{model}.tsv"
     for stage in chat_stages(model):
         jobs[f"chat_eval:{stage}"] = f"results/benchmarks/chat_eval/{model}/{stage}.tsv"
     return jobs
