@@ -1,7 +1,11 @@
 """The report card and the plots, from hand-made files in the pipeline's formats."""
 
+import argparse
+import itertools
 import json
+from unittest import mock
 
+import matplotlib.text
 import pandas as pd
 import pytest
 
@@ -91,16 +95,85 @@ def test_report_card_rejects_unknown_stage(results):
         report.main(["--model", "x", "--checkpoint", f"bsae={results / 'base'}", "--gpu-hour-usd", "1", "--out", str(results / "x.md")])
 
 
-@pytest.mark.parametrize("kind, flag, item", [
+PLOT_INPUTS = [
     ("training", "--logs", "base:tiny={d}/base/train_log.csv"),
     ("throughput", "--logs", "base:tiny={d}/base/train_log.csv"),
     ("tokenizer", "--tok-eval", "tinyworld-4k={d}/tok_eval.csv"),
     ("core", "--base-eval", "tiny={d}/base_eval.csv"),
     ("chat_eval", "--chat-eval", "sft:tiny={d}/sft.csv"),
     ("time", "--benchmarks", "base_train:tiny={d}/bench.tsv"),
-])
+]
+
+
+@pytest.mark.parametrize("kind, flag, item", PLOT_INPUTS)
 def test_plots_write_png(results, kind, flag, item):
     out = results / f"{kind}.png"
     plots.main([kind, flag, item.format(d=results), "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(results.glob(f".{kind}.png.*"))  # no temporary left behind
+
+
+@pytest.mark.parametrize("kind, flag, item", PLOT_INPUTS)
+def test_plots_have_no_overlapping_text(results, kind, flag, item):
+    draw, dest = plots.PLOTS[kind]
+    assert overlapping_texts(draw(argparse.Namespace(**{dest: [item.format(d=results)]}))) == []
+
+
+def chat_checkpoint(results, stage, start, flops_per_step, val_every):
+    """A mid/SFT checkpoint directory continuing from `start`, with a training log."""
+    d = results / stage
+    d.mkdir()
+    steps = range(1, 9)
+    (d / "meta.json").write_text(json.dumps({"start": str(start), "step": 8, "flops": 8 * flops_per_step}))
+    pd.DataFrame({
+        "step": steps, "tokens": [s * 100 for s in steps], "flops": [s * flops_per_step for s in steps], "loss": [3 - 0.1 * s for s in steps],
+        "lr_mult": 1.0, "tokens_per_s": 500.0, "mfu": None, "elapsed_s": [float(s) for s in steps],
+        "val_bpb": [1.5 - 0.05 * s if s % val_every == 0 else None for s in steps],
+    }).to_csv(d / "train_log.csv", index=False)
+    return d
+
+
+@pytest.fixture
+def chat_logs(results):
+    mid = chat_checkpoint(results, "mid", results / "base", 1e11, 4)
+    sft = chat_checkpoint(results, "sft", mid, 1e10, 2)
+    return [f"{stage}:tiny={d / 'train_log.csv'}" for stage, d in (("base", results / "base"), ("mid", mid), ("sft", sft))]
+
+
+def overlapping_texts(fig):
+    """Pairs of texts whose boxes intersect, among those a render of the figure really draws
+    (tick labels outside the view exist but are not drawn)."""
+    drawn = []
+    original = matplotlib.text.Text.draw
+
+    def recording_draw(text, renderer):
+        original(text, renderer)
+        if text.get_visible() and text.get_text().strip():
+            drawn.append((text.get_text(), text.get_window_extent(renderer)))
+
+    with mock.patch.object(matplotlib.text.Text, "draw", recording_draw):
+        fig.canvas.draw()
+    assert drawn
+    return [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(drawn, 2) if box_a.overlaps(box_b)]
+
+
+def test_training_plot_has_no_overlapping_text(chat_logs):
+    fig = plots.plot_training(argparse.Namespace(logs=chat_logs))
+    assert overlapping_texts(fig) == []
+    legend = {t.get_text() for t in fig.findobj(matplotlib.text.Text)}
+    assert {"base:tiny: pretraining val shards", "mid:tiny: mid mixture's test conversations", "sft:tiny: SFT mixture's test conversations"} <= legend
+
+
+def test_chat_stages_continue_from_their_start_on_the_flops_axis(results, chat_logs):
+    df = plots.training_logs(chat_logs)
+    first, last = df.groupby("stage")["flops"].min(), df.groupby("stage")["flops"].max()
+    base_flops = 1.2e14  # the base checkpoint's meta.json
+    assert first["mid"] == base_flops + 1e11
+    assert first["sft"] == base_flops + 8e11 + 1e10
+    assert last["base"] < first["mid"] and last["mid"] < first["sft"]
+
+
+def test_a_missing_start_checkpoint_is_named(results):
+    orphan = chat_checkpoint(results, "sft", results / "nowhere", 1e10, 2)
+    with pytest.raises(SystemExit, match="nowhere has no meta.json"):
+        plots.training_logs([f"sft:tiny={orphan / 'train_log.csv'}"])

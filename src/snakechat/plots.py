@@ -13,6 +13,8 @@ a figure depends on and the figure is rebuilt when they change and not otherwise
 """
 
 import argparse
+import json
+from pathlib import Path
 
 import matplotlib
 
@@ -53,29 +55,69 @@ def save(fig, out):
     plt.close(fig)
 
 
+# what each stage's val_bpb measures: the numbers of different stages are not on the same data
+VAL_DATA = {
+    "base": "pretraining val shards",
+    "mid": "mid mixture's test conversations",
+    "sft": "SFT mixture's test conversations",
+}
+
+
+def read_meta(ckpt_dir):
+    path = Path(ckpt_dir) / "meta.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def start_flops(ckpt_dir):
+    """FLOPs spent before this checkpoint's stage began: those of every checkpoint it continues from,
+    followed through meta.json's `start` (mid from base, SFT from mid or base)."""
+    total, meta, seen = 0, read_meta(ckpt_dir), set()
+    while meta and meta.get("start"):
+        start = Path(meta["start"]).resolve()
+        if start in seen:
+            raise SystemExit(f"{ckpt_dir}: the start checkpoints form a cycle at {start}")
+        seen.add(start)
+        meta = read_meta(start)
+        if meta is None:
+            raise SystemExit(f"{ckpt_dir}: its start checkpoint {start} has no meta.json, so its FLOPs are unknown")
+        total += meta.get("flops") or 0
+    return total
+
+
+def training_logs(items):
+    """The training logs of LABEL=train_log.csv items, `flops` counted from the start of base training."""
+    df = read_labelled(items)
+    offsets = {label: start_flops(Path(path).parent) for label, path in parse_labelled(items)}
+    df["flops"] = df["flops"] + df["run"].map(offsets)
+    return df
+
+
 def plot_training(args):
-    """Training loss and validation bpb against step and against FLOPs, every run on one figure."""
-    df = read_labelled(args.logs)
-    val = df.dropna(subset=["val_bpb"])
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    """Training loss and validation bpb against step and against FLOPs, every run on one figure.
+    On the FLOPs axis chat stages continue where their start checkpoint ended; each validation
+    curve is labelled with the data it measures, since stages validate on different text."""
+    df = training_logs(args.logs)
+    val = df.dropna(subset=["val_bpb"]).copy()
+    val["measured on"] = val["run"] + ": " + val["stage"].map(VAL_DATA).fillna("its own validation data")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
     sns.lineplot(data=df, x="step", y="loss", hue="run", ax=axes[0, 0])
     sns.lineplot(data=df, x="flops", y="loss", hue="run", ax=axes[0, 1])
-    axes[0, 1].set_xscale("log")
     if len(val):
-        sns.lineplot(data=val, x="step", y="val_bpb", hue="run", marker="o", ax=axes[1, 0])
-        sns.lineplot(data=val, x="flops", y="val_bpb", hue="run", marker="o", ax=axes[1, 1])
-        axes[1, 1].set_xscale("log")
+        sns.lineplot(data=val, x="step", y="val_bpb", hue="measured on", marker="o", ax=axes[1, 0])
+        sns.lineplot(data=val, x="flops", y="val_bpb", hue="measured on", marker="o", ax=axes[1, 1])
+    for ax in axes[:, 1]:
+        ax.set_xlabel("FLOPs since the start of base training")
     axes[0, 0].set_title("training loss by step")
     axes[0, 1].set_title("training loss by FLOPs")
-    axes[1, 0].set_title("validation bits per byte by step")
-    axes[1, 1].set_title("validation bits per byte by FLOPs")
-    save(fig, args.out)
+    axes[1, 0].set_title("validation bits per byte by step (each stage on its own data)")
+    axes[1, 1].set_title("validation bits per byte by FLOPs (each stage on its own data)")
+    return fig
 
 
 def plot_throughput(args):
     """Tokens/s and MFU over wall time."""
     df = read_labelled(args.logs)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
     sns.lineplot(data=df, x="elapsed_s", y="tokens_per_s", hue="run", ax=axes[0])
     axes[0].set_title("tokens per second")
     if df["mfu"].notna().any():
@@ -84,58 +126,58 @@ def plot_throughput(args):
     else:
         axes[1].text(0.5, 0.5, "MFU unknown on this device (no peak FLOP/s)", ha="center", va="center")
         axes[1].set_axis_off()
-    save(fig, args.out)
+    return fig
 
 
 def plot_tokenizer(args):
     """Bytes per token by text kind, the trained tokenizers against their references."""
     df = read_labelled(args.tok_eval)
     df = df[df["status"].fillna("ok") == "ok"]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     sns.barplot(data=df, x="text_kind", y="bytes_per_token", hue="tokenizer", ax=ax)
     ax.set_title("tokenizer compression (bytes per token, higher is better)")
-    save(fig, args.out)
+    return fig
 
 
 def plot_core(args):
     """Centered accuracy per CORE task, CORE itself last."""
     df = read_labelled(args.base_eval)
-    fig, ax = plt.subplots(figsize=(10, max(3, 0.35 * df["label"].nunique())))
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.35 * df["label"].nunique())), layout="constrained")
     sns.barplot(data=df, y="label", x="centered", hue="model", ax=ax, orient="h")
     ax.axvline(0, color="k", lw=0.8)
     ax.set_title("CORE: centered accuracy per task (0 = random baseline)")
-    save(fig, args.out)
+    return fig
 
 
 def plot_chat_eval(args):
     """Accuracy per chat task across stages."""
     df = read_labelled(args.chat_eval)
     df = df[df["task"] != "ChatCORE"]
-    fig, ax = plt.subplots(figsize=(10, max(3, 0.5 * df["task"].nunique())))
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.5 * df["task"].nunique())), layout="constrained")
     sns.barplot(data=df, y="task", x="accuracy", hue="run", ax=ax, orient="h")
     ax.set_title("chat evaluation: accuracy per task and stage")
-    save(fig, args.out)
+    return fig
 
 
 def plot_rl(args):
     """Mean reward and pass@k over RL steps."""
     df = read_labelled(args.logs)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
     sns.lineplot(data=df, x="step", y="reward", hue="run", ax=axes[0])
     axes[0].set_title("RL mean reward")
     sns.lineplot(data=df, x="step", y="pass_at_k", hue="run", ax=axes[1])
     axes[1].set_title("RL pass@k")
-    save(fig, args.out)
+    return fig
 
 
 def plot_time(args):
     """Where the time went: wall seconds per job, from Snakemake's benchmark files."""
     df = read_labelled(args.benchmarks, reader=lambda p: pd.read_csv(p, sep="\t"))
-    fig, ax = plt.subplots(figsize=(10, max(3, 0.4 * len(df))))
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.4 * len(df))), layout="constrained")
     sns.barplot(data=df, y="run", x="s", ax=ax, orient="h", color="tab:blue")
     ax.set_xlabel("wall seconds")
     ax.set_title("time per job")
-    save(fig, args.out)
+    return fig
 
 
 PLOTS = {
@@ -158,7 +200,7 @@ def main(argv=None):
         p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     sns.set_theme(style="whitegrid")
-    PLOTS[args.plot][0](args)
+    save(PLOTS[args.plot][0](args), args.out)
 
 
 if __name__ == "__main__":
