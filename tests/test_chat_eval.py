@@ -95,7 +95,7 @@ def test_scoring_follows_what_the_model_says():
     model = memorize(random_gpt(tok.vocab_size, seed=3, sequence_len=256, n_embd=64), ids, steps=300)
 
     class Args:
-        batch_size, num_samples, max_new_tokens, temperature, top_k, seed, sandbox_timeout = 2, 1, 30, 0.0, 0, 0, 10.0
+        device_batch_items, num_samples, max_new_tokens, temperature, top_k, seed, sandbox_timeout = 2, 1, 30, 0.0, 0, 0, 10.0
 
     evaluator = chat_eval.Evaluator(model, tok, model.lm_head.weight.device, Args)
     assert evaluator.run_task("mc", MC[:2], 0, 1)[:2] == (2, 2)
@@ -157,7 +157,7 @@ def test_bad_inputs_fail_early_with_clear_errors(setup, tmp_path, capsys):
 def test_two_ranks_give_the_same_table(setup, tmp_path):
     """Items dealt to 2 gloo processes under torchrun, counts summed: the same CSV as one process."""
     root, checkpoint, chat_dir = setup
-    common = ["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--max-new-tokens", "6", "--batch-size", "2"]
+    common = ["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--max-new-tokens", "6", "--device-batch-items", "2"]
     one, two = tmp_path / "one.csv", tmp_path / "two.csv"
     chat_eval.main(common + ["--out", str(one)])
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -174,14 +174,14 @@ def mean_loss(rows):
 
 def mid_args(world, out, state, steps=16):
     return ["--start", str(world / "base"), "--chat-data", str(world / "chat"), "--out", str(out), "--state", str(state),
-            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch", "4", "--total-batch", "512",
+            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch-rows", "4", "--step-tokens", "512",
             "--sequence-len", "64", "--eval-every", "8", "--eval-tokens", "2048", "--save-every", "0", "--device", "cpu"]
 
 
 def sft_args(start, world, out, state, steps=12, lr_mult="1.0"):
     return ["--start", str(start), "--chat-data", str(world / "chat"), "--out", str(out), "--state", str(state),
-            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch", "4", "--total-batch", "8",
-            "--max-tokens", "128", "--lr-mult", lr_mult, "--eval-every", "6", "--eval-examples", "16", "--save-every", "0", "--device", "cpu"]
+            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch-rows", "4", "--step-conversations", "8",
+            "--sequence-len", "128", "--lr-mult", lr_mult, "--eval-every", "6", "--eval-conversations", "16", "--save-every", "0", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +260,8 @@ def test_rl_trains_from_sft_and_logs_reward_and_pass_at_k(world, sft):
     from snakechat import chat_rl
 
     chat_rl.main(["--start", str(sft), "--chat-data", str(world / "chat"), "--out", str(world / "rl"), "--state", str(world / "state_rl"),
-                  "--tasks", '["word_problems"]', "--steps", "2", "--examples-per-step", "2", "--num-samples", "4", "--device-batch", "8",
-                  "--max-new-tokens", "24", "--pass-k", "2", "--eval-examples", "4", "--save-every", "0", "--device", "cpu"])
+                  "--tasks", '["word_problems"]', "--steps", "2", "--step-prompts", "2", "--num-samples", "4", "--device-batch-rows", "8",
+                  "--max-new-tokens", "24", "--pass-k", "2", "--eval-prompts", "4", "--save-every", "0", "--device", "cpu"])
     _, _, meta, rows = check_checkpoint(world / "rl", "rl", 2)
     for row in rows:
         assert 0.0 <= float(row["reward"]) <= 1.0 and 0.0 <= float(row["pass_at_k"]) <= 1.0
@@ -331,9 +331,9 @@ def test_changing_an_sft_setting_reruns_sft_and_rl_but_not_mid(world, tmp_path):
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     tiny = config["models"]["tiny"]
     tiny["chat_data"] = "tinyworld"
-    tiny["mid"] = {"mixture": MIXTURE, "steps": 2, "device_batch": 4, "total_batch": 256, "sequence_len": 64, "eval_every": 0, "eval_tokens": 256}
-    tiny["sft"] = {"mixture": MIXTURE, "steps": 2, "device_batch": 4, "total_batch": 4, "max_tokens": 64, "eval_examples": 4}
-    tiny["rl"] = {"tasks": ["word_problems"], "steps": 1, "examples_per_step": 1, "num_samples": 2, "max_new_tokens": 8, "pass_k": 1, "eval_examples": 1}
+    tiny["mid"] = {"mixture": MIXTURE, "steps": 2, "device_batch_rows": 4, "step_tokens": 256, "sequence_len": 64, "eval_every": 0, "eval_tokens": 256}
+    tiny["sft"] = {"mixture": MIXTURE, "steps": 2, "device_batch_rows": 4, "step_conversations": 4, "sequence_len": 64, "eval_conversations": 4}
+    tiny["rl"] = {"tasks": ["word_problems"], "steps": 1, "step_prompts": 1, "num_samples": 2, "max_new_tokens": 8, "pass_k": 1, "eval_prompts": 1}
     first = tmp_path / "first.yaml"
     first.write_text(yaml.safe_dump(config))
     run = snakemake(work, first)

@@ -33,7 +33,7 @@ TINY_TEST_CONFIG = {
     "models": {
         "tiny": {
             "depth": 2,
-            "base": {"num_iterations": 100, "sequence_len": 64, "device_batch_size": 2, "total_batch_size": 256, "eval_every": 0, "eval_tokens": 256, "save_every": 0, "log_every": 1},
+            "base": {"steps": 100, "sequence_len": 64, "device_batch_rows": 2, "step_tokens": 256, "eval_every": 0, "eval_tokens": 256, "save_every": 0, "log_every": 1},
             "base_eval": {"max_per_task": 8},
         }
     },
@@ -252,9 +252,9 @@ def test_warning_signal_saves_state_and_the_retry_resumes(tiny_through_slurm):
     assert slurm_job_record(signalled)["JobState"] == "FAILED"
     log = (work / "logs" / "base_train" / "tiny.log").read_text()
     resumed_at = int(re.search(r"resuming from \S+ at step (\d+)", log).group(1))
-    assert 3 <= resumed_at < TINY_TEST_CONFIG["models"]["tiny"]["base"]["num_iterations"]
+    assert 3 <= resumed_at < TINY_TEST_CONFIG["models"]["tiny"]["base"]["steps"]
     rows = (work / "results" / "base" / "tiny" / "train_log.csv").read_text().splitlines()[1:]
-    assert [int(r.split(",")[0]) for r in rows] == list(range(1, TINY_TEST_CONFIG["models"]["tiny"]["base"]["num_iterations"] + 1))
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, TINY_TEST_CONFIG["models"]["tiny"]["base"]["steps"] + 1))
 
 
 @pytest.mark.slurm

@@ -23,8 +23,8 @@ from snakechat.train_loop import StateError, StateStore, TrainConfig, grad_accum
 # far slower than one thread, and two training processes run at once in the gloo test.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN_ARGS = [
-    "--depth", "2", "--aspect-ratio", "32", "--head-dim", "32", "--sequence-len", "64", "--device-batch-size", "4",
-    "--total-batch-size", "512", "--num-iterations", "40", "--eval-every", "20", "--eval-tokens", "1024",
+    "--depth", "2", "--aspect-ratio", "32", "--head-dim", "32", "--sequence-len", "64", "--device-batch-rows", "4",
+    "--step-tokens", "512", "--steps", "40", "--eval-every", "20", "--eval-tokens", "1024",
     "--log-every", "1", "--save-every", "15", "--compile", "false", "--device", "cpu",
 ]
 
@@ -214,7 +214,7 @@ def test_two_gloo_processes_match_one_with_accumulation(runs):
 def test_base_loss_beats_unigram(runs):
     out = runs["runs"] / "loss.json"
     cmd = [sys.executable, "-m", "snakechat.base_loss", "--checkpoint", str(runs["runs"] / "full" / "out"), "--manifest", str(runs["corpus"] / "manifest.json"),
-           "--out", str(out), "--device-batch-size", "4", "--split-tokens", "2048", "--max-new-tokens", "8", "--prompts", '["The age of", "What is 2"]', "--device", "cpu"]
+           "--out", str(out), "--device-batch-rows", "4", "--split-tokens", "2048", "--max-new-tokens", "8", "--prompts", '["The age of", "What is 2"]', "--device", "cpu"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())

@@ -85,13 +85,13 @@ def parse_args(argv=None):
     p.add_argument("--bundle", type=Path, required=True, help="eval bundle directory or its core.yaml")
     p.add_argument("--out", type=Path, required=True, help="output CSV")
     p.add_argument("--max-per-task", type=int, default=0, help="items per task after the fixed shuffle (0: all)")
-    p.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward pass")
+    p.add_argument("--device-batch-tokens", type=int, default=16384, help="padded tokens per process per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = p.parse_args(argv)
     if args.max_per_task < 0:
         p.error(f"--max-per-task must be >= 0, got {args.max_per_task}")
-    if args.batch_tokens < 1:
-        p.error(f"--batch-tokens must be >= 1, got {args.batch_tokens}")
+    if args.device_batch_tokens < 1:
+        p.error(f"--device-batch-tokens must be >= 1, got {args.device_batch_tokens}")
     return args
 
 
@@ -105,11 +105,11 @@ def main(argv=None):
     rank, _, world_size, device = init_distributed(args.device)
     scorer, model_info = (snakechat_scorer if args.checkpoint else hf_scorer)(model_dir, device)
     print0(f"CORE over {len(tasks)} tasks of {args.bundle} for {model_dir} on {world_size} x {device.type}")
-    results = core_eval.evaluate_bundle(tasks, scorer, args.max_per_task, args.batch_tokens, log=print0)
+    results = core_eval.evaluate_bundle(tasks, scorer, args.max_per_task, args.device_batch_tokens, log=print0)
     core = core_eval.core_score(results)
     print0(f"CORE {core:.4f}")
     if is_master():
-        settings = {"max_per_task": args.max_per_task, "batch_tokens": args.batch_tokens, "bundle": str(args.bundle), "model": model_info}
+        settings = {"max_per_task": args.max_per_task, "device_batch_tokens": args.device_batch_tokens, "bundle": str(args.bundle), "model": model_info}
         bundle_dir = args.bundle if args.bundle.is_dir() else args.bundle.parent
         core_eval.write_csv(args.out, results)
         write_json_atomic(f"{args.out}.meta.json", {

@@ -3,7 +3,7 @@ same for a unigram model of the training tokens (the baseline to beat), and gree
 
     python -m snakechat.base_loss --checkpoint results/base/tiny \
         --manifest results/data/tinyworld/manifest.json --out results/base_loss/tiny.json \
-        --device-batch-size 8 --split-tokens 262144 --max-new-tokens 24 --prompts '["The capital of"]'
+        --device-batch-rows 8 --split-tokens 262144 --max-new-tokens 24 --prompts '["The capital of"]'
     torchrun --nproc_per_node=8 -m snakechat.base_loss --checkpoint results/base/d20 ...
 
 Needs a base checkpoint (its meta.json names the tokenizer directory, whose token_bytes.json gives
@@ -25,6 +25,9 @@ from snakechat.common import cleanup_distributed, init_distributed, print0, writ
 from snakechat.dataloader import PackedLoader
 from snakechat.tokenizer import load_token_bytes
 from snakechat.train_loop import autocast
+
+DEFAULT_PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
+                   "The opposite of hot is", "The planets of the solar system are:"]
 
 
 def all_reduce_sum(*values):
@@ -96,10 +99,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", required=True, help="base checkpoint directory")
     p.add_argument("--manifest", required=True, help="data manifest.json (last shard = validation)")
     p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--device-batch-size", type=int, default=32)
+    p.add_argument("--device-batch-rows", type=int, default=32, help="rows per process per forward pass")
     p.add_argument("--split-tokens", type=int, default=10 * 2**20, help="tokens measured on each split")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--prompts", type=json.loads, default=[], help="JSON list of prompts for greedy samples")
+    p.add_argument("--prompts", type=json.loads, default=DEFAULT_PROMPTS, help="JSON list of prompts for greedy samples")
     p.add_argument("--seed", type=int, default=0, help="which rows of the shards are measured")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p.parse_args(argv)
@@ -114,12 +117,12 @@ def main(argv=None):
     model.eval()
     token_bytes = load_token_bytes(meta["tokenizer"])
     seq_len = model.config.sequence_len
-    rows = args.device_batch_size * world_size
+    rows = args.device_batch_rows * world_size
     steps = max(1, args.split_tokens // (rows * seq_len))
 
     def loader(split):
         paths = dataset.shard_paths(args.manifest, split)
-        return PackedLoader(paths, tokenizer, seq_len, args.device_batch_size, rows, rank, world_size, args.seed, device)
+        return PackedLoader(paths, tokenizer, seq_len, args.device_batch_rows, rows, rank, world_size, args.seed, device)
 
     result = {"tokens_per_split": steps * rows * seq_len}
     with autocast(device):

@@ -64,16 +64,16 @@ def parse_args(argv=None):
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--n-kv-head", type=int, default=0, help="0 = as many as query heads")
     p.add_argument("--sequence-len", type=int, default=2048)
-    p.add_argument("--device-batch-size", type=int, default=32)
-    p.add_argument("--total-batch-size", type=int, default=0, help="tokens per step; 0 = derived from depth")
+    p.add_argument("--device-batch-rows", type=int, default=32, help="rows per process per forward/backward pass")
+    p.add_argument("--step-tokens", type=int, default=0, help="tokens per optimizer step, all processes; 0 = derived from depth")
     p.add_argument("--tokens-params-ratio", type=float, default=20.0)
-    p.add_argument("--num-iterations", type=int, default=0, help="0 = tokens_params_ratio × params / total batch")
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps; 0 = tokens_params_ratio × params / step_tokens")
     p.add_argument("--matrix-lr", type=float, default=0.02)
     p.add_argument("--embedding-lr", type=float, default=0.2, help="at width 768; scaled by 1/sqrt(width/768)")
     p.add_argument("--unembedding-lr", type=float, default=0.004, help="at width 768; scaled by 1/sqrt(width/768)")
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-ratio", type=float, default=0.0)
-    p.add_argument("--warmdown-ratio", type=float, default=0.2)
+    p.add_argument("--warmup-frac", type=float, default=0.0)
+    p.add_argument("--warmdown-frac", type=float, default=0.2)
     p.add_argument("--final-lr-frac", type=float, default=0.0)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--eval-every", type=int, default=250, help="steps between validation bpb (0 = only at the end)")
@@ -103,13 +103,13 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     model = GPT(model_config).to(device)
     n_params = model.num_params()
-    total_batch = args.total_batch_size or derive_total_batch(args.depth)
-    num_iterations = args.num_iterations or max(1, round(args.tokens_params_ratio * n_params / total_batch))
+    total_batch = args.step_tokens or derive_total_batch(args.depth)
+    num_iterations = args.steps or max(1, round(args.tokens_params_ratio * n_params / total_batch))
     lr_scale = adamw_lr_scale(model_config.n_embd)
     cfg = TrainConfig(
-        num_iterations=num_iterations, total_batch_size=total_batch, device_batch_size=args.device_batch_size, sequence_len=args.sequence_len,
+        num_iterations=num_iterations, total_batch_size=total_batch, device_batch_size=args.device_batch_rows, sequence_len=args.sequence_len,
         matrix_lr=args.matrix_lr, embedding_lr=args.embedding_lr * lr_scale, unembedding_lr=args.unembedding_lr * lr_scale,
-        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, warmdown_ratio=args.warmdown_ratio, final_lr_frac=args.final_lr_frac,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_frac, warmdown_ratio=args.warmdown_frac, final_lr_frac=args.final_lr_frac,
         grad_clip=args.grad_clip, eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every, seed=args.seed,
     )
     derived = {
@@ -119,19 +119,19 @@ def main(argv=None):
         "training_tokens": num_iterations * total_batch, "tokens_per_param": num_iterations * total_batch / n_params,
         "total_flops": model.flops_per_token() * num_iterations * total_batch, "adamw_lr_scale": lr_scale,
         "embedding_lr": cfg.embedding_lr, "unembedding_lr": cfg.unembedding_lr, "matrix_lr": cfg.matrix_lr, "world_size": world_size,
-        "grad_accum_steps": total_batch // (args.device_batch_size * args.sequence_len * world_size),
+        "grad_accum_steps": total_batch // (args.device_batch_rows * args.sequence_len * world_size),
     }
     print0("derived: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in derived.items()))
 
     rows_per_step, rest = divmod(total_batch, args.sequence_len)
     if rest:
         raise SystemExit(f"total_batch_size {total_batch} is not a multiple of sequence_len {args.sequence_len}")
-    loader = PackedLoader(train_paths, tokenizer, args.sequence_len, args.device_batch_size, rows_per_step, rank, world_size, args.seed, device)
+    loader = PackedLoader(train_paths, tokenizer, args.sequence_len, args.device_batch_rows, rows_per_step, rank, world_size, args.seed, device)
     # Validation reads the same rows whatever the number of processes: lanes as in training.
-    eval_micro_batches = max(1, args.eval_tokens // total_batch) * (rows_per_step // (args.device_batch_size * world_size))
+    eval_micro_batches = max(1, args.eval_tokens // total_batch) * (rows_per_step // (args.device_batch_rows * world_size))
 
     def evaluate(model):
-        val_loader = PackedLoader(val_paths, tokenizer, args.sequence_len, args.device_batch_size, rows_per_step, rank, world_size, 0, device)
+        val_loader = PackedLoader(val_paths, tokenizer, args.sequence_len, args.device_batch_rows, rows_per_step, rank, world_size, 0, device)
         return bits_per_byte(model, val_loader, eval_micro_batches, token_bytes)
 
     expected_seconds = None

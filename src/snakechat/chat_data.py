@@ -154,15 +154,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="tasks.json to write; the task files go beside it")
     parser.add_argument("--kind", choices=["synthetic", "http"], required=True)
-    parser.add_argument("--seed", type=int, help="synthetic: the world's seed")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic: the world's seed")
     parser.add_argument("--tasks", help="http: JSON object task -> {format, splits: {split: [url, ...]}}")
     parser.add_argument("--world-tasks", default="[]", help="http: JSON list of built-in world tasks to add (e.g. identity, spelling)")
     parser.add_argument("--world-seed", type=int, default=0, help="http: the world's seed for --world-tasks")
     parser.add_argument("--sha256", default="{}", help="http: JSON object url -> expected sha256")
     download.add_http_arguments(parser)
     args = parser.parse_args(argv)
-    if args.kind == "synthetic" and args.seed is None:
-        parser.error("--kind synthetic needs --seed")
     if args.kind == "http" and args.tasks is None:
         parser.error("--kind http needs --tasks")
     out = Path(args.out)

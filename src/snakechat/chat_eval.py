@@ -15,7 +15,7 @@ NAME=FORMAT:PATH (formats of `snakechat.tasks.read`).
   user turn; the prediction is the answer letter with the highest logit right after
   <|assistant_start|>, among the item's letters only.
 - gsm8k (word problems, spelling/counting): `num_samples` replies sampled by the engine (tool
-  calls run), `batch_size` items at a time; correct if any reply's number after '####' equals
+  calls run), `device_batch_items` items at a time; correct if any reply's number after '####' equals
   the reference's.
 - humaneval: the reply's code run against the tests in `snakechat.humaneval_sandbox`.
 
@@ -146,8 +146,8 @@ class Evaluator:
         """(correct, n, sample replies) over this rank's share of the records."""
         mine = list(range(rank, len(records), world_size))
         correct, samples = 0, []
-        for start in range(0, len(mine), self.args.batch_size):
-            indices = mine[start : start + self.args.batch_size]
+        for start in range(0, len(mine), self.args.device_batch_items):
+            indices = mine[start : start + self.args.device_batch_items]
             chunk = [records[i] for i in indices]
             if kind == "mc":
                 for ok, reply in self.mc_batch(chunk):
@@ -200,12 +200,12 @@ def parse_args(argv=None):
     p.add_argument("--chat-data", type=Path, help="chat data directory with tasks.json")
     p.add_argument("--task", action="append", default=[], type=parse_task_spec, metavar="NAME=FORMAT:PATH", help="an extra published task file")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
-    p.add_argument("--max-per-task", type=int, default=200, help="items per task (0: all)")
+    p.add_argument("--max-per-task", type=int, default=500, help="items per task (0: all)")
     p.add_argument("--num-samples", type=int, default=1, help="replies sampled per generative item (correct if any is)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=50, help="0: no top-k filter")
-    p.add_argument("--batch-size", type=int, default=8, help="items per batch (mc: per forward pass; generative: x num-samples rows)")
+    p.add_argument("--device-batch-items", type=int, default=8, help="items per process at once (mc: per forward pass; generative: x num-samples rows)")
     p.add_argument("--sandbox-timeout", type=float, default=10.0, help="seconds a HumanEval program may run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")

@@ -8,7 +8,7 @@ the correct ones, and push the policy towards the better-than-average samples.
 Needs the SFT checkpoint and a chat data directory whose `--tasks` are of kind gsm8k (a
 question and an answer ending in `#### N`).
 
-Each step takes `--examples-per-step` training problems (split over the processes), samples
+Each step takes `--step-prompts` training problems (split over the processes), samples
 `--num-samples` completions of each with the engine (calculator tool calls allowed; the tool's
 output tokens are not trained on), rewards 1 for the right final number and 0 otherwise, and
 uses reward minus the group's mean reward as the advantage of every sampled token: a simple
@@ -47,11 +47,11 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--state", required=True, help="resumable state directory (not a Snakemake output)")
     p.add_argument("--tasks", type=chat_stage.json_arg, default=["gsm8k"], help="JSON list of gsm8k-kind tasks")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the training problems (when --steps is -1)")
-    p.add_argument("--steps", type=int, default=-1, help="optimizer steps; -1: from --epochs")
-    p.add_argument("--examples-per-step", type=int, default=16, help="problems per step, all processes together")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the training problems (when --steps is 0)")
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps; 0: from --epochs")
+    p.add_argument("--step-prompts", type=int, default=16, help="prompts (problems) per optimizer step, all processes")
     p.add_argument("--num-samples", type=int, default=16, help="completions sampled per problem")
-    p.add_argument("--device-batch", type=int, default=8, help="sequences per forward/backward pass")
+    p.add_argument("--device-batch-rows", type=int, default=8, help="rows (sampled sequences) per process per forward/backward pass")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=50, help="0: no top-k filter")
@@ -60,8 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--warmdown-frac", type=float, default=1.0)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--eval-every", type=int, default=60, help="steps between held-out pass@k (0: first and last only)")
-    p.add_argument("--eval-examples", type=int, default=400, help="held-out problems per evaluation")
+    p.add_argument("--eval-prompts", type=int, default=400, help="held-out prompts (problems) per evaluation")
     p.add_argument("--save-every", type=int, default=60, help="steps between resumable states (0: only at the end and on signals)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
+    p.add_argument("--log-every", type=int, default=1, help="steps between progress lines")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = p.parse_args(argv)
@@ -123,8 +125,8 @@ def all_sum(values, device):
 def evaluate(sampler, problems, args, rank, world_size, device):
     """pass@1 and pass@k on held-out problems (this process takes every world_size-th one)."""
     k = args.pass_k
-    mine = list(range(rank, min(args.eval_examples, len(problems)), world_size))
-    per_call = max(1, args.examples_per_step * args.num_samples // (world_size * k))  # as many rows as a training step samples
+    mine = list(range(rank, min(args.eval_prompts, len(problems)), world_size))
+    per_call = max(1, args.step_prompts * args.num_samples // (world_size * k))  # as many rows as a training step samples
     sums = [0.0, 0.0, 0.0]
     for start in range(0, len(mine), per_call):
         chunk = mine[start:start + per_call]
@@ -136,8 +138,8 @@ def evaluate(sampler, problems, args, rank, world_size, device):
 
 def step_problems(problems, step, args, rank, world_size, seed):
     """This process's share of the step's problems: a seeded order per pass over the problems."""
-    per_rank = args.examples_per_step // world_size
-    first = step * args.examples_per_step + rank * per_rank
+    per_rank = args.step_prompts // world_size
+    first = step * args.step_prompts + rank * per_rank
     picked = []
     for g in range(first, first + per_rank):
         epoch, i = divmod(g, len(problems))
@@ -152,23 +154,23 @@ def main(argv=None):
     for split in ("train", "test"):
         chat_stage.check_chat_data(args.chat_data, args.tasks, split, kinds=("gsm8k",))
     rank, _, world_size, device = init_distributed(args.device)
-    if args.examples_per_step % world_size:
-        raise SystemExit(f"--examples-per-step {args.examples_per_step} must be a multiple of the {world_size} processes")
+    if args.step_prompts % world_size:
+        raise SystemExit(f"--step-prompts {args.step_prompts} must be a multiple of the {world_size} processes")
     model, tok, start_meta = load_model(args.start, device)
     lrs = chat_stage.base_lrs(start_meta, args.start)
     train_problems = load_problems(args.chat_data, args.tasks, "train")
     test_problems = load_problems(args.chat_data, args.tasks, "test")
     random.Random(args.seed).shuffle(test_problems)
-    steps = args.steps if args.steps > 0 else max(1, args.epochs * len(train_problems) // args.examples_per_step)
+    steps = args.steps if args.steps > 0 else max(1, args.epochs * len(train_problems) // args.step_prompts)
     cfg = TrainConfig(
-        num_iterations=steps, total_batch_size=args.examples_per_step * args.num_samples, device_batch_size=args.device_batch,
+        num_iterations=steps, total_batch_size=args.step_prompts * args.num_samples, device_batch_size=args.device_batch_rows,
         sequence_len=model.config.sequence_len, matrix_lr=lrs["matrix_lr"] * args.lr_mult, embedding_lr=lrs["embedding_lr"] * args.lr_mult,
         unembedding_lr=lrs["unembedding_lr"] * args.lr_mult, weight_decay=args.weight_decay,
         warmup_ratio=0.0, warmdown_ratio=args.warmdown_frac, final_lr_frac=0.0,
-        eval_every=args.eval_every, save_every=args.save_every, seed=args.seed,
+        grad_clip=args.grad_clip, eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every, seed=args.seed,
     )
     print0(f"RL: {len(train_problems):,} training problems, {len(test_problems):,} held out; {steps} steps of "
-           f"{args.examples_per_step} problems x {args.num_samples} samples")
+           f"{args.step_prompts} problems x {args.num_samples} samples")
 
     settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "state")}, "world_size": world_size}
     state_dir = chat_stage.run_state_dir(args.state, settings, args.start)
@@ -225,10 +227,10 @@ def main(argv=None):
 
         model.train()
         loss_sum = 0.0
-        for i in range(0, len(sequences), args.device_batch):
-            x, y = rl_math.sample_rows(sequences[i:i + args.device_batch], masks[i:i + args.device_batch], tok.bos_id)
+        for i in range(0, len(sequences), args.device_batch_rows):
+            x, y = rl_math.sample_rows(sequences[i:i + args.device_batch_rows], masks[i:i + args.device_batch_rows], tok.bos_id)
             with autocast(device):
-                loss = rl_math.policy_gradient_loss(model, x.to(device), y.to(device), advantages[i:i + args.device_batch].to(device), max(sampled_all, 1))
+                loss = rl_math.policy_gradient_loss(model, x.to(device), y.to(device), advantages[i:i + args.device_batch_rows].to(device), max(sampled_all, 1))
             loss.backward()
             loss_sum += loss.item()
         if dist.is_initialized():

@@ -55,7 +55,7 @@ def schedule(args, lrs):
         matrix_lr=lrs["matrix_lr"] * args.lr_mult, embedding_lr=lrs["embedding_lr"] * args.lr_mult,
         unembedding_lr=lrs["unembedding_lr"] * args.lr_mult, weight_decay=args.weight_decay,
         warmup_ratio=0.0, warmdown_ratio=args.warmdown_frac, final_lr_frac=0.0,
-        eval_every=args.eval_every, save_every=args.save_every, log_every=1, seed=args.seed,
+        grad_clip=args.grad_clip, eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every, seed=args.seed,
     )
 
 

@@ -148,8 +148,8 @@ def main(argv=None):
     parser.add_argument("--kind", choices=["synthetic", "http"], required=True)
     parser.add_argument("--shards", type=int, required=True, help="number of shards (at least 2: the last is validation)")
     syn = parser.add_argument_group("synthetic: the built-in world")
-    syn.add_argument("--seed", type=int)
-    syn.add_argument("--docs-per-shard", type=int)
+    syn.add_argument("--seed", type=int, default=0, help="the world's seed")
+    syn.add_argument("--docs-per-shard", type=int, default=4096)
     web = parser.add_argument_group("http: download shards")
     web.add_argument("--url", help="template with {index}, e.g. .../shard_{index:05d}.parquet")
     web.add_argument("--sha256", default="{}", help='JSON object: shard file -> expected sha256')
@@ -158,10 +158,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.shards < 2:
         parser.error("--shards must be at least 2 (the last shard is the validation split)")
-    needed = ["seed", "docs_per_shard"] if args.kind == "synthetic" else ["url"]
-    missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
-    if missing:
-        parser.error(f"--kind {args.kind} needs {', '.join(missing)}")
+    if args.kind == "http" and args.url is None:
+        parser.error("--kind http needs --url")
     if args.kind == "http":
         try:
             args.url.format(index=0)

@@ -135,13 +135,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="the bundle's core.yaml; the bundle is the directory around it")
     parser.add_argument("--kind", choices=["synthetic", "http"], required=True)
-    parser.add_argument("--seed", type=int, help="synthetic: the world's seed")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic: the world's seed")
     parser.add_argument("--url", help="http: the bundle zip")
     parser.add_argument("--sha256", help="http: expected sha256 of the zip")
     download.add_http_arguments(parser, workers=False)
     args = parser.parse_args(argv)
-    if args.kind == "synthetic" and args.seed is None:
-        parser.error("--kind synthetic needs --seed")
     if args.kind == "http" and args.url is None:
         parser.error("--kind http needs --url")
 

@@ -39,8 +39,8 @@ def base_model(model_cfg, vocab_size):
 
 def base_tokens(model_cfg, n_params):
     base = model_cfg.get("base", {})
-    total_batch = base.get("total_batch_size") or derive_total_batch(model_cfg["depth"])
-    steps = base.get("num_iterations") or max(1, round(base.get("tokens_params_ratio", 20.0) * n_params / total_batch))
+    total_batch = base.get("step_tokens") or derive_total_batch(model_cfg["depth"])
+    steps = base.get("steps") or max(1, round(base.get("tokens_params_ratio", 20.0) * n_params / total_batch))
     return steps, steps * total_batch
 
 
@@ -84,8 +84,8 @@ def stage_rows(name, cfg):
         if stage == "mid" and not s.get("enabled", True):
             rows.append({"stage": "mid", "note": "skipped (mid.enabled: false)"})
             continue
-        if s.get("steps", -1) > 0:
-            batch_tokens = s["total_batch"] if stage == "mid" else s["total_batch"] * conv_tokens
+        if s.get("steps", 0) > 0:
+            batch_tokens = s["step_tokens"] if stage == "mid" else s["step_conversations"] * conv_tokens
             t, note = s["steps"] * batch_tokens, f"{s['steps']} steps"
         else:
             n, by_epochs = mixture_examples(s.get("mixture"))
@@ -93,9 +93,9 @@ def stage_rows(name, cfg):
             note = f"{n:,} weighted examples × {conv_tokens} tokens" + (f"; plus {', '.join(by_epochs)} by epochs (data-dependent)" if by_epochs else "")
         add(stage, t, fpt * t, note, disk=n_params * (CHECKPOINT_BYTES_PER_PARAM + STATE_BYTES_PER_PARAM))
     rl = m.get("rl", {})
-    rl_steps = rl.get("steps", -1) if rl.get("steps", -1) > 0 else None
+    rl_steps = rl.get("steps", 0) or None
     if rl_steps:
-        sampled = rl_steps * rl.get("examples_per_step", 16) * rl.get("num_samples", 16) * rl.get("max_new_tokens", 256)
+        sampled = rl_steps * rl.get("step_prompts", 16) * rl.get("num_samples", 16) * rl.get("max_new_tokens", 256)
         # sampling is a forward per token (1/3 of training FLOPs), then one training pass over the samples
         add("rl", sampled, sampled * fpt * (1 / 3 + 1), f"{rl_steps} steps × {rl.get('examples_per_step', 16)} prompts × {rl.get('num_samples', 16)} samples")
     else:

@@ -33,7 +33,7 @@ def model_names(model):
 
 
 def stage_flags(section, skip=()):
-    """A config section as module flags: key `device_batch: 4` -> `--device-batch 4`; lists and dicts as JSON."""
+    """A config section as module flags: key `device_batch_rows: 4` -> `--device-batch-rows 4`; lists and dicts as JSON."""
     import json
     import shlex
 
