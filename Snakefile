@@ -6,7 +6,8 @@ from snakechat import configcheck
 configfile: "config/config.yaml"
 
 
-config = configcheck.validate(config, workflow.source_path("workflow/schemas/config.schema.yaml"), ", ".join(map(str, workflow.overwrite_configfiles or ["config/config.yaml"])))
+# config/local.yaml, where present, replaces or removes whole named entries (docs/configuration.md)
+config = configcheck.load(config, workflow.source_path("workflow/schemas/config.schema.yaml"), workflow.overwrite_configfiles, workflow.config_settings.overwrite_config)
 
 
 wildcard_constraints:

@@ -1,6 +1,10 @@
 """The config is validated when the Snakefile is parsed: bad config fails `snakemake -n` with the key and file named."""
 
 import copy
+import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +62,94 @@ def test_snakemake_dry_run_fails_on_bad_config(tmp_path):
     out = run.stdout + run.stderr
     assert "models.tiny.eval_bundle: 'missing-bundle' is not defined in eval_bundles" in out
     assert str(bad) in out
+
+
+# --- config/local.yaml: whole named entries added, replaced or removed (docs/configuration.md) ---
+
+
+def test_overlay_replaces_whole_entries_and_removes_with_null():
+    overlay = yaml.safe_load((ROOT / "config/local.example.yaml").read_text())
+    cfg = configcheck.validate(configcheck.apply_overlay(good_config(), overlay, "local.yaml"), SCHEMA)
+    # the shipped nanochat entry is replaced, not merged: none of its tasks or hosts are left
+    assert sorted(cfg["chat_data"]["nanochat"]["tasks"]) == ["gsm8k", "smoltalk"]
+    urls = json.dumps(cfg["chat_data"]["nanochat"])
+    assert "mirror.example.org" in urls and "huggingface.co" not in urls
+    assert "d20" not in cfg["models"] and cfg["models"]["d12"]["depth"] == 12
+    assert cfg["models"]["tiny"] == configcheck.validate(good_config(), SCHEMA)["models"]["tiny"]  # untouched
+    assert cfg["default_models"] == ["d12"]
+
+
+@pytest.mark.parametrize(
+    "overlay, expected",
+    [
+        ({"models": {"d30": None}}, "local.yaml: models.d30: null removes an entry, but there is no 'd30' (known: d20, tiny)"),
+        ({"datasets": ["tinyworld"]}, "local.yaml: datasets: expected a mapping of named entries, got list"),
+        ([1, 2], "local.yaml: expected a mapping of top-level keys, got list"),
+    ],
+)
+def test_bad_overlay_names_the_file_and_key(overlay, expected):
+    with pytest.raises(configcheck.ConfigError, match=re.escape(expected)):
+        configcheck.apply_overlay(good_config(), overlay, "local.yaml")
+
+
+def test_command_line_values_win_over_the_overlay(tmp_path):
+    overlay = tmp_path / "local.yaml"
+    shutil.copy(ROOT / "config/local.example.yaml", overlay)
+    cfg = configcheck.with_local_overlay(good_config(), overlay, {"models": {"d12": {"depth": 6}}, "default_models": ["tiny"]})
+    assert cfg["models"]["d12"]["depth"] == 6 and cfg["models"]["d12"]["tokenizer"] == "mytext-32k"
+    assert cfg["default_models"] == ["tiny"]
+
+
+def workflow_copy(tmp_path):
+    """The workflow as a user's checkout has it (no config/local.yaml of the developer's)."""
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    (tmp_path / "config").mkdir()
+    for name in ("config.yaml", "local.example.yaml"):
+        shutil.copy(ROOT / "config" / name, tmp_path / "config" / name)
+    return tmp_path
+
+
+def run_in(work, *cmd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", *cmd], cwd=work, env=env, capture_output=True, text=True)
+
+
+def shell_commands(dry_run_output, module):
+    return [line for line in dry_run_output.splitlines() if f"python -m snakechat.{module} " in line]
+
+
+def test_the_documented_overlay_adds_data_and_a_model(tmp_path):
+    """docs/configuration.md, step by step: copy the example, dry-run its model, plan it."""
+    work = workflow_copy(tmp_path)
+    shutil.copy(work / "config/local.example.yaml", work / "config/local.yaml")
+    run = run_in(work, "snakemake", "-n", "-p", "results/report/d12.md")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (dataset,) = shell_commands(run.stdout, "dataset")
+    assert "https://data.example.org/mytext/shard_{index:05d}.parquet" in dataset
+    (chat_data,) = shell_commands(run.stdout, "chat_data")
+    assert "mirror.example.org/gsm8k/train.parquet" in chat_data and "huggingface.co" not in chat_data
+    assert "smoltalk" in chat_data and "mmlu" not in chat_data and "arc" not in chat_data
+    for module in ("tok_train", "base_train", "mid_train", "chat_sft", "chat_rl", "report"):
+        assert shell_commands(run.stdout, module), module
+    plan = run_in(work, "snakechat.plan", "d12")
+    assert plan.returncode == 0 and "# Plan for `d12`" in plan.stdout, plan.stderr
+    gone = run_in(work, "snakechat.plan", "d20")
+    assert gone.returncode != 0 and "model 'd20' is not in the config" in gone.stderr
+
+
+def test_an_overlay_drops_entries(tmp_path):
+    work = workflow_copy(tmp_path)
+    drop = {"models": {"d20": None}, "tokenizers": {"fineweb-64k": None}, "datasets": {"fineweb-edu": None},
+            "eval_bundles": {"core": None}, "chat_data": {"nanochat": None}}
+    (work / "config/local.yaml").write_text(yaml.safe_dump(drop))
+    run = run_in(work, "snakemake", "-n", "-p")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert shell_commands(run.stdout, "base_train") and not re.search(r"\bfineweb|\bd20\b", run.stdout)
+
+    # dropping an entry that another still names is refused at parse time, naming key and file
+    (work / "config/local.yaml").write_text(yaml.safe_dump({"datasets": {"tinyworld": None}}))
+    run = run_in(work, "snakemake", "-n")
+    assert run.returncode != 0
+    assert "tokenizers.tinyworld-4k.dataset: 'tinyworld' is not defined in datasets" in run.stderr + run.stdout
+    assert "config/local.yaml (overlay)" in run.stderr + run.stdout

@@ -5,6 +5,7 @@ with a message that names the file and the key.
 """
 
 import copy
+from pathlib import Path
 
 import jsonschema
 import yaml
@@ -42,6 +43,72 @@ def _describe(error):
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"missing required key {_key([*error.absolute_path, missing])!r}"
     return f"{_key(error.absolute_path)}: {error.message}"
+
+
+# sections of named entries: an overlay replaces or removes whole entries of these
+NAMED_SECTIONS = ("datasets", "tokenizers", "eval_bundles", "chat_data", "models")
+LOCAL_OVERLAY = "config/local.yaml"  # relative to the working directory, git-ignored
+
+
+def apply_overlay(config, overlay, overlay_path):
+    """`config` with a local overlay applied (see docs/configuration.md).
+
+    In the named sections each entry of the overlay replaces the entry of that name whole (so an
+    entry never keeps a URL or task of the shipped one), and an entry set to null removes it. Any
+    other top-level key replaces the shipped value; null removes it (its schema default applies).
+    """
+    if overlay is None:
+        return copy.deepcopy(config)
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"invalid config overlay {overlay_path}: expected a mapping of top-level keys, got {type(overlay).__name__}")
+    out = copy.deepcopy(config)
+    for key, value in overlay.items():
+        if key not in NAMED_SECTIONS:
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = copy.deepcopy(value)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"invalid config overlay {overlay_path}: {key}: expected a mapping of named entries, got {type(value).__name__}")
+        section = out.setdefault(key, {})
+        for name, entry in value.items():
+            if entry is not None:
+                section[name] = copy.deepcopy(entry)
+            elif name in section:
+                del section[name]
+            else:
+                known = ", ".join(sorted(section)) or "none"
+                raise ConfigError(f"invalid config overlay {overlay_path}: {key}.{name}: null removes an entry, but there is no {name!r} (known: {known})")
+    return out
+
+
+def with_local_overlay(config, overlay_path, command_line):
+    """What the Snakefile validates: the config Snakemake loaded, the local overlay applied if the
+    file exists, then the command line's --configfile/--config values merged again on top, so that
+    they win over the overlay as they win over the shipped file."""
+    overlay_path = Path(overlay_path)
+    if not overlay_path.exists():
+        return config
+    try:
+        overlay = yaml.safe_load(overlay_path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid config overlay {overlay_path}: not YAML: {e}") from None
+    from snakemake.utils import update_config  # Snakemake's own key-by-key merge
+
+    config = apply_overlay(config, overlay, overlay_path)
+    update_config(config, copy.deepcopy(command_line or {}))
+    return config
+
+
+def load(config, schema_path, configfiles=(), command_line=None, overlay_path=LOCAL_OVERLAY):
+    """The Snakefile's config: the local overlay applied (when the file exists), then validated;
+    errors name every file the config came from."""
+    sources = [str(f) for f in configfiles or ["config/config.yaml"]]
+    if Path(overlay_path).exists():
+        sources.append(f"{overlay_path} (overlay)")
+    config = with_local_overlay(config, overlay_path, command_line)
+    return validate(config, schema_path, ", ".join(sources))
 
 
 def validate(config, schema_path, config_path="config/config.yaml"):

@@ -1,6 +1,6 @@
 """What a model will cost before it is launched: per stage, parameters, tokens, FLOPs, GPUs, wall time, cost, data and disk.
 
-    python -m snakechat.plan d20                      # reads and validates config/config.yaml
+    python -m snakechat.plan d20                      # reads config/config.yaml (+ config/local.yaml), validated
     python -m snakechat.plan d20 --config my.yaml --out results/plan/d20.md
 
 The Snakemake rule `results/plan/{model}.md` passes the validated config as JSON (`--config-json`).
@@ -141,13 +141,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("--config", default=str(ROOT / "config/config.yaml"), help="config file to read and validate")
+    parser.add_argument("--overlay", default=configcheck.LOCAL_OVERLAY, help="local overlay applied to --config where it exists, as the Snakefile does (docs/configuration.md)")
     parser.add_argument("--config-json", help="an already validated config, as JSON (what the rule passes)")
     parser.add_argument("--out", help="write the markdown here instead of printing it")
     args = parser.parse_args(argv)
     if args.config_json:
         cfg = json.loads(args.config_json)
     else:
-        cfg = configcheck.validate(yaml.safe_load(Path(args.config).read_text()), ROOT / "workflow/schemas/config.schema.yaml", args.config)
+        cfg = configcheck.load(yaml.safe_load(Path(args.config).read_text()), ROOT / "workflow/schemas/config.schema.yaml", [args.config], overlay_path=args.overlay)
     if args.model not in cfg["models"]:
         raise SystemExit(f"model {args.model!r} is not in the config (known: {', '.join(sorted(cfg['models']))})")
     text = render(stage_rows(args.model, cfg))
