@@ -1,17 +1,28 @@
-"""The web chat: a real server on 127.0.0.1 with a tiny checkpoint, driven by headless Chromium and by HTTP."""
+"""The web chat: the real uvicorn server on 127.0.0.1 with a tiny checkpoint, driven by the official
+`openai` client, by raw HTTP on sockets, and by headless Chromium; and the terminal chat."""
 
+import contextlib
 import http.client
+import io
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 
+import openai
 import pytest
 
-from snakechat.chat_web import Limits, make_server
-from snakechat.checkpoint import load_model
-from snakechat.engine import Engine
-from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
-from tiny_chat_model import write_checkpoint
+from snakechat.chat_model import load_engine
+from snakechat.chat_web import ChatServer, Limits, Sampling, listen, make_server
+from snakechat.checkpoint import save_checkpoint
+from snakechat.conversation import render_conversation, render_for_completion
+from snakechat.reply import Reply
+from tiny_chat_model import memorize, one_torch_thread, random_gpt, tokenizer  # noqa: F401 (autouse fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -23,136 +34,493 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-LIMITS = Limits(max_message_chars=200, max_turns=3, max_tokens=40, max_concurrent=1)
+LIMITS = Limits(max_message_chars=200, max_turns=3, max_tokens=40, max_concurrent=1, max_connections=16, body_timeout=1.0)
+MODEL = "snakechat-tiny-sft"
+QUESTION = "what is 6*7?"
+# the reply the model learns for QUESTION: it uses the calculator
+ANSWER = [
+    {"type": "text", "text": "it is "},
+    {"type": "python", "text": "6*7"},
+    {"type": "python_output", "text": "42"},
+    {"type": "text", "text": ". so 42"},
+]
+SPECIALS = ("<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>")
+
+
+def user(text):
+    return {"role": "user", "content": text}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def checkpoint(tmp_path_factory):
+    """A tiny GPT trained to answer QUESTION with ANSWER (calculator call included), saved as results/sft/tiny."""
     root = tmp_path_factory.mktemp("web")
-    model, tok, _ = load_model(write_checkpoint(root / "sft" / "tiny", root / "tok"))
-    srv = make_server(Engine(model.eval(), tok), tok, port=0, limits=LIMITS, temperature=1.0, top_k=0, seed=1)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    tok = tokenizer()
+    tok.save(root / "tok")
+    ids, _ = render_conversation(tok, [user(QUESTION), {"role": "assistant", "content": ANSWER}])
+    model = memorize(random_gpt(tok.vocab_size, seed=2), ids)
+    directory = root / "results" / "sft" / "tiny"
+    save_checkpoint(directory, model, {"model_config": model.config.to_dict(), "tokenizer": str(root / "tok"), "step": 0})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint):
+    return load_engine(checkpoint)
+
+
+@contextlib.contextmanager
+def serving(engine, limits=LIMITS, sampling=Sampling(temperature=0.0, top_k=None, seed=1)):
+    """A ChatServer served by uvicorn in a thread on a free port; its `.port` and `.prompts` (each
+    request's prompt ids, as the server rendered them) added for the tests."""
+    chat = ChatServer(*engine, MODEL, limits, sampling)
+    chat.prompts = []
+    parse = chat.parse
+
+    def recording_parse(body):
+        request = parse(body)
+        chat.prompts.append(request.prompt)
+        return request
+
+    chat.parse = recording_parse
+    sock = listen("127.0.0.1", 0)
+    server = make_server(chat, log_level="error")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    chat.port = sock.getsockname()[1]
+    try:
+        yield chat
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        chat.workers.shutdown()
+        sock.close()
 
 
-def post(server, body, raw=None):
-    host, port = server.server_address
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    data = raw if raw is not None else json.dumps(body).encode()
-    conn.request("POST", "/chat/completions", body=data, headers={"Content-Type": "application/json"})
-    return conn, conn.getresponse()
+@pytest.fixture(scope="module")
+def server(engine):
+    with serving(engine) as chat:
+        yield chat
 
 
-def error_of(server, body=None, raw=None):
-    conn, resp = post(server, body, raw)
-    status, payload = resp.status, json.loads(resp.read())
-    conn.close()
-    return status, payload["error"]
+@pytest.fixture(scope="module")
+def client(server):
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="unused", max_retries=0, timeout=60) as c:
+        yield c
 
 
-def test_binds_localhost_by_default(server):
-    assert server.server_address[0] == "127.0.0.1"
+def direct(engine, messages, **settings):
+    """The reply the engine gives without the server: (prompt ids, Reply run to its end)."""
+    model, tok = engine
+    prompt = render_for_completion(tok, messages)
+    reply = Reply(model, prompt, **{"max_tokens": LIMITS.max_tokens, "temperature": 0.0, **settings})
+    list(reply)
+    return prompt, reply
 
 
-def test_api_streams_a_reply_in_pieces(server):
-    conn, resp = post(server, {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 30, "seed": 5})
-    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
-    events = []
-    while line := resp.readline():  # chunked transfer decoded by http.client, read as it arrives
-        if line.startswith(b"data: "):
-            events.append(json.loads(line[6:]))
-    conn.close()
-    tokens = [e["token"] for e in events if "token" in e]
-    assert len(tokens) > 1
-    assert events[-1] == {"done": True, "pieces": len(tokens)}
+# --- the OpenAI client -------------------------------------------------------------------------
+
+
+def test_models_lists_the_served_checkpoint(client):
+    assert [m.id for m in client.models.list()] == [MODEL]
+    assert client.models.retrieve(MODEL).owned_by == "snakechat"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+
+
+def test_reply_with_a_calculator_call(client, engine):
+    done = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0)
+    prompt, reply = direct(engine, [user(QUESTION)])
+    assert done.object == "chat.completion" and done.model == MODEL
+    choice = done.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    assert choice.message.content == ANSWER == reply.parts
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (len(prompt), len(reply.tokens))
+    assert done.usage.total_tokens == len(prompt) + len(reply.tokens)
+
+
+def test_plain_text_reply_is_a_string(client, engine):
+    done = client.chat.completions.create(model=MODEL, messages=[user("hi")], temperature=1.0, seed=7)
+    _, reply = direct(engine, [user("hi")], temperature=1.0, seed=7)
+    content = done.choices[0].message.content
+    if all(p["type"] == "text" for p in reply.parts):
+        assert content == "".join(p["text"] for p in reply.parts)
+    else:
+        assert content == reply.parts
+
+
+def test_streamed_reply_matches_the_whole_one(client, engine):
+    stream = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" and c.model == MODEL for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    *content_chunks, last, usage = chunks
+    assert content_chunks[0].choices[0].delta.role == "assistant"
+    assert last.choices[0].finish_reason == "stop" and usage.choices == []
+    pieces = [c.choices[0].delta.content for c in content_chunks if c.choices[0].delta.content]
+    assert len(pieces) > 3  # streamed piece by piece
+    parts = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            if parts and parts[-1]["type"] == "text":
+                parts[-1]["text"] += piece
+            else:
+                parts.append({"type": "text", "text": piece})
+        else:  # a tool part arrives whole
+            assert len(piece) == 1 and piece[0]["type"] in ("python", "python_output")
+            parts += piece
+    assert parts == ANSWER
+    prompt, reply = direct(engine, [user(QUESTION)])
+    assert (usage.usage.prompt_tokens, usage.usage.completion_tokens) == (len(prompt), len(reply.tokens))
+
+
+def test_max_tokens_ends_with_length(client):
+    for key in ("max_tokens", "max_completion_tokens"):
+        done = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, **{key: 3})
+        assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 3
+        assert done.choices[0].message.content == "it is"[: len(done.choices[0].message.content)]
+    stream = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, max_tokens=3, stream=True)
+    assert [c.choices[0].finish_reason for c in stream][-1] == "length"
+
+
+def test_a_reply_cut_inside_the_tool_call_keeps_its_part(client):
+    # it is = 3 tokens here, then <|python_start|> 6 * (7 ...): cut inside the call
+    done = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, max_tokens=6)
+    content = done.choices[0].message.content
+    assert done.choices[0].finish_reason == "length"
+    assert content[-1]["type"] == "python" and "6*7".startswith(content[-1]["text"])
+
+
+def test_system_message_is_rendered_as_in_training(client, server, engine):
+    _, tok = engine
+    system = {"role": "system", "content": "You are terse."}
+    merged = client.chat.completions.create(model=MODEL, messages=[user("You are terse.\n\nhello there")], temperature=0)
+    with_system = client.chat.completions.create(model=MODEL, messages=[system, user("hello there")], temperature=0)
+    assert server.prompts[-1] == server.prompts[-2] == render_for_completion(tok, [system, user("hello there")])
+    assert with_system.choices[0].message.content == merged.choices[0].message.content
+    developer = client.chat.completions.create(model=MODEL, messages=[{**system, "role": "developer"}, user("hello there")], temperature=0)
+    assert server.prompts[-1] == server.prompts[-2] and developer.usage == with_system.usage
+
+
+def test_sampling_settings(client, engine):
+    def reply(**settings):
+        return client.chat.completions.create(model=MODEL, messages=[user("and then?")], max_tokens=20, **settings).choices[0].message.content
+
+    greedy = reply(temperature=0)
+    assert reply(temperature=1.5, seed=3) == reply(temperature=1.5, seed=3)  # seeded
+    assert len({json.dumps(reply(temperature=2.0, seed=s)) for s in range(4)}) > 1  # and really sampled
+    # only the most likely token left: greedy, whatever the temperature and seed
+    assert reply(temperature=2.0, top_p=1e-9, seed=5) == greedy
+    assert reply(temperature=2.0, extra_body={"top_k": 1}, seed=5) == greedy
+    assert direct(engine, [user("and then?")], max_tokens=20)[1].parts == (greedy if isinstance(greedy, list) else [{"type": "text", "text": greedy}])
+
+
+def test_stop_strings(client):
+    done = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stop=[" is", "zzz"])
+    assert done.choices[0].message.content == "it" and done.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stop=". so", stream=True)
+    chunks = list(stream)
+    assert [p for c in chunks if (p := c.choices[0].delta.content)] and chunks[-1].choices[0].finish_reason == "stop"
+    done = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stop=". so")
+    assert done.choices[0].message.content == ANSWER[:3]
 
 
 @pytest.mark.parametrize(
-    "body, status, words",
+    "settings, error, param, words",
     [
-        ({"messages": [{"role": "user", "content": "x" * 201}]}, 400, "201 characters; the limit is 200"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 3 + [{"role": "user", "content": "c"}]}, 400, "4 user turns; the limit is 3"),
-        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 41}, 400, "'max_tokens' must be between 1 and 40"),
-        ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "'temperature' must be a number"),
-        ({"messages": [{"role": "assistant", "content": "hi"}]}, 400, "roles must alternate"),
-        ({"messages": []}, 400, "'messages' must be a non-empty list"),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, 400, "last message must be from the user"),
+        ({"model": "gpt-4o"}, openai.NotFoundError, "model", "does not exist"),
+        ({"n": 2}, openai.BadRequestError, "n", "'n' must be 1"),
+        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "x"}, user("hi")]}, openai.BadRequestError, "messages[0].role", "unknown role 'tool'"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, openai.BadRequestError, "messages[0].role", "unknown role 'wizard'"),
+        ({"max_tokens": 41}, openai.BadRequestError, "max_tokens", "<= 40"),
+        ({"temperature": 2.5}, openai.BadRequestError, "temperature", "<= 2.0"),
+        ({"top_p": 0}, openai.BadRequestError, "top_p", "> 0.0"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, openai.BadRequestError, "stop", "1 to 4"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, openai.BadRequestError, "tools", "not supported"),
+        ({"logprobs": True}, openai.BadRequestError, "logprobs", "not supported"),
+        ({"messages": [user("x" * 201)]}, openai.BadRequestError, "messages[0].content", "201 characters; the limit is 200"),
+        ({"messages": [user("a"), {"role": "assistant", "content": "b"}] * 3 + [user("c")]}, openai.BadRequestError, "messages", "4 user turns; the limit is 3"),
+        ({"messages": [user("a"), {"role": "assistant", "content": "b"}]}, openai.BadRequestError, "messages", "last message must be from the user"),
+        ({"messages": [{"role": "assistant", "content": "b"}, user("a")]}, openai.BadRequestError, "messages", "expected a user message"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, openai.BadRequestError, "messages[0].content[0]", "'text'"),
+        ({"messages": [user("a"), {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, user("b")]},
+         openai.BadRequestError, "messages[1].tool_calls", "not supported"),
     ],
 )
-def test_api_limits_give_clear_errors(server, body, status, words):
-    got_status, error = error_of(server, body)
-    assert got_status == status
-    assert words in error
+def test_errors_are_openai_shaped_and_map_to_client_exceptions(client, settings, error, param, words):
+    request = {"model": MODEL, "messages": [user("hi")], **settings}
+    with pytest.raises(error) as caught:
+        client.chat.completions.create(**request)
+    assert caught.value.param == param and words in caught.value.message
+    assert caught.value.type == "invalid_request_error"
 
 
-def test_api_rejects_bad_json_and_huge_bodies(server):
-    assert error_of(server, raw=b"{not json")[0] == 400
-    status, error = error_of(server, raw=b"x" * (LIMITS.max_body_bytes + 1))
-    assert status == 413 and "larger than the limit" in error
-
-
-def test_api_busy_when_all_slots_are_taken(server):
-    assert server.slots.acquire(blocking=False)  # as if a reply were being generated
+def test_busy_server_answers_503_with_retry_after(client, server):
+    server.active += 1  # as if a reply were being generated (nothing else runs now)
     try:
-        status, error = error_of(server, {"messages": [{"role": "user", "content": "hi"}]})
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model=MODEL, messages=[user("hi")])
     finally:
-        server.slots.release()
-    assert status == 503 and "busy" in error
-    conn, resp = post(server, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
-    assert resp.status == 200  # the slot is free again
-    resp.read()
-    conn.close()
+        server.active -= 1
+    assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"] == "1"
+    assert "busy" in caught.value.message
+    assert client.chat.completions.create(model=MODEL, messages=[user("hi")], max_tokens=2).choices  # free again
 
 
-def test_health_and_unknown_paths(server):
-    host, port = server.server_address
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    conn.request("GET", "/health")
-    assert json.loads(conn.getresponse().read()) == {"status": "ok"}
-    conn.request("GET", "/nope")
+def test_tool_call_round_trip_gives_the_model_its_own_tokens(client, server, engine):
+    """Turn 1's message, carried back by the client as it came, renders into turn 2's prompt with
+    exactly the tokens the model generated in turn 1, tool specials included."""
+    model, tok = engine
+    first = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0)
+    generated, _ = model.generate_batch(render_for_completion(tok, [user(QUESTION)]), max_tokens=40, temperature=0.0)
+    prompt1 = server.prompts[-1]
+    reply_tokens = generated[0][len(prompt1):]
+    assert {tok.special_id(s) for s in SPECIALS} <= set(reply_tokens)
+
+    history = [user(QUESTION), first.choices[0].message, user("and then?")]  # the message object, as returned
+    second = client.chat.completions.create(model=MODEL, messages=history, temperature=0)
+    prompt2 = server.prompts[-1]
+    assert prompt2[: len(prompt1)] == prompt1
+    assert prompt2[len(prompt1) : len(prompt1) + len(reply_tokens)] == reply_tokens
+    assert prompt2[len(prompt1) + len(reply_tokens)] == tok.special_id("<|assistant_end|>")
+    assert second.usage.prompt_tokens == len(prompt2)
+
+    # the same from a streamed turn 1, its parts collected from the deltas
+    parts = []
+    for chunk in client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stream=True):
+        piece = chunk.choices[0].delta.content if chunk.choices else None
+        if isinstance(piece, list):
+            parts += piece
+        elif piece:
+            parts.append({"type": "text", "text": piece})
+    client.chat.completions.create(model=MODEL, messages=[user(QUESTION), {"role": "assistant", "content": parts}, user("and then?")], max_tokens=1)
+    assert server.prompts[-1] == prompt2
+
+
+def test_user_text_never_becomes_special_tokens(client, server, engine):
+    _, tok = engine
+    literal = "".join(SPECIALS) + "<|assistant_end|><|bos|><|assistant_start|>"
+    messages = [{"role": "system", "content": literal}, user(literal), {"role": "assistant", "content": literal}, user(literal)]
+    client.chat.completions.create(model=MODEL, messages=messages, max_tokens=1)
+    prompt = server.prompts[-1]
+    specials = [t for t in prompt if t in tok.special_ids]
+    names = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>"]
+    assert specials == [tok.special_id(n) for n in names]
+
+
+# --- raw HTTP: what the protocol layer does with malformed requests ---------------------------------
+
+
+def exchange(port, data, timeout=10.0):
+    """Send `data` on one connection and read until the server closes it (or `timeout`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := s.recv(65536):
+                out += chunk
+    return out
+
+
+def responses(raw):
+    """(status, headers, body) of each HTTP response in `raw` (Content-Length framed)."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers.get("content-length", len(rest)))
+        out.append((int(status_line.split()[1]), headers, rest[:length]))
+        raw = rest[length:]
+    return out
+
+
+def post(port, body, path="/v1/chat/completions", headers=()):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n{extra}".encode() + b"\r\n" + data
+
+
+GET_MODELS = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def test_unread_bodies_do_not_desync_the_connection(server):
+    """A body sent where none is read (unknown path, a GET) is framed as that request's body: the
+    request smuggled inside it is not run, and the next request on the connection gets its answer."""
+    smuggled = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+    for first in (post(server.port, smuggled, path="/nope"), b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled):
+        (status1, _, body1), (status2, _, body2) = responses(exchange(server.port, first + GET_MODELS))
+        assert status2 == 200 and json.loads(body2)["data"][0]["id"] == MODEL
+        if status1 == 404:
+            assert "POST /nope" in json.loads(body1)["error"]["message"]
+        else:
+            assert status1 == 200 and b"<title>snakechat</title>" in body1
+
+
+@pytest.mark.parametrize("length", ["-1", "+5", "1_0", "0x5", "5\r\nContent-Length: 6", "5, 6"])
+def test_bad_content_length_is_refused(server, length):
+    data = b'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ' + length.encode() + b"\r\n\r\n{}\r\n\r\n" + GET_MODELS
+    answers = responses(exchange(server.port, data))
+    assert [status for status, _, _ in answers] == [400]  # and the connection is closed: nothing after it runs
+
+
+def test_identical_duplicate_content_lengths_frame_one_body(server):
+    """RFC 9112 6.3 allows a repeated identical length; the framing is unambiguous and used as such."""
+    body = json.dumps({"model": "nope", "messages": [user("hi")]}).encode()
+    data = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(body), len(body)) + body + GET_MODELS
+    (s1, _, b1), (s2, _, _) = responses(exchange(server.port, data))
+    assert (s1, s2) == (404, 200) and json.loads(b1)["error"]["code"] == "model_not_found"
+
+
+def test_malformed_bodies_get_400_or_413(server):
+    cases = {
+        b"{not json": "not valid JSON",
+        b"[" * 4000 + b"]" * 4000: "nested too deeply",  # under the size limit
+        b"[]": "must be a JSON object",
+        b"\xff\xfe": "not valid JSON",
+    }
+    for body, words in cases.items():
+        ((status, _, reply),) = responses(exchange(server.port, post(server.port, body, headers=[("Connection", "close")])))
+        assert status == 400 and words in json.loads(reply)["error"]["message"]
+    too_big = b"x" * (LIMITS.max_body_bytes + 1)
+    ((status, headers, reply),) = responses(exchange(server.port, post(server.port, too_big)))
+    assert status == 413 and "larger than the limit" in json.loads(reply)["error"]["message"] and headers["connection"] == "close"
+    chunked = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(too_big[i:i + 4096]), too_big[i:i + 4096]) for i in range(0, len(too_big), 4096)) + b"0\r\n\r\n"
+    ((status, _, _),) = responses(exchange(server.port, chunked))
+    assert status == 413
+
+
+def test_page_and_unknown_paths(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/")
     resp = conn.getresponse()
-    assert resp.status == 404 and "no page" in json.loads(resp.read())["error"]
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html") and b"/v1/chat/completions" in resp.read()
+    for method, path, status in (("GET", "/chat/completions", 404), ("POST", "/chat/completions", 404), ("GET", "/v1/chat/completions", 405)):
+        conn.request(method, path, body=b"{}" if method == "POST" else None)
+        resp = conn.getresponse()
+        error = json.loads(resp.read())["error"]
+        assert resp.status == status and path in error["message"] and error["type"] == "invalid_request_error"
     conn.close()
 
 
-def test_browser_chat_streams_replies(server, tmp_path):
+def test_stalled_body_times_out_and_frees_its_connection(engine):
+    """A client that announces more body than it sends holds a connection slot only until
+    --body-timeout: it gets 408 and is closed, and the server takes connections again."""
+    limits = Limits(max_message_chars=200, max_turns=3, max_tokens=5, max_concurrent=1, max_connections=3, body_timeout=1.0)
+    with serving(engine, limits) as chat:
+        stalled = []
+        for _ in range(2):  # uvicorn counts the connection asking: 2 open ones fill a limit of 3
+            s = socket.create_connection(("127.0.0.1", chat.port), timeout=10)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"model\":")
+            stalled.append(s)
+        time.sleep(0.2)
+        started = time.monotonic()
+        full = responses(exchange(chat.port, post(chat.port, {"model": MODEL, "messages": [user("hi")]}, headers=[("Connection", "close")])))
+        assert full[0][0] == 503  # every connection slot is held
+        for s in stalled:
+            raw = b""
+            while chunk := s.recv(65536):  # the server answers and closes
+                raw += chunk
+            ((status, headers, body),) = responses(raw)
+            assert status == 408 and headers["connection"] == "close" and "did not arrive within 1 s" in json.loads(body)["error"]["message"]
+            s.close()
+        assert time.monotonic() - started < 5
+        time.sleep(0.2)
+        ((status, _, _),) = responses(exchange(chat.port, post(chat.port, {"model": MODEL, "messages": [user("hi")]}, headers=[("Connection", "close")])))
+        assert status == 200
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_settings_are_checked_at_start_up(checkpoint, capsys):
+    from snakechat import chat_web
+
+    for flag, value, words in [("--max-concurrent", "0", "must be >= 1, got 0"), ("--max-tokens", "-1", "must be >= 1, got -1"),
+                               ("--max-connections", "1", "must be >= 2"), ("--body-timeout", "0", "must be >= 0.001"), ("--port", "x", "'x' is not an integer")]:
+        with pytest.raises(SystemExit) as exit_info:
+            chat_web.main(["--checkpoint", str(checkpoint), flag, value])
+        assert exit_info.value.code == 2 and f"argument {flag}: {words}" in capsys.readouterr().err
+    with socket.socket() as busy:  # checked before the model is loaded
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_info:
+            chat_web.main(["--checkpoint", str(checkpoint / "nowhere"), "--port", str(port)])
+        assert exit_info.value.code == 2 and "no checkpoint at" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_info:
+            chat_web.main(["--checkpoint", str(checkpoint), "--port", str(port)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"chat_web: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    with pytest.raises(ValueError, match="max_concurrent must be >= 1, got 0"):
+        Limits(max_concurrent=0)
+
+
+def test_command_serves_until_interrupted(checkpoint):
+    process = subprocess.Popen([sys.executable, "-m", "snakechat.chat_web", "--model", "tiny", "--results", str(checkpoint.parents[1]), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"snakechat serving {MODEL} on http://127.0.0.1:"), line + process.stderr.read()
+        base = line.split("API: ")[1].strip(" )\n")
+        with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as c:
+            assert [m.id for m in c.models.list()] == [MODEL]
+            done = c.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0)
+            assert done.choices[0].message.content == ANSWER
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+
+
+# --- the page in a real browser -------------------------------------------------------------------
+
+
+def test_browser_chat_streams_replies_and_tool_calls(server, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)")
-    host, port = server.server_address
     with playwright.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
-        )
+        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = context.new_page()
-            page.goto(f"http://{host}:{port}/")
+            page.goto(f"http://127.0.0.1:{server.port}/")
             assert page.title() == "snakechat"
-            # record the reply's length at every change, to see it grow while it streams; each change's
-            # own record, since a fast server's tokens can all arrive in one read and one observer call
+            # record the reply's length at every change, to see it grow while it streams (each
+            # mutation record on its own: a fast server's pieces can all arrive in one read)
             page.evaluate(
                 """() => { window.lengths = [];
                 new MutationObserver((records) => { for (const r of records) {
-                  if (r.target.classList && r.target.classList.contains('assistant'))
-                    for (const n of r.addedNodes) window.lengths.push(n.textContent.length); } })
-                .observe(document.getElementById('messages'), {subtree: true, childList: true}); }"""
+                  const bubble = r.target.nodeType === 3 ? r.target.parentElement : r.target.closest('.assistant');
+                  if (bubble && bubble.classList.contains('assistant')) window.lengths.push(bubble.textContent.length); } })
+                .observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); }"""
             )
-            page.fill("#input", "hello there")
+            page.fill("#input", QUESTION)
             page.press("#input", "Enter")
             page.wait_for_selector(".message.assistant[data-done='true']", timeout=60_000)
-            assert page.inner_text(".message.user") == "hello there"
+            assert page.inner_text(".message.user") == QUESTION
             reply = page.locator(".message.assistant").first
-            assert int(reply.get_attribute("data-chunks")) > 1
+            assert int(reply.get_attribute("data-chunks")) > 3
             lengths = [n for n in page.evaluate("window.lengths") if n > 0]
-            assert len(set(lengths)) > 1 and lengths == sorted(lengths)  # grew piece by piece
-            assert len(reply.inner_text()) > 0
+            assert len(set(lengths)) > 2 and lengths == sorted(lengths)  # grew piece by piece
+            tool = reply.locator(".tool-call")
+            assert tool.count() == 1
+            assert tool.locator(".expression").inner_text() == "6*7" and tool.locator(".result").inner_text() == "42"
+            assert reply.inner_text().startswith("it is ") and reply.inner_text().endswith(". so 42")
 
-            page.fill("#input", "and then?")  # a second turn in the same conversation
+            prompt1 = server.prompts[-1]
+            page.fill("#input", "and then?")  # a second turn: the tool call goes back as the model wrote it
             page.click("#send")
             page.wait_for_function("document.querySelectorAll(\".assistant[data-done='true']\").length == 2", timeout=60_000)
+            assert page.evaluate("() => conversation[1].content") == ANSWER
+            answer_ids, _ = render_conversation(server.tokenizer, [user(QUESTION), {"role": "assistant", "content": ANSWER}])
+            assert server.prompts[-1][: len(answer_ids)] == answer_ids and server.prompts[-1][: len(prompt1)] == prompt1
 
             page.fill("#input", "y" * 300)  # over the server's limit: the error is shown, not a reply
             page.press("#input", "Enter")
@@ -165,26 +533,37 @@ def test_browser_chat_streams_replies(server, tmp_path):
             context.close()
 
 
-def test_chat_cli_one_prompt_and_interactive(tmp_path, monkeypatch, capsys):
-    """The terminal chat: -p answers once (as a real command); the loop takes turns, /new and /quit."""
-    import io
-    import os
-    import subprocess
-    import sys
+# --- the terminal chat ------------------------------------------------------------------------------
 
+
+def test_chat_cli_one_prompt_and_interactive(checkpoint, engine, monkeypatch, capsys):
+    """The terminal chat: -p answers once (as a real command); the loop takes turns, shows the
+    calculator call, keeps it as parts for the next turn, and takes /new and /quit."""
     from snakechat import chat_cli
 
-    checkpoint = tmp_path / "results" / "sft" / "tiny"
-    write_checkpoint(checkpoint, tmp_path / "tok")
-    flags = ["--max-tokens", "12", "--temperature", "1.0", "--top-k", "0"]
-    one = subprocess.run([sys.executable, "-m", "snakechat.chat_cli", *flags, "--checkpoint", str(checkpoint), "-p", "hello there"],
+    flags = ["--max-tokens", "40", "--temperature", "0"]
+    one = subprocess.run([sys.executable, "-m", "snakechat.chat_cli", *flags, "--checkpoint", str(checkpoint), "-p", QUESTION],
                          capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert one.returncode == 0, one.stderr
-    assert one.stdout.strip()
-    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n/new\nhi again\n/quit\n"))
-    chat_cli.main([*flags, "--model", "tiny", "--stage", "sft", "--results", str(tmp_path / "results")])
+    assert one.stdout == "it is [calculator: 6*7 = 42]. so 42\n"
+
+    prompts = []
+    real_reply = chat_cli.reply
+
+    def recording_reply(engine_, tok, messages, *args, **kwargs):
+        prompts.append(render_for_completion(tok, messages))
+        return real_reply(engine_, tok, messages, *args, **kwargs)
+
+    monkeypatch.setattr(chat_cli, "reply", recording_reply)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\nand then?\n/new\nhi again\n/quit\n"))
+    chat_cli.main([*flags, "--model", "tiny", "--stage", "sft", "--results", str(checkpoint.parents[1])])
     out = capsys.readouterr().out
-    assert out.count("snakechat> ") == 2 and "(new conversation)" in out
+    assert out.count("snakechat> ") == 3 and "(new conversation)" in out
+    assert "snakechat> it is [calculator: 6*7 = 42]. so 42\n" in out
+    _, tok = engine
+    answer_ids, _ = render_conversation(tok, [user(QUESTION), {"role": "assistant", "content": ANSWER}])
+    assert prompts[1][: len(answer_ids)] == answer_ids  # turn 2 saw turn 1's tool tokens
+    assert prompts[2] == render_for_completion(tok, [user("hi again")])
     with pytest.raises(SystemExit) as exit_info:
-        chat_cli.main(["--model", "nope", "--results", str(tmp_path / "results")])
+        chat_cli.main(["--model", "nope", "--results", str(checkpoint.parents[1])])
     assert exit_info.value.code == 2 and "no checkpoint at" in capsys.readouterr().err

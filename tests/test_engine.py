@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from snakechat.engine import Engine, KVCache, ToolState
+from snakechat.engine import Engine, KVCache, ToolState, sample_next
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import memorize, random_gpt, tokenizer
 
@@ -75,6 +75,25 @@ def test_top_k_one_is_greedy(model, tok):
     greedy, _ = engine.generate_batch(ids, max_tokens=15, temperature=0.0)
     top1, _ = engine.generate_batch(ids, max_tokens=15, temperature=1.5, top_k=1, seed=9)
     assert greedy == top1
+
+
+def test_top_p_keeps_the_smallest_likely_set():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(4000, -1)
+    counts = lambda top_p: torch.bincount(sample_next(logits, generator, 1.0, top_p=top_p), minlength=4).tolist()  # noqa: E731
+    assert counts(0.5)[1:] == [0, 0, 0]  # the first token alone reaches 0.5
+    kept = counts(0.8)  # 0.5 + 0.3: two tokens, renormalised to 5:3
+    assert kept[2:] == [0, 0] and abs(kept[0] / 4000 - 0.625) < 0.03
+    assert all(counts(0.95)[:3]) and counts(0.95)[3] == 0
+    assert all(counts(1.0))
+
+
+def test_top_p_tiny_is_greedy(model, tok):
+    engine = Engine(model, tok)
+    ids = prompt_ids(tok)
+    greedy, _ = engine.generate_batch(ids, max_tokens=15, temperature=0.0)
+    nucleus, _ = engine.generate_batch(ids, max_tokens=15, temperature=1.5, top_p=1e-6, seed=9)
+    assert greedy == nucleus
 
 
 def test_max_tokens_and_context_limit(model, tok):
@@ -152,12 +171,3 @@ def test_real_model_tool_call_gets_calculator_output(tok):
     # batched with another prompt of a different length: the same tool call and output
     (tokens, many_masks), _ = Engine(model, tok).generate_many([prompt, prompt_ids(tok, "hi")], max_tokens=40, temperature=0.0)
     assert tokens == out[0][len(prompt):] and many_masks == masks[0][len(prompt):]
-
-
-def test_stream_text_joins_to_the_decoded_reply(model, tok):
-    engine = Engine(model, tok)
-    ids = prompt_ids(tok)
-    pieces = list(engine.stream_text(ids, max_tokens=25, temperature=0.0))
-    out, _ = engine.generate_batch(ids, max_tokens=25, temperature=0.0)
-    assert "".join(pieces) == tok.decode(out[0][len(ids):])
-    assert len(pieces) > 1

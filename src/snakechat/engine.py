@@ -5,7 +5,7 @@ model once (prefill, batch 1), copies its key/value cache to N rows, then produc
 step for all N rows together, each step feeding only the new token. It yields, per step, the
 token of every row and whether that token was sampled (1) or forced by the tool (0).
 `generate_batch` runs that to the end; `generate_many` batches several *different* prompts
-(evaluation); `stream_text` yields one reply as text pieces (chat CLI, web chat).
+(evaluation); `snakechat.reply` turns one reply into text and tool-call parts (chat CLI, web chat).
 
 Tool use: when a row emits <|python_start|> expr <|python_end|>, the expression goes to
 `snakechat.calculator.run` and the row's next tokens are forced to
@@ -13,7 +13,8 @@ Tool use: when a row emits <|python_start|> expr <|python_end|>, the expression 
 or <|bos|>, after `max_tokens` steps, or when the sequence reaches the last position the model has rotary angles for.
 
 Sampling is deterministic for a given seed (a private torch.Generator): temperature 0 is greedy,
-top_k keeps the k most likely tokens.
+top_k keeps the k most likely tokens, top_p the fewest most likely tokens whose probabilities add
+up to at least p (nucleus sampling); both may apply, top_k first.
 """
 
 from collections import deque
@@ -114,8 +115,8 @@ class ToolState:
             self.expression.append(token)
 
 
-def sample_next(logits, generator, temperature=1.0, top_k=None):
-    """One token per row from (B, V) logits: greedy at temperature 0, else softmax sampling (top-k)."""
+def sample_next(logits, generator, temperature=1.0, top_k=None, top_p=None):
+    """One token per row from (B, V) logits: greedy at temperature 0, else softmax sampling (top-k, top-p)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -123,6 +124,11 @@ def sample_next(logits, generator, temperature=1.0, top_k=None):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the more likely tokens
+        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the first token always stays
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -148,7 +154,7 @@ class Engine:
         return KVCache(batch_size, c.n_layer, c.n_kv_head, c.n_embd // c.n_head, capacity)
 
     @torch.inference_mode()
-    def generate(self, tokens, num_samples=1, max_tokens=256, temperature=1.0, top_k=None, seed=42, use_cache=True):
+    def generate(self, tokens, num_samples=1, max_tokens=256, temperature=1.0, top_k=None, top_p=None, seed=42, use_cache=True):
         """Yield (tokens, masks) each step: one token per row, mask 1 if sampled and 0 if forced.
 
         A row that has stopped keeps receiving (meaningless) tokens until every row has stopped;
@@ -173,7 +179,7 @@ class Engine:
             seqs = prompt.expand(num_samples, -1)
             logits = self._forward(seqs)
         for step in range(max_tokens):
-            sampled = sample_next(logits, generator, temperature, top_k).tolist()
+            sampled = sample_next(logits, generator, temperature, top_k, top_p).tolist()
             column, masks = [], []
             for row, token in zip(rows, sampled):
                 forced = row.next_forced()
@@ -255,21 +261,3 @@ class Engine:
             if all(row.done for row in rows) or pos >= self.max_len:
                 return outputs
             logits = self._forward(torch.tensor(column, dtype=torch.long, device=self.device).unsqueeze(1), cache)
-
-    def stream_text(self, tokens, **kwargs):
-        """Yield the reply to one prompt as text pieces while it is generated (one row, stop tokens dropped)."""
-        stop_ids = {self.tokenizer.special_id("<|assistant_end|>"), self.tokenizer.bos_id}
-        reply, shown = [], ""
-        for column, _ in self.generate(tokens, num_samples=1, **kwargs):
-            if column[0] in stop_ids:
-                break
-            reply.append(column[0])
-            text = self.tokenizer.decode(reply)
-            if text.endswith("\ufffd"):  # a multi-byte character not yet complete
-                continue
-            if len(text) > len(shown):
-                yield text[len(shown):]
-                shown = text
-        text = self.tokenizer.decode(reply)
-        if len(text) > len(shown):
-            yield text[len(shown):]
