@@ -16,7 +16,8 @@ import torch
 
 from snakechat import core_eval
 from snakechat.common import device_type
-from snakechat.gpt import GPT, config_from_depth
+from snakechat.gpt import GPT
+from snakechat.sizing import config_from_depth
 from snakechat.tokenizer import Tokenizer
 
 

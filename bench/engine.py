@@ -17,7 +17,8 @@ import torch
 from snakechat import world
 from snakechat.common import device_type
 from snakechat.engine import Engine
-from snakechat.gpt import GPT, config_from_depth
+from snakechat.gpt import GPT
+from snakechat.sizing import config_from_depth
 from snakechat.tokenizer import Tokenizer
 
 

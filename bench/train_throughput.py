@@ -28,7 +28,8 @@ from collections import Counter
 import torch
 
 from snakechat.common import device_type, keep_freed_memory
-from snakechat.gpt import GPT, config_from_depth
+from snakechat.gpt import GPT
+from snakechat.sizing import config_from_depth
 from snakechat.train_loop import TrainConfig, autocast, build_optimizers, peak_flops
 
 

@@ -148,7 +148,7 @@ def world(tmp_path_factory):
     from snakechat.checkpoint import save_checkpoint
     from snakechat.gpt import GPT, GPTConfig
     from snakechat.tokenizer import Tokenizer
-    from snakechat.train_loop import adamw_lr_scale
+    from snakechat.sizing import adamw_lr_scale
 
     root = tmp_path_factory.mktemp("chat_world")
     world_chat.write_chat_data(root / "chat", 0)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from snakechat import checkpoint
-from snakechat.gpt import GPT, GPTConfig, config_from_depth
+from snakechat.gpt import GPT, GPTConfig
+from snakechat.sizing import config_from_depth
 
 
 class ListCache:

@@ -7,51 +7,25 @@ same for a unigram model of the training tokens (the baseline to beat), and gree
     torchrun --nproc_per_node=8 -m snakechat.base_loss --checkpoint results/base/d20 ...
 
 Needs a base checkpoint (its meta.json names the tokenizer directory, whose token_bytes.json gives
-each token's length in bytes) and the data manifest. Bits per byte = summed cross-entropy (in
-bits) of the predicted tokens / summed byte length of those tokens; special tokens (0 bytes) are
-left out of both. Each split is measured over `--split-tokens` tokens, spread over the processes.
+each token's length in bytes) and the data manifest. Bits per byte as snakechat.bpb measures it;
+each split is measured over `--split-tokens` tokens, spread over the processes.
 """
 
 import argparse
 import json
-import math
 
 import torch
-import torch.distributed as dist
 
 from snakechat import dataset, provenance
+from snakechat.bpb import bits_per_byte
 from snakechat.checkpoint import load_model
-from snakechat.common import cleanup_distributed, init_distributed, print0, write_json_atomic
+from snakechat.common import all_reduce_tensor, cleanup_distributed, init_distributed, print0, write_json_atomic
 from snakechat.dataloader import PackedLoader
+from snakechat.precision import autocast
 from snakechat.tokenizer import load_token_bytes
-from snakechat.train_loop import autocast
 
 DEFAULT_PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
                    "The opposite of hot is", "The planets of the solar system are:"]
-
-
-def all_reduce_sum(*values):
-    t = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values])
-    if dist.is_initialized():
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        t = t.to(device)
-        dist.all_reduce(t)
-    return t.cpu().tolist()
-
-
-@torch.no_grad()
-def bits_per_byte(model, loader, steps, token_bytes):
-    """Bits per byte of `model` over `steps` micro-batches of `loader`, summed over all processes."""
-    nats, nbytes = 0.0, 0
-    token_bytes = token_bytes.to(next(model.parameters()).device)
-    for _ in range(steps):
-        inputs, targets = loader.next_batch()
-        loss = model(inputs, targets, loss_reduction="none")
-        lengths = torch.where(targets >= 0, token_bytes[targets.clamp(min=0)], 0)
-        nats += (loss.double() * (lengths > 0)).sum().item()
-        nbytes += lengths.sum().item()
-    nats, nbytes = all_reduce_sum(nats, nbytes)
-    return nats / (math.log(2) * nbytes)
 
 
 def token_counts(loader, steps, vocab_size):
@@ -60,11 +34,7 @@ def token_counts(loader, steps, vocab_size):
     for _ in range(steps):
         _, targets = loader.next_batch()
         counts += torch.bincount(targets[targets >= 0].cpu(), minlength=vocab_size).double()
-    if dist.is_initialized():
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        counts = counts.to(device)
-        dist.all_reduce(counts)
-    return counts.cpu()
+    return all_reduce_tensor(counts)
 
 
 def unigram_bits_per_byte(train_counts, val_counts, token_bytes):

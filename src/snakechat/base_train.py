@@ -18,26 +18,21 @@ then exits with 128 + the signal number); running again resumes from it.
 """
 
 import argparse
-import math
 import time
 
 import torch
 
 from snakechat import dataset, provenance
-from snakechat.base_loss import bits_per_byte
+from snakechat import sizing
+from snakechat.bpb import bits_per_byte
 from snakechat.checkpoint import save_checkpoint
 from snakechat.common import cleanup_distributed, init_distributed, print0
 from snakechat.dataloader import PackedLoader
-from snakechat.gpt import GPT, config_from_depth
+from snakechat.gpt import GPT
 from snakechat.tokenizer import Tokenizer, load_token_bytes
-from snakechat.train_loop import StateStore, TrainConfig, adamw_lr_scale, grad_accum_steps, train
+from snakechat.train_loop import StateStore, TrainConfig, grad_accum_steps, train
 
-REFERENCE_BATCH = 2**19  # tokens per step at depth 20 (nanochat's speedrun)
 CPU_COMPILE_MIN_SECONDS = 900  # `--compile auto` on CPU: compile only runs expected to take longer (see decide_compile)
-
-
-def derive_total_batch(depth):
-    return 2 ** round(math.log2(REFERENCE_BATCH * depth / 20))
 
 
 def decide_compile(setting, device, expected_seconds):
@@ -99,13 +94,12 @@ def main(argv=None):
     rank, _, world_size, device = init_distributed(args.device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
-    model_config = config_from_depth(args.depth, tokenizer.vocab_size, args.sequence_len, args.aspect_ratio, args.head_dim, args.n_kv_head or None, args.width or None)
+    size = sizing.size(args.depth, tokenizer.vocab_size, **{k: getattr(args, k) for k in sizing.SIZE_KEYS})
+    model_config = size.model_config()
     torch.manual_seed(args.seed)
     model = GPT(model_config).to(device)
-    n_params = model.num_params()
-    total_batch = args.step_tokens or derive_total_batch(args.depth)
-    num_iterations = args.steps or max(1, round(args.tokens_params_ratio * n_params / total_batch))
-    lr_scale = adamw_lr_scale(model_config.n_embd)
+    total_batch, num_iterations = size.step_tokens, size.steps
+    lr_scale = size.adamw_lr_scale
     cfg = TrainConfig(
         num_iterations=num_iterations, total_batch_size=total_batch, device_batch_size=args.device_batch_rows, sequence_len=args.sequence_len,
         matrix_lr=args.matrix_lr, embedding_lr=args.embedding_lr * lr_scale, unembedding_lr=args.unembedding_lr * lr_scale,
@@ -113,13 +107,8 @@ def main(argv=None):
         grad_clip=args.grad_clip, eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every, seed=args.seed,
     )
     derived = {
-        "n_layer": model_config.n_layer, "n_embd": model_config.n_embd, "n_head": model_config.n_head, "n_kv_head": model_config.n_kv_head,
-        "head_dim": model_config.n_embd // model_config.n_head, "vocab_size": model_config.vocab_size, "params": n_params,
-        "flops_per_token": model.flops_per_token(), "total_batch_size": total_batch, "num_iterations": num_iterations,
-        "training_tokens": num_iterations * total_batch, "tokens_per_param": num_iterations * total_batch / n_params,
-        "total_flops": model.flops_per_token() * num_iterations * total_batch, "adamw_lr_scale": lr_scale,
-        "embedding_lr": cfg.embedding_lr, "unembedding_lr": cfg.unembedding_lr, "matrix_lr": cfg.matrix_lr, "world_size": world_size,
-        "grad_accum_steps": total_batch // (args.device_batch_rows * args.sequence_len * world_size),
+        **size.record(), "embedding_lr": cfg.embedding_lr, "unembedding_lr": cfg.unembedding_lr, "matrix_lr": cfg.matrix_lr, "world_size": world_size,
+        "grad_accum_steps": sizing.grad_accum_steps(total_batch, args.device_batch_rows, args.sequence_len, world_size),
     }
     print0("derived: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in derived.items()))
 

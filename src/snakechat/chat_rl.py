@@ -30,11 +30,12 @@ import torch
 import torch.distributed as dist
 
 from snakechat import chat_stage, rl_math, tasks
-from snakechat.common import cleanup_distributed, init_distributed, print0
+from snakechat.common import all_reduce, cleanup_distributed, init_distributed, print0
 from snakechat.conversation import render_for_completion
 from snakechat.engine import Engine
 from snakechat.checkpoint import load_model
-from snakechat.train_loop import (LOG_COLUMNS, StateStore, StopSignals, TrainConfig, TrainLog, autocast, build_optimizers,
+from snakechat.precision import autocast
+from snakechat.train_loop import (LOG_COLUMNS, StateStore, StopSignals, TrainConfig, TrainLog, build_optimizers,
                                   lr_multiplier, restore, rng_state, set_lr)
 
 RL_COLUMNS = LOG_COLUMNS + ["reward", "pass_at_k"]
@@ -114,14 +115,6 @@ class Sampler:
         return out
 
 
-def all_sum(values, device):
-    """Element-wise sum of a list of floats over all processes."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def evaluate(sampler, problems, args, rank, world_size, device):
     """pass@1 and pass@k on held-out problems (this process takes every world_size-th one)."""
     k = args.pass_k
@@ -132,7 +125,7 @@ def evaluate(sampler, problems, args, rank, world_size, device):
         chunk = mine[start:start + per_call]
         for _, _, rewards in sampler.groups([problems[i] for i in chunk], k, seed=args.seed * 7919 + chunk[0]):
             sums = [sums[0] + sum(rewards) / k, sums[1] + rl_math.pass_at_k(k, int(sum(rewards)), k), sums[2] + 1]
-    pass1, passk, count = all_sum(sums, device)
+    pass1, passk, count = all_reduce(sums)
     return {"pass_at_1": pass1 / count, f"pass_at_{k}": passk / count, "n": int(count)}
 
 
@@ -222,8 +215,8 @@ def main(argv=None):
             passes.append(rl_math.pass_at_k(args.num_samples, int(sum(rws)), args.pass_k))
         advantages = rl_math.group_advantages(torch.tensor(rewards)).flatten()
         sampled, trained = sum(sum(m) for m in masks), sum(len(s) for s in sequences)
-        sampled_all, trained_all, reward_sum, pass_sum, groups = all_sum(
-            [sampled, trained, float(sum(map(sum, rewards))), sum(passes), len(rewards)], device)
+        sampled_all, trained_all, reward_sum, pass_sum, groups = all_reduce(
+            [sampled, trained, float(sum(map(sum, rewards))), sum(passes), len(rewards)])
 
         model.train()
         loss_sum = 0.0
@@ -249,7 +242,7 @@ def main(argv=None):
         flops += int(flops_per_token * trained_all)
         elapsed += dt
         reward, pass_k = reward_sum / (groups * args.num_samples), pass_sum / groups
-        loss_all = all_sum([loss_sum], device)[0]
+        loss_all = all_reduce([loss_sum])[0]
         if rank == 0:
             log.write(dict(step=step, tokens=tokens, flops=flops, loss=f"{loss_all:.6f}", lr_mult=f"{mult:.6f}", tokens_per_s=f"{sampled_all / dt:.1f}",
                            mfu=None, elapsed_s=f"{elapsed:.3f}", val_bpb=None, reward=f"{reward:.4f}", pass_at_k=f"{pass_k:.4f}"))

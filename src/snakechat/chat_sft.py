@@ -21,7 +21,7 @@ Writes `--out` (model.pt, meta.json, train_log.csv); resumable state under `--st
 import argparse
 
 from snakechat import chat_stage, tasks
-from snakechat.base_loss import bits_per_byte
+from snakechat.bpb import bits_per_byte
 from snakechat.chat_batches import ConversationLoader
 from snakechat.common import cleanup_distributed, print0
 from snakechat.train_loop import TrainConfig

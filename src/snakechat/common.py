@@ -1,4 +1,4 @@
-"""Small pieces every stage needs: atomic outputs, distributed set-up, device choice, rank-0 printing."""
+"""Small pieces every stage needs: atomic outputs, distributed set-up and reductions, device choice, rank-0 printing."""
 
 import contextlib
 import ctypes
@@ -116,3 +116,34 @@ def init_distributed(requested_device="auto"):
 def cleanup_distributed():
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _reduce_device():
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_reduce(values, op="sum"):
+    """Element-wise sum, min or max of a list of numbers over all processes, as floats (float64 on
+    the wire); the list itself for one process. Every process must call it with as many values."""
+    if not dist.is_initialized():
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
+    return t.tolist()
+
+
+def all_reduce_tensor(tensor):
+    """A tensor summed over all processes (in place where there are several), back on the CPU."""
+    if dist.is_initialized():
+        tensor = tensor.to(_reduce_device())
+        dist.all_reduce(tensor)
+    return tensor.cpu()
+
+
+def gather(obj):
+    """Every process's `obj` (picklable), in rank order, on every process."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

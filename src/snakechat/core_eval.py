@@ -32,6 +32,7 @@ import torch.nn.functional as F
 import yaml
 
 from snakechat.common import atomic_path
+from snakechat.precision import autocast
 
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 ITEM_FIELDS = {
@@ -318,7 +319,7 @@ def score_rows(scorer, rows, starts, ends):
     for r, seq in enumerate(rows):
         ids[r, : len(seq)] = torch.tensor(seq)
     ids = ids.to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device):
         logits = scorer.logits(ids)
     # position p predicts token p + 1, so a span [start, end) is read at positions [start - 1, end - 1)
     pos = torch.arange(width - 1, device=device)

@@ -1,4 +1,4 @@
-"""The GPT model, and how its shape follows from one dial: depth.
+"""The GPT model (its shape from a depth: snakechat.sizing).
 
 A modern decoder-only transformer: rotary position embeddings, RMSNorm without learned
 parameters (also on queries and keys), ReLU² MLP, no biases, separate token embedding and
@@ -37,19 +37,6 @@ class GPTConfig:
 
     def to_dict(self):
         return asdict(self)
-
-
-def config_from_depth(depth, vocab_size, sequence_len, aspect_ratio=64, head_dim=128, n_kv_head=None, width=None):
-    """The model shape for a depth: width = depth × aspect_ratio, rounded up to a multiple of head_dim."""
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    width = width or depth * aspect_ratio
-    width = math.ceil(width / head_dim) * head_dim
-    n_head = width // head_dim
-    n_kv_head = n_kv_head or n_head
-    if n_head % n_kv_head:
-        raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head} (depth {depth}, width {width}, head_dim {head_dim})")
-    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head, n_kv_head=n_kv_head, n_embd=width)
 
 
 def norm(x):

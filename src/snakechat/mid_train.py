@@ -16,13 +16,10 @@ Writes `--out` (model.pt, meta.json, train_log.csv); resumable state under `--st
 
 import argparse
 
-import torch
-import torch.distributed as dist
-
 from snakechat import chat_stage, tasks
-from snakechat.base_loss import bits_per_byte
+from snakechat.bpb import bits_per_byte
 from snakechat.chat_batches import PackedChatLoader, render
-from snakechat.common import cleanup_distributed, print0
+from snakechat.common import all_reduce, cleanup_distributed, print0
 from snakechat.train_loop import TrainConfig, grad_accum_steps
 
 MAX_CONVERSATION_TOKENS = 1 << 20  # conversations are packed whole, cut only by the row boundaries
@@ -57,12 +54,8 @@ def packed_loader(tok, conversations, rank, world_size, device_batch, sequence_l
     return PackedChatLoader(rendered, device_batch, sequence_len, device)
 
 
-def min_over_ranks(value, device):
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.long, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item())
+def min_over_ranks(value):
+    return int(all_reduce([value], "min")[0])
 
 
 def main(argv=None):
@@ -77,7 +70,7 @@ def main(argv=None):
         compile=device.type == "cuda", **chat_stage.schedule(args, lrs),
     )
     accum = grad_accum_steps(cfg, world_size)
-    one_pass = min_over_ranks(loader.micro_batches_per_pass(), device) // accum
+    one_pass = min_over_ranks(loader.micro_batches_per_pass()) // accum
     cfg.num_iterations = args.steps if args.steps > 0 else max(1, one_pass)
     print0(f"mid-training: {len(conversations):,} conversations, {len(loader.tokens):,} tokens on rank 0, "
            f"{one_pass} steps per pass, {cfg.num_iterations} steps of {args.step_tokens:,} tokens ({accum} micro-steps)")
@@ -88,7 +81,7 @@ def main(argv=None):
 
         def evaluate(model):
             val_loader = packed_loader(tok, val_conversations, rank, world_size, args.device_batch_rows, sequence_len, device)
-            steps = max(1, min(args.eval_tokens // val_loader.window, min_over_ranks(val_loader.micro_batches_per_pass(), device)))
+            steps = max(1, min(args.eval_tokens // val_loader.window, min_over_ranks(val_loader.micro_batches_per_pass())))
             return bits_per_byte(model, val_loader, steps, token_bytes)
 
     chat_stage.train_and_save("snakechat.mid_train", "mid", args, model, loader, cfg, device, world_size, evaluate, start_meta, lrs, len(conversations))

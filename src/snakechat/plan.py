@@ -13,35 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 import yaml
 
-from snakechat import configcheck
-from snakechat.base_train import derive_total_batch
+from snakechat import configcheck, sizing
 from snakechat.common import write_text_atomic
-from snakechat.gpt import GPT, config_from_depth
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_BYTES_PER_PARAM = 4  # fp32 weights
 STATE_BYTES_PER_PARAM = 12  # weights + up to two optimizer moments
-
-
-def base_model(model_cfg, vocab_size):
-    """The model the base stage will build (on the meta device: no memory, no time)."""
-    base = model_cfg.get("base", {})
-    cfg = config_from_depth(
-        model_cfg["depth"], vocab_size, base.get("sequence_len", 2048), base.get("aspect_ratio", 64), base.get("head_dim", 128),
-        base.get("n_kv_head") or None, base.get("width") or None,
-    )
-    with torch.device("meta"):
-        return GPT(cfg)
-
-
-def base_tokens(model_cfg, n_params):
-    base = model_cfg.get("base", {})
-    total_batch = base.get("step_tokens") or derive_total_batch(model_cfg["depth"])
-    steps = base.get("steps") or max(1, round(base.get("tokens_params_ratio", 20.0) * n_params / total_batch))
-    return steps, steps * total_batch
 
 
 def mixture_examples(mixture):
@@ -57,9 +36,8 @@ def stage_rows(name, cfg):
     tok = cfg["tokenizers"][m["tokenizer"]]
     data = cfg["datasets"][tok["dataset"]]
     plan = cfg["plan"]
-    model = base_model(m, tok["vocab_size"])
-    n_params, fpt = model.num_params(), model.flops_per_token()
-    seq = model.config.sequence_len
+    base = sizing.size(m["depth"], tok["vocab_size"], **{k: m["base"][k] for k in sizing.SIZE_KEYS})
+    n_params, fpt, seq = base.params, base.flops_per_token, base.sequence_len
     gpus = plan["gpus"]
     rows = []
 
@@ -73,31 +51,29 @@ def stage_rows(name, cfg):
     shard_bytes = data["shards"] * plan["shard_bytes"] if data["kind"] == "http" else 0
     add("data", 0, 0, f"{data['shards']} shards ({data['kind']})", disk=shard_bytes)
     add("tok_train", 0, 0, f"CPU; {min(tok['max_chars'], 10**12):,} characters at most")
-    steps, tokens = base_tokens(m, n_params)
-    add("base_train", tokens, fpt * tokens, f"{steps:,} steps; {tokens / n_params:.1f} tokens/param",
+    add("base_train", base.training_tokens, base.total_flops, f"{base.steps:,} steps; {base.tokens_per_param:.1f} tokens/param",
         disk=n_params * (CHECKPOINT_BYTES_PER_PARAM + STATE_BYTES_PER_PARAM))
-    eval_tokens = m.get("base", {}).get("eval_tokens", 10 * 2**20)
+    eval_tokens = m["base"]["eval_tokens"]
     add("base_loss", 2 * eval_tokens, 2 * eval_tokens * fpt / 3, "forward only, train + val")
     conv_tokens = plan["conversation_tokens"]
     for stage in ("mid", "sft"):
-        s = m.get(stage, {})
-        if stage == "mid" and not s.get("enabled", True):
+        s = m[stage]
+        if stage == "mid" and not s["enabled"]:
             rows.append({"stage": "mid", "note": "skipped (mid.enabled: false)"})
             continue
-        if s.get("steps", 0) > 0:
-            batch_tokens = s["step_tokens"] if stage == "mid" else s["step_conversations"] * conv_tokens
-            t, note = s["steps"] * batch_tokens, f"{s['steps']} steps"
+        if s["steps"]:
+            step_tokens = s["step_tokens"] if stage == "mid" else s["step_conversations"] * conv_tokens
+            t, note = s["steps"] * step_tokens, f"{s['steps']} steps"
         else:
-            n, by_epochs = mixture_examples(s.get("mixture"))
+            n, by_epochs = mixture_examples(s["mixture"])
             t = n * conv_tokens * s.get("epochs", 1)
             note = f"{n:,} weighted examples × {conv_tokens} tokens" + (f"; plus {', '.join(by_epochs)} by epochs (data-dependent)" if by_epochs else "")
         add(stage, t, fpt * t, note, disk=n_params * (CHECKPOINT_BYTES_PER_PARAM + STATE_BYTES_PER_PARAM))
-    rl = m.get("rl", {})
-    rl_steps = rl.get("steps", 0) or None
-    if rl_steps:
-        sampled = rl_steps * rl.get("step_prompts", 16) * rl.get("num_samples", 16) * rl.get("max_new_tokens", 256)
+    rl = m["rl"]
+    if rl["steps"]:
+        sampled = rl["steps"] * rl["step_prompts"] * rl["num_samples"] * rl["max_new_tokens"]
         # sampling is a forward per token (1/3 of training FLOPs), then one training pass over the samples
-        add("rl", sampled, sampled * fpt * (1 / 3 + 1), f"{rl_steps} steps × {rl.get('examples_per_step', 16)} prompts × {rl.get('num_samples', 16)} samples")
+        add("rl", sampled, sampled * fpt * (1 / 3 + 1), f"{rl['steps']} steps × {rl['step_prompts']} prompts × {rl['num_samples']} samples")
     else:
         rows.append({"stage": "rl", "note": "steps from epochs over the training problems (data-dependent)"})
     return {"model": name, "params": n_params, "flops_per_token": fpt, "sequence_len": seq, "rows": rows, "plan": plan}

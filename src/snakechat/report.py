@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from snakechat import sizing
 from snakechat.common import write_text_atomic
 from snakechat.provenance import git_state
 
@@ -91,8 +92,8 @@ def environment_section(metas):
 def model_section(meta):
     if meta is None:
         return "## Model\n\nThe base model has not been trained yet."
-    cfg, derived = meta.get("model_config", {}), meta.get("derived", {})
-    params = derived.get("params")
+    cfg = meta.get("model_config", {})
+    params = sizing.parameters(meta)
     tokens = meta.get("tokens")
     rows = [
         ("parameters", human(params) if params else "–"),

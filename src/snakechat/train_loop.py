@@ -34,10 +34,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from snakechat.checkpoint import unwrap
-from snakechat.common import atomic_path, dist_info, print0
+from snakechat.precision import autocast
+from snakechat.common import all_reduce, atomic_path, dist_info, gather, print0
 
 LOG_COLUMNS = ["step", "tokens", "flops", "loss", "lr_mult", "tokens_per_s", "mfu", "elapsed_s", "val_bpb"]
-REFERENCE_WIDTH = 768  # AdamW learning rates are tuned at this width and scaled by 1/sqrt(width / it)
 # Dense bf16 peak FLOP/s per GPU, by a substring of torch.cuda.get_device_name().
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12)]
 
@@ -68,10 +68,6 @@ class TrainConfig:
     def identity(self):
         harmless = {"eval_every", "save_every", "log_every", "compile"}
         return {k: v for k, v in asdict(self).items() if k not in harmless}
-
-
-def adamw_lr_scale(width):
-    return (width / REFERENCE_WIDTH) ** -0.5
 
 
 def grad_accum_steps(cfg, world_size):
@@ -166,12 +162,6 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((flops for key, flops in PEAK_FLOPS if key in name), None)
-
-
-def autocast(device):
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class StateError(RuntimeError):
@@ -277,22 +267,6 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def gather(obj):
-    if not dist.is_initialized():
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def mean_over_ranks(value, device):
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
-
-
 def check_identity(saved, current, path):
     diffs = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if diffs:
@@ -376,7 +350,7 @@ def train(model, loader, cfg, state_dir, device, evaluate=None, model_identity=N
         for opt in optimizers:
             opt.step()
         model.zero_grad(set_to_none=True)
-        loss_value = mean_over_ranks(loss_sum.item() / accum, device)
+        loss_value = all_reduce([loss_sum.item() / accum])[0] / world_size
         dt = time.perf_counter() - t0
         step += 1
         tokens += cfg.total_batch_size
