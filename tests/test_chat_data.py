@@ -58,7 +58,7 @@ def test_hub_exports_become_unified_tasks(http_server, tmp_path):
     assert index["smoltalk"]["rows"] == {"train": 5}
     kind, aux = tasks.load_split(out.parent, "mmlu_aux", "train")
     assert aux[0] == {"question": "aux 0", "choices": ["a", "b", "c"], "answer": 2}
-    assert tasks.load_split(out.parent, "arc_easy", "test")[1] == [{"question": "Hot?", "choices": ["sun", "ice"], "answer": 0}]
+    assert tasks.load_split(out.parent, "arc_easy", "test")[1] == [{"question": "Hot?", "choices": ["sun", "ice"], "answer": 0, "letters": ["A", "B"]}]
     mix = tasks.mixture(out.parent, {"smoltalk": {"epochs": 1}, "gsm8k": {"epochs": 2}}, "train", seed=0)
     assert len(mix) == 7
 

@@ -39,14 +39,14 @@ CONVERSATIONS = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assi
 def write_chat_data(directory):
     directory.mkdir(parents=True, exist_ok=True)
     entries = {}
-    for name, kind, records, baseline in [
-        ("world_mc", "mc", MC, tasks.random_baseline(MC, "mc")),
-        ("word_problems", "gsm8k", GSM8K, 0.0),
-        ("code", "humaneval", HUMANEVAL, 0.0),
-        ("chit_chat", "conversation", CONVERSATIONS, 0.0),
+    for name, kind, fmt, records, baseline in [
+        ("world_mc", "mc", "world", MC, tasks.random_baseline(MC, "mc")),
+        ("word_problems", "gsm8k", "world", GSM8K, 0.0),
+        ("code", "humaneval", "humaneval", HUMANEVAL, 0.0),
+        ("chit_chat", "conversation", "world", CONVERSATIONS, 0.0),
     ]:
         tasks.write_jsonl(directory / name / "test.jsonl", records)
-        entries[name] = {"kind": kind, "splits": {"test": f"{name}/test.jsonl"}, "random_baseline": baseline}
+        entries[name] = {"kind": kind, "splits": {"test": f"{name}/test.jsonl"}, "random_baseline": baseline, "format": fmt}
     (directory / "tasks.json").write_text(json.dumps({"tasks": entries}))
     return directory
 
@@ -71,8 +71,10 @@ def test_csv_has_every_task_and_chatcore(setup):
     assert list(rows[0]) == chat_eval.COLUMNS
     assert [r["task"] for r in rows] == ["code", "word_problems", "world_mc", "ChatCORE"]
     by_task = {r["task"]: r for r in rows}
-    assert by_task["world_mc"]["n"] == "2" and by_task["word_problems"]["n"] == "2" and by_task["code"]["n"] == "1"
-    assert by_task["ChatCORE"]["n"] == "5"
+    assert [(by_task[t]["n"], by_task[t]["test_items"]) for t in ("world_mc", "word_problems", "code", "ChatCORE")] == [
+        ("2", "3"), ("2", "2"), ("1", "1"), ("5", "6")]
+    assert [by_task[t]["protocol"] for t in ("world_mc", "word_problems", "code", "ChatCORE")] == ["world", "world", "nanochat", "nanochat+world"]
+    assert float(by_task["world_mc"]["baseline"]) == pytest.approx(tasks.random_baseline(MC, "mc"), abs=1e-6)  # the world's own chance
     for r in rows[:-1]:
         acc, base = float(r["accuracy"]), float(r["baseline"])
         assert 0 <= acc <= 1
@@ -82,28 +84,58 @@ def test_csv_has_every_task_and_chatcore(setup):
     assert meta["skipped_tasks"] == {"chit_chat": "kind conversation has no answer to score"}
     assert meta["provenance"]["module"] == "snakechat.chat_eval"
     assert meta["settings"]["max_per_task"] == 2
+    assert set(meta["protocols"]) == {"nanochat", "world", "custom"}
+    assert meta["tasks"]["world_mc"] | {"seconds": 0, "correct": 0, "sample_replies": []} == {
+        "protocol": "world", "n": 2, "test_items": 3, "prompts_cut_at_2048": 0, "prompts_cut_to_model": 0,
+        "seconds": 0, "correct": 0, "sample_replies": []}
+
+
+def test_defaults_are_nanochats(setup):
+    """Whole test split, 512 tokens per reply, greedy, one sample, HumanEval programs get 5 s."""
+    _, checkpoint, chat_dir = setup
+    args = chat_eval.parse_args(["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--out", "x.csv"])
+    assert (args.max_per_task, args.max_new_tokens, args.temperature, args.num_samples, args.sandbox_timeout) == (0, 512, 0.0, 1, 5.0)
 
 
 def test_scoring_follows_what_the_model_says():
-    """A real tiny GPT taught two mc answers and a tool-using word problem: it scores 1 on them,
-    and 0 on the mc items once their answer keys are changed."""
+    """A real tiny GPT taught two mc answers, an ARC-style answer labelled "2" and a tool-using word
+    problem: it scores 1 on them, and 0 on the mc items once their answer keys are changed."""
     tok = tokenizer()
     problem = {"question": "2+3?", "answer": "<<2+3=5>>5\n#### 5"}
+    numbered = {"question": "Which is a planet?", "choices": ["Moon", "Mars", "Sun"], "answer": 1, "letters": ["1", "2", "3"]}
+    mc = MC[:2] + [numbered]
     ids = []
-    for c in [tasks.to_conversation(problem, "gsm8k")] + [tasks.to_conversation(r, "mc") for r in MC[:2]]:
+    for c in [tasks.to_conversation(problem, "gsm8k")] + [tasks.to_conversation(r, "mc") for r in mc]:
         ids += render_conversation(tok, c)[0]
-    model = memorize(random_gpt(tok.vocab_size, seed=3, sequence_len=256, n_embd=64), ids, steps=300)
+    model = memorize(random_gpt(tok.vocab_size, seed=3, sequence_len=256, n_embd=64), ids, steps=400)
 
     class Args:
         device_batch_items, num_samples, max_new_tokens, temperature, top_k, seed, sandbox_timeout = 2, 1, 30, 0.0, 0, 0, 10.0
 
     evaluator = chat_eval.Evaluator(model, tok, model.lm_head.weight.device, Args)
-    assert evaluator.run_task("mc", MC[:2], 0, 1)[:2] == (2, 2)
-    shifted = [dict(r, answer=(r["answer"] + 1) % len(r["choices"])) for r in MC[:2]]
-    assert evaluator.run_task("mc", shifted, 0, 1)[:2] == (0, 2)
+    assert evaluator.run_task("mc", mc, 0, 1) == (3, 3, ["B", "C", "2"])  # the predictions are the items' own letters
+    shifted = [dict(r, answer=(r["answer"] + 1) % len(r["choices"])) for r in mc]
+    assert evaluator.run_task("mc", shifted, 0, 1)[:2] == (0, 3)
     [replies] = evaluator.replies([problem], "gsm8k", seed=0)
     assert replies[0].endswith("#### 5"), replies
     assert evaluator.run_task("gsm8k", [problem, dict(problem, answer="#### 6")], 0, 1)[:2] == (1, 2)
+
+
+def test_humaneval_reply_is_scored_as_nanochat_scores_it():
+    """The reply must define the function (the prompt's imports are added); a bare body fails."""
+    record = dict(HUMANEVAL[0], prompt="import math\n" + HUMANEVAL[0]["prompt"])
+
+    class Args:
+        sandbox_timeout = 5.0
+
+    evaluator = chat_eval.Evaluator.__new__(chat_eval.Evaluator)
+    evaluator.args = Args
+    whole = "def add(a, b):\n    return math.fsum([a, b])\n"
+    assert evaluator.humaneval(record, [whole])
+    assert evaluator.humaneval(record, ["Sure:\n```python\n" + whole + "```\nDone."])
+    assert not evaluator.humaneval(record, [HUMANEVAL[0]["canonical_solution"]])  # a body continuing the prompt
+    assert not evaluator.humaneval(record, ["def add(a, b):\n    return a - b\n"])
+    assert evaluator.humaneval(record, ["nonsense", whole])  # any of the samples
 
 
 def test_humaneval_sandbox_scores_and_guards():
@@ -130,15 +162,17 @@ def test_published_files_via_task_option(setup, tmp_path):
     with gzip.open(he, "wt") as f:
         f.write(json.dumps(HUMANEVAL[0]) + "\n")
     arc = tmp_path / "arc.parquet"
-    rows = [{"id": "q1", "question": "Which is a planet?", "choices": {"text": ["Mars", "Moon", "Sun"], "label": ["A", "B", "C"]}, "answerKey": "A"}]
+    rows = [{"id": "q1", "question": "Which is a planet?", "choices": {"text": ["Mars", "Moon", "Sun"], "label": ["A", "B", "C"]}, "answerKey": "A"},
+            {"id": "q2", "question": "Which is a star?", "choices": {"text": ["Mars", "Moon", "Sun"], "label": ["1", "2", "3"]}, "answerKey": "3"}]
     pq.write_table(pa.Table.from_pylist(rows), arc)
     out = tmp_path / "real.csv"
     chat_eval.main(["--checkpoint", str(checkpoint), "--out", str(out), "--max-new-tokens", "4",
                     "--task", f"GSM8K=gsm8k:{gsm}", "--task", f"HumanEval=humaneval:{he}", "--task", f"ARC-Easy=arc:{arc}"])
     rows = {r["task"]: r for r in read_csv(out)}
     assert set(rows) == {"GSM8K", "HumanEval", "ARC-Easy", "ChatCORE"}
-    assert float(rows["ARC-Easy"]["baseline"]) == pytest.approx(1 / 3)
-    assert rows["GSM8K"]["n"] == "2"
+    assert {r["protocol"] for r in rows.values()} == {"nanochat"}
+    assert float(rows["ARC-Easy"]["baseline"]) == 0.25  # nanochat's chance for multiple choice, whatever the items
+    assert (rows["ARC-Easy"]["n"], rows["GSM8K"]["n"], rows["GSM8K"]["test_items"]) == ("2", "2", "2")
 
 
 def test_bad_inputs_fail_early_with_clear_errors(setup, tmp_path, capsys):

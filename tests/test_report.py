@@ -40,8 +40,9 @@ def results(tmp_path):
     (tmp_path / "base_loss.json").write_text(json.dumps({
         "train_bpb": 1.9, "val_bpb": 2.0, "unigram_val_bpb": 4.1, "samples": [{"prompt": "The capital of", "completion": " Arlo is Venn"}]}))
     pd.DataFrame({
-        "task": ["facts-mc", "gsm8k", "ChatCORE"], "kind": ["mc", "gsm8k", ""], "n": [50, 50, None],
-        "accuracy": [0.6, 0.1, None], "baseline": [0.25, 0.0, None], "centered": [0.47, 0.1, 0.28],
+        "task": ["facts-mc", "GSM8K", "ChatCORE"], "kind": ["mc", "gsm8k", "aggregate"], "protocol": ["world", "nanochat", "nanochat+world"],
+        "n": [50, 1319, 1369], "test_items": [100, 1319, 1419],
+        "accuracy": [0.6, 0.1, 0.35], "baseline": [0.25, 0.0, 0.125], "centered": [0.47, 0.1, 0.28],
     }).to_csv(tmp_path / "sft.csv", index=False)
     pd.DataFrame({"s": [12.5], "h:m:s": ["0:00:12"]}).to_csv(tmp_path / "bench.tsv", sep="\t", index=False)
     return tmp_path
@@ -62,7 +63,9 @@ def test_report_card_has_every_section_and_marks_missing_stages(results):
     assert "3.20M" in text  # parameters
     assert "| tokens : params | 2.0 |" in text
     assert "| CORE (2 tasks, 100 items each) | – | 0.3000 |" in text
-    assert "| chat: facts-mc (accuracy) | – | – | – | 0.6000 | – |" in text
+    assert "| chat: facts-mc (accuracy; world, 50 of 100 items) | – | – | – | 0.6000 | – |" in text
+    assert "| chat: GSM8K (accuracy; nanochat, all 1,319 items) | – | – | – | 0.1000 | – |" in text
+    assert "| ChatCORE (nanochat+world; 2 tasks, 1,369 of 1,419 items) | – | – | – | 0.2800 | – |" in text
     assert "| val bpb | – | 2.0000 |" in text
     assert "| base_train | 12.5 | CPU | $0.00 |" in text
 

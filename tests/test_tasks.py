@@ -69,6 +69,8 @@ def test_arc_parquet_uses_the_label_of_the_answer_key(tmp_path):
     records = list(tasks.read(tmp_path / "arc.parquet", "arc"))
     assert [r["answer"] for r in records] == [1, 1]
     assert records[0]["choices"] == ["rock", "steam", "ice"]
+    assert [r["letters"] for r in records] == [["A", "B", "C"], ["1", "2"]]  # each item keeps its own labels
+    assert [tasks.mc_letter(r) for r in records] == ["B", "2"]
     pq.write_table(table.set_column(3, "answerKey", pa.array(["E", "2"])), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"bad\.parquet row 0: answerKey 'E'"):
         list(tasks.read(tmp_path / "bad.parquet", "arc"))
@@ -97,7 +99,7 @@ def test_humaneval_jsonl_gz_and_parquet(tmp_path):
     pq.write_table(pa.table({k: [v] for k, v in HUMANEVAL.items()}), tmp_path / "0000.parquet")
     assert list(tasks.read(gz, "humaneval")) == list(tasks.read(tmp_path / "0000.parquet", "humaneval")) == [HUMANEVAL]
     conv = tasks.to_conversation(HUMANEVAL, "humaneval")
-    assert conv["messages"][1]["content"] == "def add(a, b):\n    return a + b\n"
+    assert conv["messages"] == [{"role": "user", "content": "def add(a, b):\n"}, {"role": "assistant", "content": "def add(a, b):\n\n    return a + b\n"}]
 
 
 def test_broken_json_line_and_unknown_format_are_named(tmp_path):
@@ -110,14 +112,51 @@ def test_broken_json_line_and_unknown_format_are_named(tmp_path):
 
 def test_render_mc_and_mc_conversation():
     record = {"question": "Which is a fruit? ", "choices": ["car", "apple", "cloud"], "answer": 1}
-    assert tasks.render_mc(record) == "Which is a fruit?\n\nA. car\nB. apple\nC. cloud\n\nReply with the letter of the correct answer."
+    assert tasks.render_mc(record) == (
+        "Multiple Choice question: Which is a fruit? \n- car=A\n- apple=B\n- cloud=C\n\nRespond only with the letter of the correct answer.")
     conv = tasks.to_conversation(record, "mc")
     assert conv["messages"] == [{"role": "user", "content": tasks.render_mc(record)}, {"role": "assistant", "content": "B"}]
+    numbered = dict(record, letters=["1", "2", "3"])
+    assert tasks.render_mc(numbered).splitlines()[1:4] == ["- car=1", "- apple=2", "- cloud=3"]
+    assert tasks.to_conversation(numbered, "mc")["messages"][1]["content"] == "2"
 
 
-@pytest.mark.parametrize("text, expected", [(GSM_ANSWER, "10"), ("so #### 1,234", "1234"), ("#### -7", "-7"), ("####3.5", "3.5"), ("the answer is 4", None), ("", None)])
+@pytest.mark.parametrize("letters", [["A", "A", "B"], ["A", "B"], ["A", " ", "C"], "ABC"])
+def test_mc_letters_are_checked(letters):
+    with pytest.raises(ValueError, match="row 3: letters .* must be 3 distinct non-blank strings"):
+        tasks.check_record({"question": "q", "choices": ["x", "y", "z"], "answer": 0, "letters": letters}, "mc", "f row 3")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (GSM_ANSWER, "10"),
+    ("so #### 1,234", "1234"),  # commas dropped
+    ("#### -7", "-7"),
+    ("#### 1000.0", "1000.0"),  # compared as text: not 1000
+    ("#### 5.", "5."),  # a full stop after the number is part of it
+    ("####3.5", None),  # one space after the marker, no more and no less
+    ("####  3", None),
+    ("#### +5", None),  # no plus sign
+    ("#### $5", None),
+    ("#### 4 and later #### 5", "4"),  # the first one
+    ("the answer is 4", None),
+    ("", None),
+])
 def test_extract_answer(text, expected):
     assert tasks.extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("reply, right", [("#### 1,000", True), ("so #### 1000", True), ("####1000", False), ("#### 1000.0", False),
+                                          ("#### 1000.", False), ("#### +1000", False), ("#### 01000", False), ("no answer", False)])
+def test_gsm8k_correct_compares_the_text_after_the_marker(reply, right):
+    assert tasks.gsm8k_correct(reply, tasks.gsm8k_gold("2 boxes of <<2*500=1000>>1000.\n#### 1000")) is right
+
+
+def test_gsm8k_gold_is_read_after_the_last_annotation():
+    assert tasks.gsm8k_gold("<<1+1=2>>2\n#### 2") == "2"
+    assert tasks.gsm8k_gold("#### 3 is wrong, <<1+1=2>>2\n#### 2") == "2"
+    assert tasks.gsm8k_gold("#### 3 then <<1+1=2>>2") is None  # as nanochat: its last text part has no answer
+    with pytest.raises(ValueError, match="does not end with '#### N'"):
+        tasks.check_record({"question": "q", "answer": "#### 3 then <<1+1=2>>2"}, "gsm8k")
 
 
 def test_gsm8k_conversation_turns_annotations_into_tool_calls():
@@ -132,6 +171,22 @@ def test_gsm8k_conversation_turns_annotations_into_tool_calls():
         {"type": "python_output", "text": "10"},
         {"type": "text", "text": "10.\n#### 10"},
     ]
+    # split as nanochat splits: the expression is what precedes the last '=', an annotation without '=' has no output
+    assert tasks.gsm8k_parts("<<a==b=True>>True <<note>>x") == [
+        {"type": "python", "text": "a==b"}, {"type": "python_output", "text": "True"}, {"type": "text", "text": "True "},
+        {"type": "python", "text": "note"}, {"type": "python_output", "text": ""}, {"type": "text", "text": "x"}]
+
+
+def test_humaneval_program_as_nanochat_builds_it():
+    record = {"prompt": "from typing import List\nimport math\n\n\ndef f(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n",
+              "test": "def check(c):\n    assert c([1, 2]) == 3\n", "entry_point": "f"}
+    reply = "Here it is:\n```python\ndef f(xs):\n    return sum(xs)\n```\nand ```python\nother\n```"
+    assert tasks.humaneval_program(record, reply) == (
+        "from typing import List\nimport math\n\ndef f(xs):\n    return sum(xs)\n\ndef check(c):\n    assert c([1, 2]) == 3\n\ncheck(f)")
+    assert tasks.humaneval_code("  def f(xs):\n    return 0\n\n") == "def f(xs):\n    return 0"  # no fence: the whole reply
+    assert tasks.humaneval_code("```\nx = 1\n```") == "x = 1"
+    assert tasks.humaneval_code("```python\nx = 1") == "```python\nx = 1"  # an unclosed fence is not a block
+    assert tasks.humaneval_imports("# header\n\nimport os\ndef g():\n    import sys\n") == "import os"
 
 
 def test_random_baseline():
@@ -157,7 +212,7 @@ def test_mixture_counts_epochs_and_weights_and_is_seeded(tmp_path):
     chat = make_chat_dir(tmp_path)
     spec = {"quiz": {"epochs": 2.5}, "math": {"weight": 3}}
     mix = tasks.mixture(chat, spec, "train", seed=0)
-    users = Counter(c["messages"][0]["content"].split("\n")[0] for c in mix)
+    users = Counter(c["messages"][0]["content"].split("\n")[0].removeprefix("Multiple Choice question: ") for c in mix)
     assert sum(v for k, v in users.items() if k.startswith("q")) == 10  # 2.5 passes over 4 questions
     assert all(users[f"q{i}"] >= 2 for i in range(4))  # whole passes first
     assert sum(v for k, v in users.items() if k.startswith("p")) == 3

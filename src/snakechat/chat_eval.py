@@ -1,9 +1,9 @@
-"""Evaluate a chat checkpoint on held-out chat tasks: one CSV row per task plus ChatCORE.
+"""Evaluate a chat checkpoint on held-out chat tasks by nanochat's protocol: one CSV row per task plus ChatCORE.
 
     python -m snakechat.chat_eval --checkpoint results/sft/tiny \\
-        --chat-data results/chat_data/tinyworld --out results/chat_eval/tiny/sft.csv --max-per-task 200
+        --chat-data results/chat_data/tinyworld --out results/chat_eval/tiny/sft.csv --max-per-task 100
     torchrun --nproc_per_node=8 -m snakechat.chat_eval --checkpoint results/sft/d20 \\
-        --chat-data results/chat_data/smoltalk --out results/chat_eval/d20/sft.csv \\
+        --chat-data results/chat_data/nanochat --out results/chat_eval/d20/sft.csv \\
         --task GSM8K=gsm8k:gsm8k/test.jsonl --task HumanEval=humaneval:HumanEval.jsonl.gz
 
 Inputs: a checkpoint directory (any stage, base included: every model is prompted the same way,
@@ -11,29 +11,42 @@ as a chat), a chat data directory (`tasks.json`; every task with a `test` split 
 gsm8k or humaneval is evaluated) and optionally extra published task files given as
 NAME=FORMAT:PATH (formats of `snakechat.tasks.read`).
 
-- mc (ARC, MMLU and their built-in twins): the question rendered with `tasks.render_mc` as a
-  user turn; the prediction is the answer letter with the highest logit right after
-  <|assistant_start|>, among the item's letters only.
-- gsm8k (word problems, spelling/counting): `num_samples` replies sampled by the engine (tool
-  calls run), `device_batch_items` items at a time; correct if any reply's number after '####' equals
-  the reference's.
-- humaneval: the reply's code run against the tests in `snakechat.humaneval_sandbox`.
+The protocol is nanochat's scripts/chat_eval.py, with the prompts and answer checks of
+`snakechat.tasks` (the ones the chat stages train on):
+- prompt: the item as a user turn, rendered and cut to its first 2,048 tokens, then
+  <|assistant_start|>. A prompt that still does not fit the model's rotary table is cut further
+  from the right; the sidecar counts both kinds of cut per task.
+- mc (MMLU, ARC and the world's twin): the prediction is the letter whose token has the highest
+  logit right after <|assistant_start|>, among the item's own letters only (ARC keeps its labels).
+- gsm8k: `num_samples` replies (greedy at temperature 0), at most `max_new_tokens` tokens each,
+  calculator calls run; right if any reply's text after "#### " equals the reference's.
+- humaneval: the reply's code, after the prompt's imports, run with the tests in
+  `snakechat.humaneval_sandbox`; right if it runs without error.
+- items: the whole test split; `max_per_task` N takes the first N of the split shuffled with
+  numpy's default_rng(42), which is the subset nanochat's `-x N` takes of a hub dataset.
+- ChatCORE: the mean over tasks of (accuracy - chance) / (1 - chance), chance being nanochat's:
+  1/4 for every multiple-choice task, 0 for answers the model writes.
 
-Items (at most `max_per_task` per task, a seeded shuffle of the test split) are dealt to ranks
-round-robin and the counts summed. Output: `task,kind,n,accuracy,baseline,centered` with
-centered = (accuracy - baseline) / (1 - baseline), last row ChatCORE (mean centered accuracy;
-its accuracy and baseline columns are means too), and `<out>.meta.json` with settings,
-provenance and sample replies.
+Each row says which items its number is on (`protocol`): "nanochat" for a published test set read
+from its published format (mmlu, mmlu_csv, arc, gsm8k, humaneval): the numbers nanochat reports,
+when `n` equals `test_items`; "world" for the built-in world's generated tasks (same prompts and
+checks, the world's own items; chance from tasks.json); "custom" for anything else (unified
+records, llm-foundry's relabelled jsonl). The ChatCORE row joins the protocols of its tasks.
+
+Items are dealt to ranks round-robin and the counts summed. Output: `task,kind,protocol,n,
+test_items,accuracy,baseline,centered` (n: items scored; test_items: the size of the test split),
+last row ChatCORE (its accuracy and baseline columns are means too), and `<out>.meta.json` with
+settings, per-task counts, cuts, sample replies and provenance.
 """
 
 import argparse
 import csv
 import io
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -44,8 +57,21 @@ from snakechat.conversation import render_for_completion
 from snakechat.engine import Engine
 
 EVALUATED_KINDS = ("mc", "gsm8k", "humaneval")
-COLUMNS = ["task", "kind", "n", "accuracy", "baseline", "centered"]
+COLUMNS = ["task", "kind", "protocol", "n", "test_items", "accuracy", "baseline", "centered"]
 SAMPLES_KEPT = 3  # replies per task written to the sidecar
+PROMPT_TOKENS = 2048  # nanochat renders a conversation to at most this many tokens, then adds <|assistant_start|>
+SUBSET_SEED = 42  # nanochat shuffles each task with this seed before taking its first max_problems
+PUBLISHED_FORMATS = ("mmlu", "mmlu_csv", "arc", "gsm8k", "humaneval")
+CHANCE = {"mc": 0.25, "gsm8k": 0.0, "humaneval": 0.0}  # nanochat's chance levels for ChatCORE
+PROTOCOLS = {  # what a row's protocol says, for the sidecar
+    "nanochat": "a published test set scored by nanochat's protocol (prompts, letters, answer checks, 512 tokens, "
+                "greedy, prompts cut at 2048 tokens, chance 1/4 for multiple choice): comparable with nanochat's "
+                "reports when n equals test_items",
+    "world": "the built-in world's generated items, prompted and scored by the same rules; chance from tasks.json; "
+             "not a published benchmark",
+    "custom": "items from unified records or a relabelled format, prompted and scored by the same rules; chance from "
+              "tasks.json or the items; not a published benchmark",
+}
 
 
 def parse_task_spec(spec):
@@ -59,8 +85,21 @@ def parse_task_spec(spec):
     return name, fmt, Path(path)
 
 
-def collect_tasks(chat_dir, extra, max_per_task, seed):
-    """[(name, kind, records, baseline)] for every evaluable task, and the names skipped with why."""
+def protocol_of(fmt):
+    """Which items a task's score is on: a published test set ("nanochat"), the world's, or other."""
+    return "nanochat" if fmt in PUBLISHED_FORMATS else "world" if fmt == "world" else "custom"
+
+
+def pick_items(records, max_per_task):
+    """All records, or the first `max_per_task` of them shuffled as nanochat shuffles (seed 42)."""
+    if not max_per_task or len(records) <= max_per_task:
+        return records
+    order = np.random.default_rng(SUBSET_SEED).permutation(len(records))[:max_per_task]
+    return [records[i] for i in order]
+
+
+def collect_tasks(chat_dir, extra, max_per_task):
+    """[(name, kind, protocol, records, test_items, baseline)] for every evaluable task, and the names skipped with why."""
     found, skipped = [], {}
     if chat_dir is not None:
         for name, entry in sorted(tasks.load_tasks(chat_dir).items()):
@@ -71,49 +110,70 @@ def collect_tasks(chat_dir, extra, max_per_task, seed):
                 skipped[name] = "no test split"
                 continue
             kind, records = tasks.load_split(chat_dir, name, "test")
-            found.append((name, kind, records, entry.get("random_baseline", tasks.random_baseline(records, kind))))
+            found.append((name, kind, protocol_of(entry.get("format")), records, entry.get("random_baseline")))
     for name, fmt, path in extra:
         kind = tasks.FORMAT_KINDS[fmt]
         if kind not in EVALUATED_KINDS:
             raise ValueError(f"--task {name}: format {fmt!r} gives {kind} records, which have no answer to score")
         records = list(tasks.read(path, fmt))
-        found.append((name, kind, records, tasks.random_baseline(records, kind)))
+        found.append((name, kind, protocol_of(fmt), records, None))
     picked = []
-    for name, kind, records, baseline in found:
+    for name, kind, protocol, records, chance in found:
         if not records:
             raise ValueError(f"task {name!r}: the test split is empty")
-        if max_per_task and len(records) > max_per_task:
-            records = random.Random(f"{seed}:{name}").sample(records, max_per_task)
-        picked.append((name, kind, records, float(baseline)))
+        if protocol == "nanochat":
+            chance = CHANCE[kind]
+        elif chance is None:
+            chance = tasks.random_baseline(records, kind)
+        picked.append((name, kind, protocol, pick_items(records, max_per_task), len(records), float(chance)))
     return picked, skipped
 
 
 def prompt_ids(tok, record, kind, max_len):
-    """The chat prompt of a record (user turn, then <|assistant_start|>), cut from the left to fit."""
+    """(ids, cut) of a record's chat prompt: its user turn rendered and cut to PROMPT_TOKENS, then
+    <|assistant_start|>; cut is None, "reference" (cut at PROMPT_TOKENS) or "model" (cut further to
+    leave the model one position to answer in)."""
     conversation = tasks.to_conversation(record, kind)
     ids = render_for_completion(tok, {"messages": conversation["messages"][:-1]})
-    return ids[-(max_len - 1):] if len(ids) >= max_len else ids
+    body, start, cut = ids[:-1], ids[-1:], None
+    if len(body) > PROMPT_TOKENS:
+        body, cut = body[:PROMPT_TOKENS], "reference"
+    if len(body) + 1 >= max_len:
+        body, cut = body[: max_len - 2], "model"
+    return body + start, cut
 
 
 class Evaluator:
     def __init__(self, model, tok, device, args):
         self.model, self.tok, self.device, self.args = model, tok, device, args
         self.engine = Engine(model, tok)
-        self.letter_ids = [self._letter_id(letter) for letter in tasks.LETTERS]
+        self.letter_ids = {}
+        self.cuts = {}  # "reference"/"model" -> prompts cut so, since the last run_task
 
     def _letter_id(self, letter):
-        ids = self.tok.encode(letter)
-        if len(ids) != 1:
-            raise ValueError(f"answer letter {letter!r} is not a single token ({ids}) for this tokenizer")
-        return ids[0]
+        if letter not in self.letter_ids:
+            ids = self.tok.encode(letter)
+            if len(ids) != 1:
+                raise ValueError(f"answer letter {letter!r} is not a single token ({ids}) for this tokenizer")
+            self.letter_ids[letter] = ids[0]
+        return self.letter_ids[letter]
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
 
+    def _prompts(self, records, kind):
+        prompts = []
+        for r in records:
+            ids, cut = prompt_ids(self.tok, r, kind, self.engine.max_len)
+            if cut:
+                self.cuts[cut] = self.cuts.get(cut, 0) + 1
+            prompts.append(ids)
+        return prompts
+
     @torch.inference_mode()
     def mc_batch(self, records):
-        """Whether each record's highest-logit letter (among its own letters) is the answer."""
-        prompts = [prompt_ids(self.tok, r, "mc", self.engine.max_len) for r in records]
+        """(right, letter) per record: its letter (among its own) with the highest logit after <|assistant_start|>."""
+        prompts = self._prompts(records, "mc")
         width = max(len(p) for p in prompts)
         ids = torch.zeros(len(prompts), width, dtype=torch.long)
         for i, p in enumerate(prompts):  # right padding: causal attention never looks at it
@@ -122,30 +182,32 @@ class Evaluator:
             logits = self.model(ids.to(self.device))
         results = []
         for i, (p, r) in enumerate(zip(prompts, records)):
-            letters = torch.tensor(self.letter_ids[: len(r["choices"])], device=self.device)
-            guess = int(logits[i, len(p) - 1, letters].argmax())
-            results.append((guess == r["answer"], tasks.LETTERS[guess]))
+            letters = tasks.mc_letters(r)
+            candidates = torch.tensor([self._letter_id(x) for x in letters], device=self.device)
+            guess = letters[int(logits[i, len(p) - 1, candidates].argmax())]
+            results.append((guess == tasks.mc_letter(r), guess))
         return results
 
     def replies(self, records, kind, seed):
         """`num_samples` replies to each record, all generated in one batch."""
         a = self.args
-        prompts = [prompt_ids(self.tok, r, kind, self.engine.max_len) for r in records for _ in range(a.num_samples)]
+        prompts = [p for p in self._prompts(records, kind) for _ in range(a.num_samples)]
         outputs = self.engine.generate_many(prompts, max_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k or None, seed=seed)
         texts = [self.tok.decode(tokens) for tokens, _ in outputs]
         return [texts[i : i + a.num_samples] for i in range(0, len(texts), a.num_samples)]
 
     def gsm8k(self, record, replies):
-        reference = tasks.extract_answer(record["answer"])
-        return any(same_number(tasks.extract_answer(r), reference) for r in replies)
+        gold = tasks.gsm8k_gold(record["answer"])
+        return any(tasks.gsm8k_correct(r, gold) for r in replies)
 
     def humaneval(self, record, replies):
-        return any(humaneval_sandbox.check_completion(record, r, timeout=self.args.sandbox_timeout).passed for r in replies)
+        return any(humaneval_sandbox.run_program(tasks.humaneval_program(record, r), timeout=self.args.sandbox_timeout).passed for r in replies)
 
     def run_task(self, kind, records, rank, world_size):
         """(correct, n, sample replies) over this rank's share of the records."""
         mine = list(range(rank, len(records), world_size))
         correct, samples = 0, []
+        self.cuts = {}
         for start in range(0, len(mine), self.args.device_batch_items):
             indices = mine[start : start + self.args.device_batch_items]
             chunk = [records[i] for i in indices]
@@ -161,27 +223,22 @@ class Evaluator:
         return correct, len(mine), samples[:SAMPLES_KEPT]
 
 
-def same_number(a, b):
-    if a is None or b is None:
-        return False
-    try:
-        return abs(float(a) - float(b)) < 1e-6
-    except ValueError:
-        return a.strip() == b.strip()
-
-
 def centered(accuracy, baseline):
     return (accuracy - baseline) / (1.0 - baseline)
 
 
 def table_rows(results):
-    """CSV rows from [(name, kind, correct, n, baseline)], then the ChatCORE row."""
+    """CSV rows from [(name, kind, protocol, correct, n, test_items, baseline)], then the ChatCORE row."""
     rows = []
-    for name, kind, correct, n, baseline in results:
+    for name, kind, protocol, correct, n, test_items, baseline in results:
         acc = correct / n
-        rows.append({"task": name, "kind": kind, "n": n, "accuracy": acc, "baseline": baseline, "centered": centered(acc, baseline)})
+        rows.append({"task": name, "kind": kind, "protocol": protocol, "n": n, "test_items": test_items,
+                     "accuracy": acc, "baseline": baseline, "centered": centered(acc, baseline)})
     mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    rows.append({"task": "ChatCORE", "kind": "aggregate", "n": sum(r["n"] for r in rows), "accuracy": mean("accuracy"), "baseline": mean("baseline"), "centered": mean("centered")})
+    total = lambda key: sum(r[key] for r in rows)  # noqa: E731
+    protocols = "+".join(sorted({r["protocol"] for r in rows}))
+    rows.append({"task": "ChatCORE", "kind": "aggregate", "protocol": protocols, "n": total("n"), "test_items": total("test_items"),
+                 "accuracy": mean("accuracy"), "baseline": mean("baseline"), "centered": mean("centered")})
     return rows
 
 
@@ -200,14 +257,14 @@ def parse_args(argv=None):
     p.add_argument("--chat-data", type=Path, help="chat data directory with tasks.json")
     p.add_argument("--task", action="append", default=[], type=parse_task_spec, metavar="NAME=FORMAT:PATH", help="an extra published task file")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
-    p.add_argument("--max-per-task", type=int, default=500, help="items per task (0: all)")
+    p.add_argument("--max-per-task", type=int, default=0, help="items per task, the first of the split shuffled as nanochat does (0: all, as nanochat)")
     p.add_argument("--num-samples", type=int, default=1, help="replies sampled per generative item (correct if any is)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=int, default=512, help="tokens per reply (nanochat: 512)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (nanochat)")
     p.add_argument("--top-k", type=int, default=50, help="0: no top-k filter")
     p.add_argument("--device-batch-items", type=int, default=8, help="items per process at once (mc: per forward pass; generative: x num-samples rows)")
-    p.add_argument("--sandbox-timeout", type=float, default=10.0, help="seconds a HumanEval program may run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sandbox-timeout", type=float, default=5.0, help="seconds a HumanEval program may run (nanochat: 5)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
@@ -228,23 +285,24 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, _, world_size, device = init_distributed(args.device)
-    picked, skipped = collect_tasks(args.chat_data, args.task, args.max_per_task, args.seed)
+    picked, skipped = collect_tasks(args.chat_data, args.task, args.max_per_task)
     if not picked:
         raise SystemExit(f"no evaluable tasks (skipped: {skipped})")
     model, tok, meta = load_model(args.checkpoint, device)
     model.eval()
     evaluator = Evaluator(model, tok, device, args)
     results, details = [], {}
-    for name, kind, records, baseline in picked:
+    for name, kind, protocol, records, test_items, baseline in picked:
         start = time.time()
         correct, n, samples = evaluator.run_task(kind, records, rank, world_size)
-        counts = torch.tensor([correct, n], dtype=torch.long, device=device)
+        counts = torch.tensor([correct, n, evaluator.cuts.get("reference", 0), evaluator.cuts.get("model", 0)], dtype=torch.long, device=device)
         if world_size > 1:
             dist.all_reduce(counts)
-        correct, n = counts.tolist()
-        results.append((name, kind, correct, n, baseline))
-        details[name] = {"seconds": round(time.time() - start, 2), "correct": correct, "sample_replies": samples}
-        print0(f"{name:24s} {kind:10s} n={n:5d} accuracy={correct / n:.4f} baseline={baseline:.4f} ({details[name]['seconds']} s)")
+        correct, n, cut_reference, cut_model = counts.tolist()
+        results.append((name, kind, protocol, correct, n, test_items, baseline))
+        details[name] = {"protocol": protocol, "n": n, "test_items": test_items, "correct": correct, "seconds": round(time.time() - start, 2),
+                         "prompts_cut_at_2048": cut_reference, "prompts_cut_to_model": cut_model, "sample_replies": samples}
+        print0(f"{name:24s} {kind:10s} {protocol:9s} n={n:5d}/{test_items} accuracy={correct / n:.4f} baseline={baseline:.4f} ({details[name]['seconds']} s)")
     rows = table_rows(results)
     print0(f"ChatCORE {rows[-1]['centered']:.4f}")
     if rank == 0:
@@ -257,6 +315,7 @@ def main(argv=None):
             "world_size": world_size,
             "device": str(device),
             "skipped_tasks": skipped,
+            "protocols": PROTOCOLS,
             "tasks": details,
             "provenance": provenance.record("snakechat.chat_eval", settings, inputs),
         }

@@ -10,12 +10,13 @@ question and an answer ending in `#### N`).
 
 Each step takes `--step-prompts` training problems (split over the processes), samples
 `--num-samples` completions of each with the engine (calculator tool calls allowed; the tool's
-output tokens are not trained on), rewards 1 for the right final number and 0 otherwise, and
-uses reward minus the group's mean reward as the advantage of every sampled token: a simple
-on-policy policy gradient with a group baseline, with no ratio clipping or KL term. The
-optimizers, schedule, resumable state, signals and log format are the shared training loop's;
-train_log.csv adds the mean reward and pass@k of the step's groups. Every `--eval-every` steps
-(and at the first and last) the held-out test problems give pass@1 and pass@k, kept in meta.json.
+output tokens are not trained on), rewards 1 for the right final answer and 0 otherwise (the check
+chat_eval scores with, `tasks.gsm8k_correct`), and uses reward minus the group's mean reward as
+the advantage of every sampled token: a simple on-policy policy gradient with a group baseline,
+with no ratio clipping or KL term. The optimizers, schedule, resumable state, signals and log
+format are the shared training loop's; train_log.csv adds the mean reward and pass@k of the
+step's groups. Every `--eval-every` steps (and at the first and last) the held-out test problems
+give pass@1 and pass@k, kept in meta.json.
 
 Writes `--out` (model.pt, meta.json, train_log.csv); resumable state under `--state`.
 """
@@ -78,21 +79,12 @@ def load_problems(chat_dir, task_names, split):
     problems = []
     for name in task_names:
         kind, records = tasks.load_split(chat_dir, name, split)
-        problems += [(tasks.to_conversation(r, kind), tasks.extract_answer(r["answer"])) for r in records]
+        problems += [(tasks.to_conversation(r, kind), tasks.gsm8k_gold(r["answer"])) for r in records]
     return problems
 
 
-def same_number(predicted, gold):
-    if predicted is None:
-        return False
-    try:
-        return float(predicted) == float(gold)
-    except ValueError:
-        return predicted == gold
-
-
 class Sampler:
-    """Groups of completions for problems, with their rewards (1 for the right final number).
+    """Groups of completions for problems, with their rewards (1 for the right final answer).
 
     All samples of a batch of problems are drawn together in one engine batch.
     """
@@ -110,7 +102,7 @@ class Sampler:
             group = rows[i * num_samples:(i + 1) * num_samples]
             sequences = [prompt + tokens for tokens, _ in group]
             masks = [[0] * len(prompt) + list(m) for _, m in group]
-            rewards = [float(same_number(tasks.extract_answer(self.tok.decode(tokens)), gold)) for tokens, _ in group]
+            rewards = [float(tasks.gsm8k_correct(self.tok.decode(tokens), gold)) for tokens, _ in group]
             out.append((sequences, masks, rewards))
         return out
 

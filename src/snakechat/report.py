@@ -151,9 +151,10 @@ def metrics_section(tok_eval, base_loss, base_eval, chat_evals, metas):
         for _, r in df.iterrows():
             put(core_label(df) if r["label"] == "CORE" else f"CORE task: {r['label']} (centered)", "base", r["centered"])
     for stage, path in chat_evals.items():
-        for _, r in pd.read_csv(path).iterrows():
-            value = r["centered"] if r["task"] == "ChatCORE" else r["accuracy"]
-            put("ChatCORE" if r["task"] == "ChatCORE" else f"chat: {r['task']} (accuracy)", stage, value)
+        df = pd.read_csv(path)
+        for _, r in df.iterrows():
+            metric, value = chat_metric(r, len(df) - 1)
+            put(metric, stage, value)
     for metric, stage, value in rl_held_out(metas.get("rl", {})):
         put(metric, stage, value)
     rl_log = metas.get("rl", {}).get("_log")
@@ -187,6 +188,16 @@ def rl_held_out(meta):
         if key in evals[-1]:
             rows.append((metric, "rl", evals[-1][key]))
     return rows
+
+
+def chat_metric(row, n_tasks):
+    """(label, value) of a chat_eval row; the label says which protocol and how many items, since
+    only "nanochat" numbers on whole test sets compare with nanochat's published ones."""
+    n, of = int(row["n"]), int(row["test_items"])
+    items = f"all {n:,} items" if n == of else f"{n:,} of {of:,} items"
+    if row["task"] == "ChatCORE":
+        return f"ChatCORE ({row['protocol']}; {n_tasks} tasks, {items})", row["centered"]
+    return f"chat: {row['task']} (accuracy; {row['protocol']}, {items})", row["accuracy"]
 
 
 def stages_section(metas, given):

@@ -2,15 +2,27 @@
 
 Task kinds (the records of `results/chat_data/{name}/<task>/<split>.jsonl`):
   conversation  {"messages": [{"role": "system"|"user"|"assistant", "content": str | [parts]}]}
-  mc            {"question", "choices": [str], "answer": index, optional "subject"}
+  mc            {"question", "choices": [str], "answer": index, optional "letters": [str], optional "subject"}
+                ("letters" label the choices where they are not A, B, C, ...: ARC keeps its own, e.g. "1"-"4")
   gsm8k         {"question", "answer": "... #### N"} (with <<expr=result>> calculator annotations)
   humaneval     {"task_id", "prompt", "canonical_solution", "test", "entry_point"}
+
+Prompts, replies and their scoring follow nanochat's tasks (tasks/common.py, mmlu.py, arc.py,
+gsm8k.py, humaneval.py), for training and evaluation alike, so that a model is trained on the
+prompts it is evaluated on and its scores compare with nanochat's:
+  mc         `render_mc`: "Multiple Choice question: Q", one "- choice=LETTER" line per choice,
+             "Respond only with the letter of the correct answer."; the reply is the letter.
+  gsm8k      the question as the user turn; the answer's <<expr=result>> annotations as calculator
+             calls (`gsm8k_parts`); a reply is right when the text after its first "#### " equals the
+             reference's, commas dropped and nothing else normalised (`extract_answer`).
+  humaneval  the prompt as the user turn; the reply's first fenced code block (or the whole reply),
+             after the prompt's imports, then the tests and check(entry_point) (`humaneval_program`).
 
 Readers (`read(path, fmt)`) turn the published files into these records: the Hugging Face hub's
 parquet exports (SmolTalk, MMLU incl. auxiliary_train, GSM8K, ARC, HumanEval), GSM8K's jsonl,
 HumanEval's jsonl(.gz), llm-foundry's multiple-choice jsonl and MMLU's per-subject csv.
-Library code: used by `snakechat.chat_data` (conversion), the chat training stages (`mixture`)
-and `snakechat.chat_eval` (`render_mc`, `extract_answer`).
+Library code: used by `snakechat.chat_data` (conversion), the chat training stages (`mixture`),
+`snakechat.chat_eval` and `snakechat.chat_rl` (prompts and answer checks).
 """
 
 import csv
@@ -111,7 +123,7 @@ def _arc(row, where):
     key = _field(row, "answerKey", where)
     if key not in labels:
         raise ValueError(f"{where}: answerKey {key!r} is not among the labels {labels}")
-    return {"question": row["question"], "choices": list(choices["text"]), "answer": labels.index(key)}
+    return {"question": row["question"], "choices": list(choices["text"]), "answer": labels.index(key), "letters": labels}
 
 
 def _mc_jsonl(row, where):
@@ -165,8 +177,12 @@ def check_record(record, kind, where="record"):
             raise ValueError(f"{where}: an mc record needs a question and at least two choices")
         if len(choices) > len(LETTERS) or not isinstance(answer, int) or not 0 <= answer < len(choices):
             raise ValueError(f"{where}: answer {answer!r} is not an index into {len(choices)} choices")
+        letters = record.get("letters")
+        if letters is not None and (not isinstance(letters, list) or len(letters) != len(choices) or len(set(letters)) != len(letters)
+                                    or not all(isinstance(x, str) and x and not x.isspace() for x in letters)):
+            raise ValueError(f"{where}: letters {letters!r} must be {len(choices)} distinct non-blank strings, one per choice")
     elif kind == "gsm8k":
-        if extract_answer(record.get("answer", "")) is None:
+        if not isinstance(record.get("answer"), str) or gsm8k_gold(record["answer"]) is None:
             raise ValueError(f"{where}: answer does not end with '#### N'")
     elif kind == "conversation":
         _conversation(record, where)
@@ -200,42 +216,100 @@ def write_jsonl(path, records):
 # records -> prompts and conversations
 
 
+def mc_letters(record):
+    """The labels of an item's choices: its own ("letters") or A, B, C, ... in order."""
+    return list(record.get("letters") or LETTERS[: len(record["choices"])])
+
+
 def render_mc(record):
-    """The one multiple-choice prompt that training and evaluation share; the reply is a letter."""
-    lines = [record["question"].strip(), ""]
-    lines += [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(record["choices"])]
-    lines += ["", "Reply with the letter of the correct answer."]
-    return "\n".join(lines)
+    """The multiple-choice prompt nanochat trains and evaluates on (tasks/common.py).
+
+    Each choice is followed by its letter with no space before it, so the letter in the prompt is
+    the same token as the one-letter reply; the question is used as it is.
+    """
+    lines = [f"Multiple Choice question: {record['question']}"]
+    lines += [f"- {choice}={letter}" for letter, choice in zip(mc_letters(record), record["choices"])]
+    return "\n".join(lines) + "\n\nRespond only with the letter of the correct answer."
 
 
 def mc_letter(record):
-    return LETTERS[record["answer"]]
+    """The reply that is right: the letter of the answer."""
+    return mc_letters(record)[record["answer"]]
 
 
-_NUMBER = re.compile(r"####\s*([-+]?[\d,]*\.?\d+)")
+_ANSWER = re.compile(r"#### (-?[0-9.,]+)")
 
 
 def extract_answer(text):
-    """The number after '####' (commas dropped), or None when there is none."""
-    match = _NUMBER.search(text or "")
-    return match.group(1).replace(",", "").lstrip("+") if match else None
+    """The final answer of a GSM8K-form text as nanochat reads it (after OpenAI's grade-school-math):
+    the first "#### " (one space) followed by an optional minus and digits, dots and commas, with the
+    commas dropped; None when there is none.
+
+    Nothing else is normalised, so answers compare as text: "#### 1,000" gives "1000", "#### 1000.0"
+    gives "1000.0" (not "1000"), "#### 5." gives "5.", and "####1000", "#### +5" or "#### $5" give None.
+    """
+    match = _ANSWER.search(text or "")
+    return match.group(1).strip().replace(",", "") if match else None
 
 
-_CALC = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+_CALL = re.compile(r"(<<[^>]+>>)")
 
 
 def gsm8k_parts(answer):
-    """An answer with <<expr=result>> annotations as content parts: text, python call, its output."""
-    parts, pos = [], 0
-    for m in _CALC.finditer(answer):
-        if m.start() > pos:
-            parts.append({"type": "text", "text": answer[pos : m.start()]})
-        parts.append({"type": "python", "text": m.group(1)})
-        parts.append({"type": "python_output", "text": m.group(2)})
-        pos = m.end()
-    if pos < len(answer):
-        parts.append({"type": "text", "text": answer[pos:]})
+    """An answer with <<expr=result>> annotations as content parts: text, python call, its output.
+
+    Split as nanochat splits it: an annotation is "<<" up to the next ">", the expression is what
+    comes before its last "=" (an annotation without "=" is a call with an empty output). Empty
+    text between two annotations is left out (it renders to no tokens either way).
+    """
+    parts = []
+    for piece in _CALL.split(answer):
+        if piece.startswith("<<") and piece.endswith(">>"):
+            inner = piece[2:-2]
+            expr, result = inner.rsplit("=", 1) if "=" in inner else (inner, "")
+            parts += [{"type": "python", "text": expr}, {"type": "python_output", "text": result}]
+        elif piece:
+            parts.append({"type": "text", "text": piece})
     return parts
+
+
+def gsm8k_gold(answer):
+    """The reference answer of a GSM8K-form record: read from the text after its last annotation,
+    as nanochat reads it from the last part of the assistant message."""
+    return extract_answer(_CALL.split(answer)[-1])
+
+
+def gsm8k_correct(reply, gold):
+    """Whether a reply's final answer is the reference answer `gold` (from `gsm8k_gold`), as text."""
+    return gold is not None and extract_answer(reply) == gold
+
+
+def humaneval_imports(prompt):
+    """The import lines at the top of a HumanEval prompt (comments and blank lines skipped), stripped."""
+    imports = []
+    for line in prompt.split("\n"):
+        line = line.strip()
+        if line.startswith(("import ", "from ")):
+            imports.append(line)
+        elif line and not line.startswith("#"):
+            break
+    return "\n".join(imports)
+
+
+_FENCE = re.compile(r"```(?:python)?\s*\n(.*?)\n```", re.DOTALL)
+
+
+def humaneval_code(reply):
+    """The code of a reply: its first closed ``` or ```python block, else the whole reply; stripped."""
+    match = _FENCE.search(reply)
+    return (match.group(1) if match else reply).strip()
+
+
+def humaneval_program(record, reply):
+    """The program that checks a reply as nanochat builds it: the prompt's imports, the reply's code
+    (expected to define the whole function), the tests and check(entry_point). It passes if it runs
+    without an exception."""
+    return f"{humaneval_imports(record['prompt'])}\n\n{humaneval_code(reply)}\n\n{record['test']}\ncheck({record['entry_point']})"
 
 
 def to_conversation(record, kind):
@@ -247,7 +321,7 @@ def to_conversation(record, kind):
     elif kind == "gsm8k":
         user, assistant = record["question"], gsm8k_parts(record["answer"])
     elif kind == "humaneval":
-        user, assistant = record["prompt"], record["prompt"] + record["canonical_solution"]
+        user, assistant = record["prompt"], f"{record['prompt']}\n{record['canonical_solution']}"
     else:
         raise ValueError(f"unknown task kind {kind!r} (known: {', '.join(KINDS)})")
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}

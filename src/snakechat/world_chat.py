@@ -1,11 +1,14 @@
 """Chat data drawn from the built-in world (`snakechat.world`), in the unified task format.
 
-    <out_dir>/tasks.json                 {"tasks": {task: {"kind", "splits", "random_baseline"}}}
+    <out_dir>/tasks.json                 {"tasks": {task: {"kind", "splits", "random_baseline", "format": "world"}}}
     <out_dir>/<task>/train.jsonl, test.jsonl
 
 Tasks: conversations about the world's facts (some multi-turn), arithmetic with calculator tool
 calls, identity ("who are you?" -> snakechat), multiple-choice questions in ARC/MMLU form, word
 problems in GSM8K form, and spelling/counting problems (GSM8K form, counted with the tool).
+The items are the world's own; they are rendered and scored by the rules of `snakechat.tasks`
+(nanochat's multiple-choice prompt, "#### N" answers), and chat_eval labels their scores "world"
+(format "world" in tasks.json), never as the published benchmarks.
 
 Train and test never share an item: every generated item carries keys (its questions, or its
 calculation), the test split is drawn first with distinct keys, and a train item is kept only if
@@ -260,7 +263,7 @@ def write_chat_data(out_dir, seed):
         for split, records in (("train", train), ("test", test)):
             splits[split] = f"{task}/{split}.jsonl"
             write_text_atomic(out_dir / splits[split], "".join(json.dumps(r) + "\n" for r in records))
-        tasks[task] = {"kind": kind, "splits": splits, "random_baseline": baseline}
+        tasks[task] = {"kind": kind, "splits": splits, "random_baseline": baseline, "format": "world"}
         counts[task] = {"train": len(train), "test": len(test)}
     write_json_atomic(out_dir / "tasks.json", {"tasks": tasks})
     return counts
