@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian/Ubuntu machine, then run them.
-# Installs: system packages (Slurm, munge, Chromium), a virtualenv in .venv with snakechat.
+# Installs: system packages (Slurm, munge, Chromium, bubblewrap for the HumanEval sandbox), a virtualenv in .venv with snakechat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurm-wlm munge chromium chromium-driver >/dev/null
+    apt-get install -y -qq --no-install-recommends slurm-wlm munge chromium chromium-driver bubblewrap >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

@@ -110,7 +110,7 @@ def test_scoring_follows_what_the_model_says():
     model = memorize(random_gpt(tok.vocab_size, seed=3, sequence_len=256, n_embd=64), ids, steps=400)
 
     class Args:
-        device_batch_items, num_samples, max_new_tokens, temperature, top_k, seed, sandbox_timeout = 2, 1, 30, 0.0, 0, 0, 10.0
+        device_batch_items, num_samples, max_new_tokens, temperature, top_k, seed = 2, 1, 30, 0.0, 0, 0
 
     evaluator = chat_eval.Evaluator(model, tok, model.lm_head.weight.device, Args)
     assert evaluator.run_task("mc", mc, 0, 1) == (3, 3, ["B", "C", "2"])  # the predictions are the items' own letters
@@ -125,11 +125,8 @@ def test_humaneval_reply_is_scored_as_nanochat_scores_it():
     """The reply must define the function (the prompt's imports are added); a bare body fails."""
     record = dict(HUMANEVAL[0], prompt="import math\n" + HUMANEVAL[0]["prompt"])
 
-    class Args:
-        sandbox_timeout = 5.0
-
     evaluator = chat_eval.Evaluator.__new__(chat_eval.Evaluator)
-    evaluator.args = Args
+    evaluator.sandbox = humaneval_sandbox.Sandbox(timeout=5.0)
     whole = "def add(a, b):\n    return math.fsum([a, b])\n"
     assert evaluator.humaneval(record, [whole])
     assert evaluator.humaneval(record, ["Sure:\n```python\n" + whole + "```\nDone."])
@@ -138,16 +135,19 @@ def test_humaneval_reply_is_scored_as_nanochat_scores_it():
     assert evaluator.humaneval(record, ["nonsense", whole])  # any of the samples
 
 
-def test_humaneval_sandbox_scores_and_guards():
-    record = HUMANEVAL[0]
-    assert humaneval_sandbox.check_completion(record, record["canonical_solution"]).passed  # body continuing the prompt
-    assert humaneval_sandbox.check_completion(record, "```python\n" + record["prompt"] + record["canonical_solution"] + "```").passed
-    assert not humaneval_sandbox.check_completion(record, "    return a - b\n").passed
-    assert humaneval_sandbox.check_completion(record, "    while True:\n        pass\n", timeout=1).status == "timeout"
-    net = humaneval_sandbox.run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\n")
-    assert not net.passed and "not allowed" in net.detail
-    assert not humaneval_sandbox.run_program("import os\nos.system('true')\n").passed
-    assert not humaneval_sandbox.run_program("x = bytearray(8 << 30)\n", memory_bytes=512 << 20).passed
+def test_humaneval_without_a_sandbox_stops_before_the_model_loads_unless_opted_out(setup, tmp_path, monkeypatch):
+    """No bwrap on PATH: chat_eval refuses, saying why and how to allow it; --unsandboxed true runs the code anyway."""
+    root, checkpoint, chat_dir = setup
+    monkeypatch.setenv("PATH", str(tmp_path))
+    load_model = chat_eval.load_model
+    monkeypatch.setattr(chat_eval, "load_model", lambda *a: pytest.fail("the model was loaded before the sandbox was checked"))
+    args = ["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--out", str(tmp_path / "x.csv"), "--max-per-task", "1", "--max-new-tokens", "4"]
+    with pytest.raises(SystemExit) as err:
+        chat_eval.main(args)
+    assert "bwrap (bubblewrap) is not installed" in str(err.value) and "chat_eval.unsandboxed: true" in str(err.value)
+    monkeypatch.setattr(chat_eval, "load_model", load_model)
+    chat_eval.main(args + ["--unsandboxed", "true"])
+    assert {r["task"] for r in read_csv(tmp_path / "x.csv")} == {"code", "word_problems", "world_mc", "ChatCORE"}
 
 
 def test_published_files_via_task_option(setup, tmp_path):

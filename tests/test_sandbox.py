@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from snakechat import humaneval_sandbox
+from snakechat import humaneval_sandbox, tasks
 from snakechat.humaneval_sandbox import Sandbox, SandboxUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,12 +150,17 @@ def attack(sandbox, host, code, limit=LIMIT, runs_through=True, answer=WRONG):
     return result
 
 
+def check_reply(sandbox, reply):
+    return sandbox.run(tasks.humaneval_candidate(RECORD, reply), RECORD["test"], RECORD["entry_point"])
+
+
 def test_correct_solutions_pass_and_wrong_ones_fail(sandbox):
-    ok = humaneval_sandbox.check_completion(sandbox, RECORD, RECORD["canonical_solution"])
+    whole = RECORD["prompt"] + RECORD["canonical_solution"]
+    ok = check_reply(sandbox, whole)
     assert ok.passed and ok.status == "passed", ok
-    fenced = humaneval_sandbox.check_completion(sandbox, RECORD, "```python\n" + RECORD["prompt"] + RECORD["canonical_solution"] + "```")
+    fenced = check_reply(sandbox, "Here:\n```python\n" + whole + "\n```\n")
     assert fenced.passed, fenced
-    wrong = humaneval_sandbox.check_completion(sandbox, RECORD, "    return a - b\n")
+    wrong = check_reply(sandbox, WRONG)
     assert not wrong.passed and wrong.status == "failed" and "AssertionError" in wrong.detail
 
 
@@ -475,7 +480,7 @@ def test_oversized_job_is_refused(sandbox):
 def test_unsandboxed_is_an_explicit_opt_in_and_still_needs_the_token(host):
     box = Sandbox(timeout=LIMIT, unsandboxed=True)
     box.verify()
-    assert humaneval_sandbox.check_completion(box, RECORD, RECORD["canonical_solution"]).passed
+    assert check_reply(box, RECORD["prompt"] + RECORD["canonical_solution"]).passed
     assert not box.run(f"P = {json.dumps(host.params)}\nimport os\nos._exit(0)\n" + WRONG, RECORD["test"], "add").passed
 
 

@@ -21,7 +21,8 @@ The protocol is nanochat's scripts/chat_eval.py, with the prompts and answer che
 - gsm8k: `num_samples` replies (greedy at temperature 0), at most `max_new_tokens` tokens each,
   calculator calls run; right if any reply's text after "#### " equals the reference's.
 - humaneval: the reply's code, after the prompt's imports, run with the tests in
-  `snakechat.humaneval_sandbox`; right if it runs without error.
+  `snakechat.humaneval_sandbox` (bubblewrap); right if the harness reports that check() returned.
+  Where that sandbox cannot start the run stops before loading the model, unless `--unsandboxed true`.
 - items: the whole test split; `max_per_task` N takes the first N of the split shuffled with
   numpy's default_rng(42), which is the subset nanochat's `-x N` takes of a hub dataset.
 - ChatCORE: the mean over tasks of (accuracy - chance) / (1 - chance), chance being nanochat's:
@@ -144,8 +145,8 @@ def prompt_ids(tok, record, kind, max_len):
 
 
 class Evaluator:
-    def __init__(self, model, tok, device, args):
-        self.model, self.tok, self.device, self.args = model, tok, device, args
+    def __init__(self, model, tok, device, args, sandbox=None):
+        self.model, self.tok, self.device, self.args, self.sandbox = model, tok, device, args, sandbox
         self.engine = Engine(model, tok)
         self.letter_ids = {}
         self.cuts = {}  # "reference"/"model" -> prompts cut so, since the last run_task
@@ -201,7 +202,7 @@ class Evaluator:
         return any(tasks.gsm8k_correct(r, gold) for r in replies)
 
     def humaneval(self, record, replies):
-        return any(humaneval_sandbox.run_program(tasks.humaneval_program(record, r), timeout=self.args.sandbox_timeout).passed for r in replies)
+        return any(self.sandbox.run(tasks.humaneval_candidate(record, r), record["test"], record["entry_point"]).passed for r in replies)
 
     def run_task(self, kind, records, rank, world_size):
         """(correct, n, sample replies) over this rank's share of the records."""
@@ -251,6 +252,12 @@ def to_csv(rows):
     return buf.getvalue()
 
 
+def true_or_false(text):
+    if text not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return text == "true"
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory (results/{stage}/{model})")
@@ -264,6 +271,7 @@ def parse_args(argv=None):
     p.add_argument("--top-k", type=int, default=50, help="0: no top-k filter")
     p.add_argument("--device-batch-items", type=int, default=8, help="items per process at once (mc: per forward pass; generative: x num-samples rows)")
     p.add_argument("--sandbox-timeout", type=float, default=5.0, help="seconds a HumanEval program may run (nanochat: 5)")
+    p.add_argument("--unsandboxed", type=true_or_false, default=False, metavar="{true,false}", help="true: run HumanEval code without isolation where bubblewrap cannot start")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--device", default="auto")
@@ -280,6 +288,18 @@ def parse_args(argv=None):
     return args
 
 
+def open_sandbox(args):
+    """The sandbox for model-written code, checked before any model is loaded; SystemExit saying why where it cannot start."""
+    sandbox = humaneval_sandbox.Sandbox(timeout=args.sandbox_timeout, unsandboxed=args.unsandboxed)
+    try:
+        sandbox.verify()
+    except humaneval_sandbox.SandboxUnavailable as e:
+        raise SystemExit(str(e)) from None
+    if sandbox.unsandboxed:
+        print0("WARNING: --unsandboxed true: HumanEval code runs without isolation, as this user")
+    return sandbox
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -288,9 +308,10 @@ def main(argv=None):
     picked, skipped = collect_tasks(args.chat_data, args.task, args.max_per_task)
     if not picked:
         raise SystemExit(f"no evaluable tasks (skipped: {skipped})")
+    sandbox = open_sandbox(args) if any(kind == "humaneval" for _, kind, _, _ in picked) else None
     model, tok, meta = load_model(args.checkpoint, device)
     model.eval()
-    evaluator = Evaluator(model, tok, device, args)
+    evaluator = Evaluator(model, tok, device, args, sandbox)
     results, details = [], {}
     for name, kind, protocol, records, test_items, baseline in picked:
         start = time.time()

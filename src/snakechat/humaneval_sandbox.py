@@ -254,28 +254,3 @@ class Sandbox:
                                      f"{result.detail.strip()[:1000]}. {HOW_TO_ALLOW}")
         return result
 
-
-def humaneval_program(record, completion):
-    """The program a completion makes: the prompt's imports and the completion where it defines the entry
-    point itself, else the prompt continued by the completion (the function's body)."""
-    prompt, entry = record["prompt"], record["entry_point"]
-    if f"def {entry}(" in completion:
-        imports = "\n".join(line for line in prompt.splitlines() if line.startswith(("import ", "from ")))
-        return imports + "\n\n" + completion
-    return prompt + completion
-
-
-def extract_code(text):
-    """The code in a model reply: the first ```python fenced block if there is one, else the reply."""
-    for fence in ("```python", "```py", "```"):
-        start = text.find(fence)
-        if start != -1:
-            start += len(fence)
-            end = text.find("```", start)
-            return text[start : end if end != -1 else len(text)].strip("\n")
-    return text
-
-
-def check_completion(sandbox, record, completion):
-    """Whether a model reply passes a HumanEval record's tests, run in `sandbox`."""
-    return sandbox.run(humaneval_program(record, extract_code(completion)), record["test"], record["entry_point"])

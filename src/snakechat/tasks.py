@@ -305,11 +305,16 @@ def humaneval_code(reply):
     return (match.group(1) if match else reply).strip()
 
 
+def humaneval_candidate(record, reply):
+    """The model's part of the program: the prompt's imports, then the reply's code (expected to define
+    the whole function). `snakechat.humaneval_sandbox` runs it apart from the tests."""
+    return f"{humaneval_imports(record['prompt'])}\n\n{humaneval_code(reply)}"
+
+
 def humaneval_program(record, reply):
-    """The program that checks a reply as nanochat builds it: the prompt's imports, the reply's code
-    (expected to define the whole function), the tests and check(entry_point). It passes if it runs
-    without an exception."""
-    return f"{humaneval_imports(record['prompt'])}\n\n{humaneval_code(reply)}\n\n{record['test']}\ncheck({record['entry_point']})"
+    """The program that checks a reply as nanochat builds it: the candidate, the tests and
+    check(entry_point). It passes if it runs without an exception."""
+    return f"{humaneval_candidate(record, reply)}\n\n{record['test']}\ncheck({record['entry_point']})"
 
 
 def to_conversation(record, kind):
