@@ -308,7 +308,7 @@ def main(argv=None):
     picked, skipped = collect_tasks(args.chat_data, args.task, args.max_per_task)
     if not picked:
         raise SystemExit(f"no evaluable tasks (skipped: {skipped})")
-    sandbox = open_sandbox(args) if any(kind == "humaneval" for _, kind, _, _ in picked) else None
+    sandbox = open_sandbox(args) if any(task[1] == "humaneval" for task in picked) else None
     model, tok, meta = load_model(args.checkpoint, device)
     model.eval()
     evaluator = Evaluator(model, tok, device, args, sandbox)
