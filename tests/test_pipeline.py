@@ -96,6 +96,36 @@ def test_html_report_has_every_plot_and_table(pipeline):
         assert name in html, name
 
 
+def readme_command(start):
+    """The README's shell line that starts with `start` (so the test runs what the README says)."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.strip().startswith(start):
+            return line.strip()
+    raise AssertionError(f"the README has no line starting with {start!r}")
+
+
+def test_readme_install_is_enough_for_the_html_report(pipeline):
+    """The README's install into a fresh venv (torch and the project, no test extras), then the
+    README's report command with that venv alone on PATH."""
+    install = readme_command("python3 -m venv .venv").split(" && PATH=")[0]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p).resolve() != Path(sys.executable).parent.resolve())
+    run = subprocess.run(["bash", "-c", install], cwd=pipeline, env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    venv = pipeline / ".venv"
+    assert not (venv / "bin/pytest").exists()  # nothing of the test extras
+
+    (pipeline / "results/report.html").unlink(missing_ok=True)
+    report = readme_command("snakemake --report").split()
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+    run = subprocess.run([*report, "--configfile", "config/config.yaml", "tests/pipeline/quick.yaml"], cwd=pipeline, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    html = (pipeline / "results/report.html").read_text()
+    for plot in PLOTS:
+        assert f"{plot}.png" in html, plot
+
+
 def test_every_result_carries_its_provenance(pipeline):
     r = pipeline / "results"
     blocks = [json.loads((r / s / "tiny/meta.json").read_text())["provenance"] for s in STAGES]
