@@ -147,7 +147,7 @@ def test_a_param_change_reruns_that_stage_and_what_depends_on_it(pipeline):
         jobs = planned_jobs(pipeline)
     finally:
         quick.write_text(original)
-    assert set(jobs) == {"base_eval", "plot", "report_card", "all"}, jobs
+    assert set(jobs) == {"base_eval", "plan", "plot", "report_card", "all"}, jobs  # the plan prices base_eval by max_per_task
     assert jobs["plot"] == 2  # the CORE plot, and the time plot (base_eval's benchmark file)
 
 

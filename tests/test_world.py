@@ -333,3 +333,12 @@ def test_chat_world_questions_hold_out_facts(chat):
             asked += [_strip_greeting(t) for t in _user_texts(record) if _strip_greeting(t) in fact_of]
         assert len(asked) > 100
         assert all((fact_of[q] in held) == (split == "test") for q in asked), split
+
+
+def test_the_plan_knows_the_bundle_size(bundle):
+    """config.yaml's plan.bundle_items.tinyworld (the plan prices base_eval with it) is the generated bundle's size."""
+    from snakechat import core_eval
+
+    tasks_ = core_eval.load_bundle(bundle)
+    facts = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/config.yaml").read_text())["plan"]["bundle_items"]["tinyworld"]
+    assert facts == {"tasks": len(tasks_), "items": sum(len(t.items) for t in tasks_)}

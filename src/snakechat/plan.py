@@ -15,12 +15,85 @@ from pathlib import Path
 
 import yaml
 
-from snakechat import configcheck, sizing
+from snakechat import configcheck, sizing, tasks, world_chat
 from snakechat.common import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_BYTES_PER_PARAM = 4  # fp32 weights
 STATE_BYTES_PER_PARAM = 12  # weights + up to two optimizer moments
+
+
+GENERATIVE_KINDS = ("gsm8k", "humaneval")  # chat_eval samples replies for these
+SCORED_KINDS = ("mc", *GENERATIVE_KINDS)  # the kinds chat_eval scores
+
+
+def evaluations(steps, every):
+    """How often a training loop evaluates: every `every` steps and after the last (snakechat.train_loop)."""
+    return steps // every + (1 if steps % every else 0) if every else 1
+
+
+def base_validation_tokens(base, step_tokens, steps):
+    """Tokens base_train's validation forwards: eval_tokens in whole steps, at each evaluation."""
+    per_eval = max(1, base["eval_tokens"] // step_tokens) * step_tokens
+    n = evaluations(steps, base["eval_every"])
+    return n * per_eval, f"{n} validations × {per_eval:,} tokens"
+
+
+def base_loss_cost(settings, seq, gpus):
+    """(tokens, basis) of base_loss: each split in whole passes of device_batch_rows × GPUs rows,
+    then greedy samples, which re-read their whole context for each new token (no KV cache)."""
+    per_pass = settings["device_batch_rows"] * gpus * seq
+    per_split = max(1, settings["split_tokens"] // per_pass) * per_pass
+    prompts, new = settings["prompts"], settings["max_new_tokens"]
+    # prompt length at about 4 bytes per token
+    samples = sum(len(p.encode()) // 4 + 1 + i for p in prompts for i in range(new))
+    basis = (f"forward only: train and val × {per_split:,} tokens (split_tokens {settings['split_tokens']:,} in passes of {per_pass:,}); "
+             f"{len(prompts)} greedy samples × {new} tokens")
+    return 2 * per_split + samples, basis
+
+
+def base_eval_cost(settings, bundle, plan):
+    """(tokens, basis) of base_eval, or (None, why) where the plan does not know the bundle's size."""
+    facts = plan["bundle_items"].get(bundle)
+    if facts is None:
+        return None, f"not priced: eval bundle {bundle!r} has no plan.bundle_items entry"
+    cap = settings["max_per_task"]
+    items = min(facts["items"], facts["tasks"] * cap) if cap else facts["items"]
+    per_item = plan["core_tokens_per_item"]
+    scope = f"at most {cap} per task" if cap else "all"
+    return items * per_item, f"forward only: {facts['tasks']} tasks, {items:,} items ({scope}) × {per_item:,} tokens"
+
+
+def scored_tasks(chat_data, plan):
+    """{task: (kind, test rows or None)} of the tasks chat_eval scores in a chat data entry."""
+    world = {name: (kind, n_test) for name, kind, _, _, n_test, _ in world_chat.TASKS}
+    if chat_data["kind"] == "synthetic":
+        found = world
+    else:
+        found = {name: world[name] for name in chat_data["world_tasks"] if name in world}
+        for name, spec in chat_data["tasks"].items():
+            if "test" in spec["splits"]:
+                found[name] = (tasks.FORMAT_KINDS[spec["format"]], plan["test_items"].get(name))
+    return {name: v for name, v in sorted(found.items()) if v[0] in SCORED_KINDS}
+
+
+def chat_eval_cost(settings, scored, stages, conv_tokens):
+    """(tokens, basis) of chat_eval over every chat stage: a prompt per multiple-choice item;
+    num_samples replies of up to max_new_tokens per generative item."""
+    per_stage, unknown, parts = 0, [], []
+    for name, (kind, rows) in scored.items():
+        if rows is None:
+            unknown.append(name)
+            continue
+        items = min(rows, settings["max_per_task"]) if settings["max_per_task"] else rows
+        generated = settings["num_samples"] * (conv_tokens + settings["max_new_tokens"]) if kind in GENERATIVE_KINDS else conv_tokens
+        per_stage += items * generated
+        parts.append(f"{name} {items:,}")
+    basis = (f"forward only, {len(stages)} stages ({', '.join(stages)}) × items ({', '.join(parts) or 'none'}); "
+             f"{conv_tokens} prompt tokens, generative items × {settings['num_samples']} samples × {settings['max_new_tokens']} new tokens")
+    if unknown:
+        basis += f"; not priced (no plan.test_items): {', '.join(unknown)}"
+    return len(stages) * per_stage, basis
 
 
 def mixture_examples(mixture):
@@ -51,31 +124,51 @@ def stage_rows(name, cfg):
     shard_bytes = data["shards"] * plan["shard_bytes"] if data["kind"] == "http" else 0
     add("data", 0, 0, f"{data['shards']} shards ({data['kind']})", disk=shard_bytes)
     add("tok_train", 0, 0, f"CPU; {min(tok['max_chars'], 10**12):,} characters at most")
-    add("base_train", base.training_tokens, base.total_flops, f"{base.steps:,} steps; {base.tokens_per_param:.1f} tokens/param",
+    val_tokens, val_basis = base_validation_tokens(m["base"], base.step_tokens, base.steps)
+    add("base_train", base.training_tokens, base.total_flops + fpt / 3 * val_tokens,
+        f"{base.steps:,} steps; {base.tokens_per_param:.1f} tokens/param; + {val_basis} (forward only)",
         disk=n_params * (CHECKPOINT_BYTES_PER_PARAM + STATE_BYTES_PER_PARAM))
-    eval_tokens = m["base"]["eval_tokens"]
-    add("base_loss", 2 * eval_tokens, 2 * eval_tokens * fpt / 3, "forward only, train + val")
+    tokens, basis = base_loss_cost(m["base_loss"], seq, gpus)
+    add("base_loss", tokens, tokens * fpt / 3, basis)
+    tokens, basis = base_eval_cost(m["base_eval"], m["eval_bundle"], plan)
+    if tokens is None:
+        rows.append({"stage": "base_eval", "note": basis})
+    else:
+        add("base_eval", tokens, tokens * fpt / 3, basis)
     conv_tokens = plan["conversation_tokens"]
     for stage in ("mid", "sft"):
         s = m[stage]
         if stage == "mid" and not s["enabled"]:
             rows.append({"stage": "mid", "note": "skipped (mid.enabled: false)"})
             continue
-        if s["steps"]:
-            step_tokens = s["step_tokens"] if stage == "mid" else s["step_conversations"] * conv_tokens
-            t, note = s["steps"] * step_tokens, f"{s['steps']} steps"
+        step_size = s["step_tokens"] if stage == "mid" else s["step_conversations"] * conv_tokens
+        if s["steps"] > 0:
+            t, note = s["steps"] * step_size, f"{s['steps']} steps"
         else:
             n, by_epochs = mixture_examples(s["mixture"])
             t = n * conv_tokens * s.get("epochs", 1)
             note = f"{n:,} weighted examples × {conv_tokens} tokens" + (f"; plus {', '.join(by_epochs)} by epochs (data-dependent)" if by_epochs else "")
-        add(stage, t, fpt * t, note, disk=n_params * (CHECKPOINT_BYTES_PER_PARAM + STATE_BYTES_PER_PARAM))
+        n_val = evaluations(max(1, -(-t // step_size)), s["eval_every"])
+        per_val = s["eval_tokens"] if stage == "mid" else s["eval_conversations"] * conv_tokens
+        note += f"; + {n_val} validations × {per_val:,} tokens (forward only)"
+        add(stage, t, fpt * t + fpt / 3 * n_val * per_val, note, disk=n_params * (CHECKPOINT_BYTES_PER_PARAM + STATE_BYTES_PER_PARAM))
     rl = m["rl"]
     if rl["steps"]:
         sampled = rl["steps"] * rl["step_prompts"] * rl["num_samples"] * rl["max_new_tokens"]
+        n_eval = evaluations(rl["steps"], rl["eval_every"]) + 1  # and once before the first step
+        held_out = n_eval * rl["eval_prompts"] * rl["pass_k"] * (conv_tokens + rl["max_new_tokens"])
         # sampling is a forward per token (1/3 of training FLOPs), then one training pass over the samples
-        add("rl", sampled, sampled * fpt * (1 / 3 + 1), f"{rl['steps']} steps × {rl['step_prompts']} prompts × {rl['num_samples']} samples")
+        add("rl", sampled, sampled * fpt * (1 / 3 + 1) + held_out * fpt / 3,
+            f"{rl['steps']} steps × {rl['step_prompts']} prompts × {rl['num_samples']} samples × {rl['max_new_tokens']} tokens; "
+            f"+ {n_eval} held-out evaluations × {rl['eval_prompts']} prompts × {rl['pass_k']} samples (forward only)")
     else:
         rows.append({"stage": "rl", "note": "steps from epochs over the training problems (data-dependent)"})
+    if m.get("chat_data") is None:
+        rows.append({"stage": "chat_eval", "note": "no chat_data: no chat stages"})
+    else:
+        stages = ["base"] + (["mid"] if m["mid"]["enabled"] else []) + ["sft", "rl"]
+        tokens, basis = chat_eval_cost(m["chat_eval"], scored_tasks(cfg["chat_data"][m["chat_data"]], plan), stages, conv_tokens)
+        add("chat_eval", tokens, tokens * fpt / 3, basis)
     return {"model": name, "params": n_params, "flops_per_token": fpt, "sequence_len": seq, "rows": rows, "plan": plan}
 
 
@@ -109,7 +202,9 @@ def render(p):
         flops = f"{r['flops']:.2e}" if r["flops"] else "–"
         disk = human(r["disk_bytes"], "B") if r["disk_bytes"] else "–"
         lines.append(f"| {r['stage']} | {tokens} | {flops} | {r['gpus'] or 'CPU'} | {wall} | ${r['usd']:.2f} | {disk} | {r['note']} |")
-    lines += ["", f"**Total: {total_h:.2f} h on {plan['gpus']} GPUs, ${total_usd:,.2f}** (stages marked data-dependent not included)."]
+    lines += ["", f"**Total: {total_h:.2f} h on {plan['gpus']} GPUs, ${total_usd:,.2f}** (stages marked data-dependent or not priced are not included).",
+              "", "Evaluation and sampling rows are priced at the same MFU as training; sampling (RL, generative chat_eval "
+              "tasks) waits on one token at a time, so read their wall time as a lower bound."]
     return "\n".join(lines) + "\n"
 
 

@@ -148,7 +148,7 @@ PLOT_INPUTS = {
 }
 
 
-PLANNED_STAGES = ("tokenizer", "depth", "base", "mid", "sft", "rl")
+PLANNED_STAGES = ("tokenizer", "eval_bundle", "chat_data", "depth", "base", "base_loss", "base_eval", "mid", "sft", "rl", "chat_eval")
 
 
 def plan_config(wildcards):
@@ -160,5 +160,6 @@ def plan_config(wildcards):
         "models": {wildcards.model: {k: v for k, v in config["models"][wildcards.model].items() if k in PLANNED_STAGES}},
         "tokenizers": {names["tokenizer"]: config["tokenizers"][names["tokenizer"]]},
         "datasets": {names["dataset"]: config["datasets"][names["dataset"]]},
+        "chat_data": {c: config["chat_data"][c] for c in [config["models"][wildcards.model].get("chat_data")] if c},
         "plan": config["plan"],
     }, sort_keys=True)
