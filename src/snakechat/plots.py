@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -99,18 +100,28 @@ def plot_training(args):
     df = training_logs(args.logs)
     val = df.dropna(subset=["val_bpb"]).copy()
     val["measured on"] = val["run"] + ": " + val["stage"].map(VAL_DATA).fillna("its own validation data")
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), layout="constrained")
     sns.lineplot(data=df, x="step", y="loss", hue="run", ax=axes[0, 0])
     sns.lineplot(data=df, x="flops", y="loss", hue="run", ax=axes[0, 1])
     if len(val):
         sns.lineplot(data=val, x="step", y="val_bpb", hue="measured on", marker="o", ax=axes[1, 0])
         sns.lineplot(data=val, x="flops", y="val_bpb", hue="measured on", marker="o", ax=axes[1, 1])
     for ax in axes[:, 1]:
-        ax.set_xlabel("FLOPs since the start of base training")
+        ax.set_xlabel("FLOPs since base training began")
+        ax.xaxis.set_major_formatter(EngFormatter())
     axes[0, 0].set_title("training loss by step")
     axes[0, 1].set_title("training loss by FLOPs")
-    axes[1, 0].set_title("validation bits per byte by step (each stage on its own data)")
-    axes[1, 1].set_title("validation bits per byte by FLOPs (each stage on its own data)")
+    axes[1, 0].set_title("validation bits per byte by step")
+    axes[1, 1].set_title("validation bits per byte by FLOPs")
+    # one legend per row, above and below the panels rather than over the curves
+    legends = (("outside upper center", "run"), ("outside lower center", "validation bits per byte: each stage on its own data"))
+    for row, (loc, title) in enumerate(legends):
+        handles, labels = axes[row, 0].get_legend_handles_labels()
+        for ax in axes[row]:
+            if ax.get_legend():
+                ax.get_legend().remove()
+        if handles:
+            fig.legend(handles, labels, loc=loc, title=title, ncol=min(3, len(labels)))
     return fig
 
 
