@@ -2,14 +2,15 @@
 
 Started by `snakechat.humaneval_sandbox` as
 
-    python -I -S sandbox_harness.py --token-fd N --result-fd M --cpu S --memory B --nproc P [--drop-to UID]
+    python -I -S -u sandbox_harness.py --token-fd N --result-fd M --cpu S --memory B --file-size B
+        --open-files N --nproc P [--drop-to UID]
 
 with the job as JSON on stdin: {"program": model-written code, "tests": code defining check(candidate),
 "entry_point": name}. It uses the standard library only (the sandbox has nothing else).
 
 Two processes, so that no model-written code ever runs where the verdict is made:
 - the candidate process is forked first, before the token is read, closes every descriptor but its
-  socket, runs the program and then only answers calls: a function name and plain arguments in, a
+  two pipes, runs the program and then only answers calls: a function name and plain arguments in, a
   plain value (None, bool, int, float, complex, str, bytes and lists, tuples, dicts, sets and
   frozensets of them, exact types only) or an exception's type and message out;
 - the test process (this one) runs the tests with each function of the program replaced by a proxy
@@ -20,14 +21,12 @@ Two processes, so that no model-written code ever runs where the verdict is made
   its descriptors (process_vm_readv, pidfd_getfd).
 """
 
-import argparse
 import builtins
 import ctypes
 import importlib
 import json
 import os
 import resource
-import socket
 import struct
 import sys
 import types
@@ -91,26 +90,32 @@ def decode(data, depth=0):
 
 
 class Channel:
-    """Length-prefixed JSON messages over a stream socket."""
+    """Length-prefixed JSON messages over a pair of pipes."""
 
-    def __init__(self, sock):
-        self.sock = sock
+    def __init__(self, read_fd, write_fd):
+        self.read_fd, self.write_fd = read_fd, write_fd
 
     def send(self, message):
         data = json.dumps(message).encode()
         if len(data) > MAX_MESSAGE:
             raise NotPlain(f"message of {len(data)} bytes is over the {MAX_MESSAGE} byte limit")
-        self.sock.sendall(struct.pack("!I", len(data)) + data)
+        view = memoryview(struct.pack("!I", len(data)) + data)
+        while view:
+            view = view[os.write(self.write_fd, view):]
 
     def _exactly(self, n):
         chunks = []
         while n:
-            chunk = self.sock.recv(min(n, 1 << 20))
+            chunk = os.read(self.read_fd, min(n, 1 << 20))
             if not chunk:
                 raise EOFError
             chunks.append(chunk)
             n -= len(chunk)
         return b"".join(chunks)
+
+    def close(self):
+        os.close(self.read_fd)
+        os.close(self.write_fd)
 
     def recv(self):
         (size,) = struct.unpack("!I", self._exactly(4))
@@ -140,12 +145,12 @@ def describe(namespace):
     return names
 
 
-def candidate_main(sock, program):
+def candidate_main(channel, program):
     """Run the program, then answer calls until the test process hangs up. Never returns."""
-    keep = sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 16)
-    channel = Channel(sock)
+    keep = sorted((channel.read_fd, channel.write_fd))
+    os.closerange(3, keep[0])
+    os.closerange(keep[0] + 1, keep[1])
+    os.closerange(keep[1] + 1, 1 << 16)
     namespace = {"__name__": "candidate", "__builtins__": builtins}
     try:
         exec(compile(program, "<candidate>", "exec"), namespace)
@@ -244,20 +249,35 @@ def prctl(option, value):
         raise OSError(ctypes.get_errno(), f"prctl({option}, {value}) failed")
 
 
+OPTIONS = ("token-fd", "result-fd", "cpu", "memory", "file-size", "open-files", "nproc", "drop-to")
+
+
+def parse_args(argv):
+    """--name N pairs into {name: N} (argparse would cost this short-lived process a third of its start)."""
+    if len(argv) % 2 or not all(a.startswith("--") and a[2:] in OPTIONS for a in argv[::2]):
+        raise SystemExit(f"harness: usage: {' '.join(f'--{o} N' for o in OPTIONS)} (--drop-to optional)")
+    args = {a[2:]: int(v) for a, v in zip(argv[::2], argv[1::2])}
+    missing = [o for o in OPTIONS[:-1] if o not in args]
+    if missing:
+        raise SystemExit(f"harness: missing --{', --'.join(missing)}")
+    return args
+
+
 def confine(args):
     """Drop root (where the sandbox starts as root), become non-dumpable, set the resource limits."""
-    if args.drop_to is not None:
+    uid = args.get("drop-to")
+    if uid is not None:
         os.setgroups([])
-        os.setresgid(args.drop_to, args.drop_to, args.drop_to)
-        os.setresuid(args.drop_to, args.drop_to, args.drop_to)
-        if os.getuid() != args.drop_to or os.geteuid() != args.drop_to:
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.getuid() != uid or os.geteuid() != uid:
             raise SystemExit("harness: could not drop root")
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     prctl(PR_SET_DUMPABLE, 0)
-    limits = [(resource.RLIMIT_CPU, args.cpu), (resource.RLIMIT_AS, args.memory), (resource.RLIMIT_FSIZE, args.file_size),
-              (resource.RLIMIT_NOFILE, args.open_files), (resource.RLIMIT_CORE, 0)]
-    if args.nproc:
-        limits.append((resource.RLIMIT_NPROC, args.nproc))
+    limits = [(resource.RLIMIT_CPU, args["cpu"]), (resource.RLIMIT_AS, args["memory"]), (resource.RLIMIT_FSIZE, args["file-size"]),
+              (resource.RLIMIT_NOFILE, args["open-files"]), (resource.RLIMIT_CORE, 0)]
+    if args["nproc"]:
+        limits.append((resource.RLIMIT_NPROC, args["nproc"]))
     for limit, value in limits:
         resource.setrlimit(limit, (value, value))
 
@@ -276,29 +296,28 @@ def read_job():
 
 
 def main():
-    p = argparse.ArgumentParser()
-    for name in ("--token-fd", "--result-fd", "--cpu", "--memory", "--file-size", "--open-files", "--nproc"):
-        p.add_argument(name, type=int, required=True)
-    p.add_argument("--drop-to", type=int)
-    args = p.parse_args()
+    args = parse_args(sys.argv[1:])
     confine(args)
     job = read_job()
-    ours, theirs = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        ours.close()
-        candidate_main(theirs, job["program"])
-    theirs.close()
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    if os.fork() == 0:
+        os.close(requests_w)
+        os.close(replies_r)
+        candidate_main(Channel(requests_r, replies_w), job["program"])
+    os.close(requests_r)
+    os.close(replies_w)
+    channel = Channel(replies_r, requests_w)
     try:
-        run_tests(Channel(ours), job)
+        run_tests(channel, job)
     except BaseException as e:  # noqa: BLE001 - any way the tests end but returning is a failure
         verdict = f"failed {type(e).__name__}: {e}"[:2000].encode("utf-8", "replace")
     else:
-        token = os.read(args.token_fd, 256)  # only now: check() has returned
+        token = os.read(args["token-fd"], 256)  # only now: check() has returned
         verdict = b"passed " + token
-    os.write(args.result_fd, verdict)
-    os.close(args.result_fd)
-    ours.close()
+    os.write(args["result-fd"], verdict)
+    os.close(args["result-fd"])
+    channel.close()
     os._exit(0)
 
 
