@@ -69,6 +69,34 @@ def test_refuses(expr, reason):
     assert time.monotonic() - start < 0.5
 
 
+@pytest.mark.parametrize(
+    "expr, reason",
+    [
+        ("(-8)**0.5", "complex number"),
+        ("(-1)**(1/3)", "complex number"),
+        ("(-2.0)**0.5 * 0", "complex number"),  # refused at the step that made it, not only at the end
+        ("(-8)**(1/3) + 1", "complex number"),
+        ("1e308*10", "not a finite number"),
+        ("-1e308*10", "not a finite number"),
+        ("1e308+1e308", "not a finite number"),
+        ("1e308*10 - 1e308*10", "not a finite number"),  # inf - inf would be NaN
+        ("1e308*10 * 0", "not a finite number"),
+    ],
+)
+def test_refuses_complex_and_non_finite_results(expr, reason):
+    out = calculator.run(expr)
+    assert out.startswith("error: ") and reason in out, out
+    with pytest.raises(calculator.CalculatorError, match=reason):
+        calculator.evaluate(expr)
+
+
+def test_real_powers_still_work():
+    assert calculator.run("(-8)**2") == "64"
+    assert calculator.run("8**(1/3)") == "2"
+    assert calculator.run("2**-1") == "0.5"
+    assert calculator.run("(-2)**-1") == "-0.5"
+
+
 def test_evaluate_raises_clear_error():
     with pytest.raises(calculator.CalculatorError, match="name 'os' is not allowed"):
         calculator.evaluate("os")

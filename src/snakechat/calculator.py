@@ -7,6 +7,9 @@ language it accepts has no loops, names, imports or attribute access beyond that
 always terminates; size checks before every power, repetition and product keep it from
 allocating without bound, and a deadline guards the walk itself.
 
+Only real, finite results come back: a step that gives a complex number (`(-8)**0.5`) or an
+infinite one (`1e308*10`) is refused with a message saying so, as is a too-big one.
+
 `run(expr)` is what the engine uses: the result as text, or `error: <why>` for a refused
 expression.
 """
@@ -53,8 +56,10 @@ def _check_size(value):
         raise CalculatorError("booleans are not supported")
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
         raise CalculatorError(f"result too large (more than {MAX_INT_BITS} bits)")
+    if isinstance(value, complex):
+        raise CalculatorError("result is a complex number (a fractional power of a negative number?); only real results are given")
     if isinstance(value, float) and not math.isfinite(value):
-        raise CalculatorError("result is not a finite number")
+        raise CalculatorError("result is not a finite number (it overflowed to infinity or is NaN)")
     if isinstance(value, str) and len(value) > MAX_STR_LEN:
         raise CalculatorError(f"string result longer than {MAX_STR_LEN} characters")
     return value
