@@ -4,7 +4,7 @@
     python bench/data.py ../shared/data/pretrain/shard_0000*.parquet   # also read and download these
 
 Generation: documents/s and MB/s of `dataset.generate_synthetic`. Reading: characters/s of
-`dataset.iter_texts`. Download: MB/s of `download.fetch` with parquet verification, from a
+`shards.iter_texts`. Download: MB/s of `download.fetch` with parquet verification, from a
 local HTTP server on 127.0.0.1 serving the given files (so the figure is the cost on our side:
 transfer, sha256, full parquet check, rename), plus `dataset.fetch_shards` with 4 workers.
 """
@@ -19,6 +19,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from snakechat import dataset, download
+from snakechat.shards import iter_texts
 
 
 def timed(fn):
@@ -30,12 +31,12 @@ def timed(fn):
 def bench_generate(tmp, seed, shards, docs):
     entries, s = timed(lambda: dataset.generate_synthetic(tmp, seed, shards, docs))
     mb = sum(e["bytes"] for e in entries) / 1e6
-    chars = sum(len(t) for t in dataset.iter_texts(sorted(Path(tmp).glob("shard_*.parquet"))))
+    chars = sum(len(t) for t in iter_texts(sorted(Path(tmp).glob("shard_*.parquet"))))
     print(f"generate: {shards * docs} documents ({chars / 1e6:.1f} M chars, {mb:.1f} MB parquet) in {s:.2f} s = {shards * docs / s:,.0f} docs/s, {chars / s / 1e6:.2f} M chars/s")
 
 
 def bench_read(paths):
-    chars, s = timed(lambda: sum(len(t) for t in dataset.iter_texts(paths)))
+    chars, s = timed(lambda: sum(len(t) for t in iter_texts(paths)))
     print(f"iter_texts: {chars / 1e6:.1f} M chars from {len(paths)} shards in {s:.2f} s = {chars / s / 1e6:.1f} M chars/s")
 
 

@@ -30,7 +30,9 @@ import torch
 from snakechat.common import device_type, keep_freed_memory
 from snakechat.gpt import GPT
 from snakechat.sizing import config_from_depth
-from snakechat.train_loop import TrainConfig, autocast, build_optimizers, peak_flops
+from snakechat.optim import Schedule, build_optimizers
+from snakechat.precision import autocast, configure
+from snakechat.trainer import peak_flops
 
 
 def best_time(fn, device, repeats=3):
@@ -97,15 +99,13 @@ def main():
         torch.set_num_threads(args.threads)
 
     device = torch.device(device_type())
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    else:
+    configure(device)
+    if device.type == "cpu":
         keep_freed_memory()  # as the training stages do (through init_distributed)
     torch.manual_seed(0)
     model = GPT(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim)).to(device)
     step_tokens = args.grad_accum * args.device_batch * args.seq_len
-    cfg = TrainConfig(num_iterations=1, total_batch_size=step_tokens, device_batch_size=args.device_batch, sequence_len=args.seq_len)
-    optimizers = build_optimizers(model, cfg)
+    optimizers = build_optimizers(model, Schedule(steps=1))
     muon = next(opt for opt in optimizers if isinstance(opt, torch.optim.Muon))
     train_model = torch.compile(model) if args.compile else model
     tokens = torch.randint(0, args.vocab, (args.device_batch, args.seq_len + 1), device=device)

@@ -44,12 +44,12 @@ def conv(user, reply):
 def test_conversation_loader_covers_each_conversation_once_per_pass_and_reshuffles(monkeypatch):
     fake_render(monkeypatch)
     convs = [conv("q", chr(100 + i)) for i in range(10)]
-    loader = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=3, total_batch=3, max_tokens=16, seed=5)
+    loader = chat_batches.ConversationLoader(FakeTok(), convs, device_batch_rows=3, step_conversations=3, sequence_len=16, seed=5)
     assert loader.steps_per_pass() == 3
     first = [int(v) for _ in range(3) for v in loader.next_batch()[1][:, 1]]
     second = [int(v) for _ in range(3) for v in loader.next_batch()[1][:, 1]]
     assert len(set(first)) == 9 and len(set(second)) == 9 and first != second
-    again = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=3, total_batch=3, max_tokens=16, seed=5)
+    again = chat_batches.ConversationLoader(FakeTok(), convs, device_batch_rows=3, step_conversations=3, sequence_len=16, seed=5)
     again.load_state_dict(loader.state_dict())
     assert torch.equal(again.next_batch()[0], loader.next_batch()[0])  # the position restores exactly
 
@@ -57,8 +57,8 @@ def test_conversation_loader_covers_each_conversation_once_per_pass_and_reshuffl
 def test_conversation_loader_rows_do_not_depend_on_the_number_of_processes(monkeypatch):
     fake_render(monkeypatch)
     convs = [conv("q" * (i % 4), chr(100 + i)) for i in range(24)]
-    one = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=2, total_batch=8, max_tokens=16, seed=1)
-    two = [chat_batches.ConversationLoader(FakeTok(), convs, device_batch=2, total_batch=8, max_tokens=16, seed=1, rank=r, world_size=2) for r in range(2)]
+    one = chat_batches.ConversationLoader(FakeTok(), convs, device_batch_rows=2, step_conversations=8, sequence_len=16, seed=1)
+    two = [chat_batches.ConversationLoader(FakeTok(), convs, device_batch_rows=2, step_conversations=8, sequence_len=16, seed=1, rank=r, world_size=2) for r in range(2)]
     for _step in range(4):
         rows_one = sorted(tuple(r[r >= 0].tolist()) for _ in range(4) for r in one.next_batch()[1])
         rows_two = sorted(tuple(r[r >= 0].tolist()) for loader in two for _ in range(2) for r in loader.next_batch()[1])
@@ -68,14 +68,14 @@ def test_conversation_loader_rows_do_not_depend_on_the_number_of_processes(monke
 def test_conversation_loader_drops_rows_cut_before_the_reply(monkeypatch):
     fake_render(monkeypatch)
     convs = [conv("a long question", "x"), conv("q", "y")]
-    loader = chat_batches.ConversationLoader(FakeTok(), convs, device_batch=2, total_batch=2, max_tokens=6, seed=0)
+    loader = chat_batches.ConversationLoader(FakeTok(), convs, device_batch_rows=2, step_conversations=2, sequence_len=6, seed=0)
     x, y = loader.next_batch()
     assert x.shape[0] == 1 and y[y >= 0].tolist() == [ord("y")]
 
 
 def test_packed_loader_is_contiguous_shifted_and_wraps():
     rendered = [(list(range(i * 10, i * 10 + 7)), [0] * 7) for i in range(5)]  # 35 tokens
-    loader = chat_batches.PackedChatLoader(rendered, device_batch=2, sequence_len=4)
+    loader = chat_batches.PackedChatLoader(rendered, device_batch_rows=2, sequence_len=4)
     flat = loader.tokens.tolist()
     x, y = loader.next_batch()
     assert x.flatten().tolist() == flat[:8] and y.flatten().tolist() == flat[1:9]
@@ -240,7 +240,7 @@ def test_sft_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run(worl
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "snakechat.chat_sft", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
-    while not list((tmp_path / "state").glob("*/state_00000002.pt")) and time.time() < deadline and proc.poll() is None:
+    while not (tmp_path / "state" / "state_00000002.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
@@ -268,11 +268,45 @@ def test_rl_trains_from_sft_and_logs_reward_and_pass_at_k(world, sft):
     assert [e["step"] for e in meta["evals"]] == [0, 2] and meta["evals"][0]["n"] == 4
 
 
+def rl_args(world, sft, out, state, steps, save_every):
+    return ["--start", str(sft), "--chat-data", str(world / "chat"), "--out", str(out), "--state", str(state),
+            "--tasks", '["word_problems"]', "--steps", str(steps), "--step-prompts", "2", "--num-samples", "4", "--device-batch-rows", "8",
+            "--max-new-tokens", "24", "--pass-k", "2", "--eval-every", "4", "--eval-prompts", "4", "--save-every", str(save_every), "--device", "cpu"]
+
+
+def test_rl_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run_bit_for_bit(world, sft, tmp_path):
+    """RL's position is its step: a run interrupted by a real SIGTERM and re-run samples the same
+    problems with the same seeds and ends with exactly the weights and evaluations of a clean run."""
+    from snakechat.checkpoint import load_gpt
+
+    steps = 8
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda args: subprocess.run([sys.executable, "-m", "snakechat.chat_rl", *args], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    clean = run(rl_args(world, sft, tmp_path / "clean", tmp_path / "state_clean", steps, 0))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    args = rl_args(world, sft, tmp_path / "resumed", tmp_path / "state", steps, 1)
+    proc = subprocess.Popen([sys.executable, "-m", "snakechat.chat_rl", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "state" / "state_00000002.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    resumed = run(args)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert [int(r["step"]) for r in read_log(tmp_path / "resumed")] == list(range(1, steps + 1))
+    assert [r["reward"] for r in read_log(tmp_path / "resumed")] == [r["reward"] for r in read_log(tmp_path / "clean")]
+    (a, meta_a), (b, meta_b) = load_gpt(tmp_path / "clean"), load_gpt(tmp_path / "resumed")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert meta_b["resumed_from"] and meta_a["evals"] == meta_b["evals"] and [e["step"] for e in meta_a["evals"]] == [0, 4, 8]
+
+
 def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
     """Two samples of one prompt, one rewarded: a step must make the rewarded one likelier and the other less likely."""
     from snakechat.checkpoint import load_gpt
     from snakechat.rl_math import group_advantages, policy_gradient_loss, sample_rows
-    from snakechat.train_loop import TrainConfig, build_optimizers
+    from snakechat.optim import Schedule, build_optimizers
 
     model, _ = load_gpt(world / "base")
     prompt = [5, 6, 7, 8]
@@ -286,7 +320,7 @@ def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
 
     before = logprobs()
     adv = group_advantages(torch.tensor([[1.0, 0.0]])).flatten()
-    opts = build_optimizers(model, TrainConfig(num_iterations=1, total_batch_size=1, device_batch_size=1, sequence_len=1, matrix_lr=0.02, embedding_lr=0.05, unembedding_lr=0.01))
+    opts = build_optimizers(model, Schedule(steps=1, matrix_lr=0.02, embedding_lr=0.05, unembedding_lr=0.01))
     policy_gradient_loss(model, x, y, adv, normalizer=6).backward()
     for opt in opts:
         opt.step()

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from http_server import http_server  # noqa: F401  (fixture)
 
-from snakechat import dataset
+from snakechat import dataset, shards
 from snakechat.download import DownloadError
 
 DOCS = [[f"shard {s} document {i}: " + "words " * (i % 7) for i in range(1500 + 100 * s)] for s in range(3)]
@@ -35,11 +35,11 @@ def test_http_shards_download_into_manifest_and_read_back(http_server, tmp_path)
         assert entry["url"] == url.format(index=s)
         assert entry["bytes"] == len(served) and entry["sha256"] == hashlib.sha256(served).hexdigest()
         assert entry["rows"] == len(DOCS[s])
-    train, val = dataset.shard_paths(manifest_path, "train"), dataset.shard_paths(manifest_path, "val")
+    train, val = shards.shard_paths(manifest_path, "train"), shards.shard_paths(manifest_path, "val")
     assert [p.name for p in train] == ["shard_00000.parquet", "shard_00001.parquet"]
     assert [p.name for p in val] == ["shard_00002.parquet"]
-    assert list(dataset.iter_texts(train)) == DOCS[0] + DOCS[1]
-    assert list(dataset.iter_texts(val)) == DOCS[2]
+    assert list(shards.iter_texts(train)) == DOCS[0] + DOCS[1]
+    assert list(shards.iter_texts(val)) == DOCS[2]
     assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["manifest.json", *[e["file"] for e in manifest["shards"]]]
 
 
@@ -100,7 +100,7 @@ def test_write_shard_is_byte_identical_and_uses_1024_row_groups(tmp_path):
 def test_shard_paths_rejects_unknown_split(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"shards": [{"file": "a"}, {"file": "b"}]}))
     with pytest.raises(ValueError, match="'test'"):
-        dataset.shard_paths(tmp_path / "manifest.json", "test")
+        shards.shard_paths(tmp_path / "manifest.json", "test")
 
 
 def test_synthetic_shards_are_byte_identical_for_a_seed(tmp_path):
@@ -114,8 +114,8 @@ def test_synthetic_shards_are_byte_identical_for_a_seed(tmp_path):
     assert [s["rows"] for s in a["shards"]] == [1100, 1100]
     meta = pq.ParquetFile(tmp_path / "a" / "shard_00000.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1024, 76]
-    train = list(dataset.iter_texts(dataset.shard_paths(tmp_path / "a" / "manifest.json", "train")))
-    val = list(dataset.iter_texts(dataset.shard_paths(tmp_path / "a" / "manifest.json", "val")))
+    train = list(shards.iter_texts(shards.shard_paths(tmp_path / "a" / "manifest.json", "train")))
+    val = list(shards.iter_texts(shards.shard_paths(tmp_path / "a" / "manifest.json", "val")))
     assert len(train) == len(val) == 1100 and all(isinstance(t, str) and t for t in train + val)
     assert train != val  # the validation shard holds other documents, not a copy
 

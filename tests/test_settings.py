@@ -93,9 +93,10 @@ def test_every_key_is_a_flag_whose_default_is_the_schemas(path, monkeypatch):
 
 def test_the_comparison_finds_a_changed_default_and_a_missing_flag(monkeypatch):
     path = ("models", "*", "chat_eval")
+    schema_default = section_properties(path)["max_per_task"]["default"]
     parser = module_parser("chat_eval", monkeypatch)
-    next(a for a in parser._actions if a.dest == "max_per_task").default = 200
+    next(a for a in parser._actions if a.dest == "max_per_task").default = schema_default + 1
     parser._actions = [a for a in parser._actions if a.dest != "top_k"]
     missing, drift = compare(path, {"chat_eval": parser})
     assert missing == ["top_k"]
-    assert drift == ["chat_eval --max-per-task: 200, schema 500"]
+    assert drift == [f"chat_eval --max-per-task: {schema_default + 1}, schema {schema_default}"]

@@ -17,7 +17,9 @@ import torch
 from snakechat import world
 from snakechat.dataloader import PackedLoader, list_units, pack_rows
 from snakechat.tokenizer import Tokenizer
-from snakechat.train_loop import StateError, StateStore, TrainConfig, grad_accum_steps, lr_multiplier
+from snakechat.optim import Schedule, lr_multiplier
+from snakechat.sizing import grad_accum_steps
+from snakechat.train_state import StateError, StateStore
 
 # One thread per process: on a shared 2-core machine, OpenMP threads that wait for each other are
 # far slower than one thread, and two training processes run at once in the gloo test.
@@ -99,7 +101,7 @@ def test_pack_rows_fills_rows_from_document_starts():
 def test_loader_deterministic_resumable_and_world_size_free(corpus, one_thread):
     root, tok = corpus
     paths = shard_list(root, "train")
-    make = lambda **kw: PackedLoader(paths, tok, sequence_len=32, device_batch_size=2, rows_per_step=8, **kw)
+    make = lambda **kw: PackedLoader(paths, tok, sequence_len=32, device_batch_rows=2, rows_per_step=8, **kw)
     a, b = make(seed=3), make(seed=3)
     batches = [a.next_batch() for _ in range(12)]
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(batches, (b.next_batch() for _ in range(12))))
@@ -132,14 +134,15 @@ def test_units_split_row_groups_when_lanes_outnumber_them(corpus):
 # ---- schedule, batch arithmetic, state store ----
 
 def test_schedule_and_accumulation():
-    cfg = TrainConfig(num_iterations=10, total_batch_size=2048, device_batch_size=4, sequence_len=64, warmup_ratio=0.2, warmdown_ratio=0.5, final_lr_frac=0.1)
+    cfg = Schedule(steps=10, warmup_frac=0.2, warmdown_frac=0.5, final_lr_frac=0.1)
     mults = [lr_multiplier(s, cfg) for s in range(10)]
     assert mults[:2] == [0.5, 1.0] and mults[2:5] == [1.0] * 3
     assert mults[5] == 1.0 and mults[-1] == pytest.approx(0.2 + 0.8 * 0.1)
     assert all(x >= y for x, y in zip(mults[4:], mults[5:]))
-    assert grad_accum_steps(cfg, 1) == 8 and grad_accum_steps(cfg, 4) == 2
+    step_tokens, device_batch_rows, sequence_len = 2048, 4, 64
+    assert grad_accum_steps(step_tokens, device_batch_rows, sequence_len, 1) == 8 and grad_accum_steps(step_tokens, device_batch_rows, sequence_len, 4) == 2
     with pytest.raises(ValueError, match="multiple"):
-        grad_accum_steps(cfg, 3)
+        grad_accum_steps(step_tokens, device_batch_rows, sequence_len, 3)
 
 
 def test_state_store_skips_corrupt_and_refuses_to_restart(tmp_path):
@@ -228,10 +231,10 @@ def test_base_loss_beats_unigram(runs):
 def test_muon_on_cpu_orthogonalises_in_float32_unless_bf16_is_native(monkeypatch, bf16_matmul):
     """The step's update is the float32 Newton–Schulz one on a CPU that emulates bf16, torch's bf16 one
     where the CPU multiplies bf16 natively; torch's function is back in place after the step."""
-    from snakechat import train_loop
-    from snakechat.train_loop import Muon, newton_schulz_float32
+    from snakechat import optim
+    from snakechat.optim import Muon, newton_schulz_float32
 
-    monkeypatch.setattr(train_loop, "cpu_has_bf16_matmul", lambda: bf16_matmul)
+    monkeypatch.setattr(optim, "cpu_has_bf16_matmul", lambda: bf16_matmul)
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(8, 16))
     weight.grad = torch.randn(8, 16)

@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from snakechat import dataset, provenance
+from snakechat import provenance, shards
 from snakechat.bpb import bits_per_byte
 from snakechat.checkpoint import load_model
 from snakechat.common import all_reduce_tensor, cleanup_distributed, init_distributed, print0, write_json_atomic
@@ -91,7 +91,7 @@ def main(argv=None):
     steps = max(1, args.split_tokens // (rows * seq_len))
 
     def loader(split):
-        paths = dataset.shard_paths(args.manifest, split)
+        paths = shards.shard_paths(args.manifest, split)
         return PackedLoader(paths, tokenizer, seq_len, args.device_batch_rows, rows, rank, world_size, args.seed, device)
 
     result = {"tokens_per_split": steps * rows * seq_len}

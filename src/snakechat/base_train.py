@@ -1,38 +1,72 @@
 """Base pretraining: a GPT of a given depth trained on the pretraining shards.
 
-    python -m snakechat.base_train --manifest results/data/tinyworld/manifest.json \
-        --tokenizer results/tokenizer/tinyworld-4k --out results/base/tiny \
+    python -m snakechat.base_train --manifest results/data/tinyworld/manifest.json \\
+        --tokenizer results/tokenizer/tinyworld-4k --out results/base/tiny \\
         --state results/state/base/tiny --depth 4 [--head-dim 64 --sequence-len 256 ...]
     torchrun --nproc_per_node=8 -m snakechat.base_train --manifest ... --depth 20
 
 Needs the data manifest (shards beside it; the last shard is validation) and a tokenizer
-directory. Depth is the one dial; every other shape and schedule number derives from it unless
-given (0 = derived): width = depth × aspect_ratio rounded up to head_dim, heads = width / head_dim,
-AdamW learning rates × 1/sqrt(width/768), total batch = 2^19 tokens × depth/20 rounded to a power
-of two, steps = tokens_params_ratio × parameters / total batch. The derived numbers are printed
-and stored in meta.json under "derived".
+directory. Depth is the one dial: width, heads, tokens per step and steps derive from it unless
+given (0 = derived), as snakechat.sizing works them out; the AdamW learning rates are given at
+width 768 and scaled by 1/sqrt(width/768). The derived numbers are printed and stored in
+meta.json under "derived".
 
-Writes `--out` (model.pt, meta.json, train_log.csv) when training is done, then empties `--state`.
-Resumable state goes to `--state` every `--save-every` steps and on SIGTERM/SIGUSR1 (the process
-then exits with 128 + the signal number); running again resumes from it.
+A step takes `--step-tokens` tokens in rows of `--sequence-len` packed documents (see
+snakechat.dataloader), `--device-batch-rows` rows per process and forward/backward pass, with
+gradient accumulation for the rest. Validation bits per byte on the last shard every
+`--eval-every` steps. The loop, resumable state under `--state`, signals and the checkpoint in
+`--out` (model.pt, meta.json, train_log.csv) are snakechat.trainer's.
 """
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 
-from snakechat import dataset, provenance
-from snakechat import sizing
+from snakechat import shards, sizing
 from snakechat.bpb import bits_per_byte
-from snakechat.checkpoint import save_checkpoint
 from snakechat.common import cleanup_distributed, init_distributed, print0
 from snakechat.dataloader import PackedLoader
 from snakechat.gpt import GPT
+from snakechat.optim import Schedule
+from snakechat.settings import option, parse
 from snakechat.tokenizer import Tokenizer, load_token_bytes
-from snakechat.train_loop import StateStore, TrainConfig, grad_accum_steps, train
+from snakechat.trainer import Run, TokenRecipe, Trainer
 
 CPU_COMPILE_MIN_SECONDS = 900  # `--compile auto` on CPU: compile only runs expected to take longer (see decide_compile)
+
+
+@dataclass(kw_only=True)
+class BaseSettings:
+    manifest: str = option(help="data manifest.json (shards beside it)", identity=False)
+    tokenizer: str = option(help="tokenizer directory", identity=False)
+    out: str = option(help="checkpoint directory to write", identity=False)
+    state: str = option(help="resumable state directory (not a Snakemake output)", identity=False)
+    depth: int = option(help="transformer layers: the one dial the rest derives from")
+    aspect_ratio: int = option(64, "width = depth × aspect_ratio (rounded up to head_dim)")
+    width: int = option(0, "model width; 0 = depth × aspect_ratio")
+    head_dim: int = option(128, "channels per attention head")
+    n_kv_head: int = option(0, "key/value heads; 0 = as many as query heads")
+    sequence_len: int = option(2048, "tokens per row: the model's context length")
+    device_batch_rows: int = option(32, "rows per process per forward/backward pass")
+    step_tokens: int = option(0, "tokens per optimizer step, all processes; 0 = derived from depth")
+    tokens_params_ratio: float = option(20.0, "training tokens per parameter, when --steps is 0")
+    steps: int = option(0, "optimizer steps; 0 = tokens_params_ratio × params / step_tokens")
+    matrix_lr: float = option(0.02, "Muon lr of the hidden matrices")
+    embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768)")
+    unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768)")
+    weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices")
+    warmup_frac: float = option(0.0, "first fraction of steps of linear lr warm-up")
+    warmdown_frac: float = option(0.2, "last fraction of steps of linear lr decay to final_lr_frac")
+    final_lr_frac: float = option(0.0, "lr at the last step, as a fraction of the full lr")
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+    eval_every: int = option(250, "steps between validation bpb (0 = only at the end)", identity=False)
+    eval_tokens: int = option(10 * 2**20, "validation tokens (whole steps' worth, at least one)", identity=False)
+    save_every: int = option(1000, "steps between resumable states (0 = only at the end)", identity=False)
+    log_every: int = option(10, "steps between progress lines", identity=False)
+    compile: str = option("auto", "torch.compile: auto (CUDA, and CPU runs estimated over 15 min), true or false", choices=["auto", "true", "false"], identity=False)
+    seed: int = option(42, "seeds the initial weights and the order of the data")
+    device: str = option("auto", "auto, cpu or cuda", identity=False)
 
 
 def decide_compile(setting, device, expected_seconds):
@@ -47,114 +81,59 @@ def decide_compile(setting, device, expected_seconds):
     return expected_seconds is not None and expected_seconds > CPU_COMPILE_MIN_SECONDS
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", required=True, help="data manifest.json (shards beside it)")
-    p.add_argument("--tokenizer", required=True, help="tokenizer directory")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--state", required=True, help="resumable state directory (not a Snakemake output)")
-    p.add_argument("--depth", type=int, required=True)
-    p.add_argument("--aspect-ratio", type=int, default=64)
-    p.add_argument("--width", type=int, default=0, help="0 = depth × aspect ratio")
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--n-kv-head", type=int, default=0, help="0 = as many as query heads")
-    p.add_argument("--sequence-len", type=int, default=2048)
-    p.add_argument("--device-batch-rows", type=int, default=32, help="rows per process per forward/backward pass")
-    p.add_argument("--step-tokens", type=int, default=0, help="tokens per optimizer step, all processes; 0 = derived from depth")
-    p.add_argument("--tokens-params-ratio", type=float, default=20.0)
-    p.add_argument("--steps", type=int, default=0, help="optimizer steps; 0 = tokens_params_ratio × params / step_tokens")
-    p.add_argument("--matrix-lr", type=float, default=0.02)
-    p.add_argument("--embedding-lr", type=float, default=0.2, help="at width 768; scaled by 1/sqrt(width/768)")
-    p.add_argument("--unembedding-lr", type=float, default=0.004, help="at width 768; scaled by 1/sqrt(width/768)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-frac", type=float, default=0.0)
-    p.add_argument("--warmdown-frac", type=float, default=0.2)
-    p.add_argument("--final-lr-frac", type=float, default=0.0)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--eval-every", type=int, default=250, help="steps between validation bpb (0 = only at the end)")
-    p.add_argument("--eval-tokens", type=int, default=10 * 2**20, help="validation tokens (whole steps' worth, at least one)")
-    p.add_argument("--save-every", type=int, default=1000, help="steps between resumable states (0 = only at the end)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--compile", choices=["auto", "true", "false"], default="auto")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    train_paths = dataset.shard_paths(args.manifest, "train")
-    val_paths = dataset.shard_paths(args.manifest, "val")
-    missing = [str(p) for p in train_paths + val_paths if not p.exists()]
-    if missing:
-        raise SystemExit(f"missing data shards listed in {args.manifest}: {missing}")
-    tokenizer = Tokenizer.load(args.tokenizer)
-    token_bytes = load_token_bytes(args.tokenizer)
-
-    rank, _, world_size, device = init_distributed(args.device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    size = sizing.size(args.depth, tokenizer.vocab_size, **{k: getattr(args, k) for k in sizing.SIZE_KEYS})
-    model_config = size.model_config()
-    torch.manual_seed(args.seed)
-    model = GPT(model_config).to(device)
-    total_batch, num_iterations = size.step_tokens, size.steps
-    lr_scale = size.adamw_lr_scale
-    cfg = TrainConfig(
-        num_iterations=num_iterations, total_batch_size=total_batch, device_batch_size=args.device_batch_rows, sequence_len=args.sequence_len,
-        matrix_lr=args.matrix_lr, embedding_lr=args.embedding_lr * lr_scale, unembedding_lr=args.unembedding_lr * lr_scale,
-        weight_decay=args.weight_decay, warmup_ratio=args.warmup_frac, warmdown_ratio=args.warmdown_frac, final_lr_frac=args.final_lr_frac,
-        grad_clip=args.grad_clip, eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every, seed=args.seed,
-    )
-    derived = {
-        **size.record(), "embedding_lr": cfg.embedding_lr, "unembedding_lr": cfg.unembedding_lr, "matrix_lr": cfg.matrix_lr, "world_size": world_size,
-        "grad_accum_steps": sizing.grad_accum_steps(total_batch, args.device_batch_rows, args.sequence_len, world_size),
-    }
-    print0("derived: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in derived.items()))
-
-    rows_per_step, rest = divmod(total_batch, args.sequence_len)
-    if rest:
-        raise SystemExit(f"total_batch_size {total_batch} is not a multiple of sequence_len {args.sequence_len}")
-    loader = PackedLoader(train_paths, tokenizer, args.sequence_len, args.device_batch_rows, rows_per_step, rank, world_size, args.seed, device)
-    # Validation reads the same rows whatever the number of processes: lanes as in training.
-    eval_micro_batches = max(1, args.eval_tokens // total_batch) * (rows_per_step // (args.device_batch_rows * world_size))
-
-    def evaluate(model):
-        val_loader = PackedLoader(val_paths, tokenizer, args.sequence_len, args.device_batch_rows, rows_per_step, rank, world_size, 0, device)
-        return bits_per_byte(model, val_loader, eval_micro_batches, token_bytes)
-
-    expected_seconds = None
-    if args.compile == "auto" and device.type == "cpu":
-        expected_seconds = estimate_cpu_seconds(model, cfg, world_size)
-    cfg.compile = decide_compile(args.compile, device, expected_seconds)
-    print0(f"torch.compile: {cfg.compile}" + (f" (eager run estimated at {expected_seconds:.0f}s)" if expected_seconds else ""))
-
-    started = time.time()
-    summary = train(model, loader, cfg, args.state, device, evaluate=evaluate, model_identity=model_config.to_dict())
-    if rank == 0:
-        meta = {
-            "model_config": model_config.to_dict(), "derived": derived, "train": {**vars(args), **cfg.identity(), "compile": cfg.compile},
-            "tokenizer": str(args.tokenizer), "step": summary["step"], "tokens": summary["tokens"], "flops": summary["flops"],
-            "elapsed_s": summary["elapsed_s"], "world_size": world_size, "device": str(device), "final_loss": summary["final_loss"],
-            "val_bpb": summary["val_bpb"], "resumed_from": summary["resumed_from"],
-            "provenance": provenance.record("snakechat.base_train", vars(args), inputs=[args.manifest, args.tokenizer]),
-        }
-        save_checkpoint(args.out, model, meta, extra_files={"train_log.csv": summary["log_path"]})
-        StateStore(args.state).clear()
-        print0(f"wrote {args.out} (val bpb {summary['val_bpb']:.4f}, {time.time() - started:.0f}s this run)")
-    cleanup_distributed()
-
-
-def estimate_cpu_seconds(model, cfg, world_size):
+def estimate_cpu_seconds(model, s, micro_steps, steps):
     """Predict an eager run's length from one timed forward+backward on random tokens."""
     gen = torch.Generator().manual_seed(0)
-    inputs = torch.randint(0, model.config.vocab_size, (cfg.device_batch_size, cfg.sequence_len), generator=gen)
+    inputs = torch.randint(0, model.config.vocab_size, (s.device_batch_rows, s.sequence_len), generator=gen)
     for _ in range(2):  # the first pass pays for memory allocation
         start = time.perf_counter()
         model(inputs, inputs).backward()
         per_micro = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
-    return per_micro * grad_accum_steps(cfg, world_size) * cfg.num_iterations
+    return per_micro * micro_steps * steps
+
+
+def main(argv=None):
+    s = parse(BaseSettings, argv, __doc__)
+    train_paths, val_paths = shards.shard_paths(s.manifest, "train"), shards.shard_paths(s.manifest, "val")
+    missing = [str(p) for p in train_paths + val_paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"missing data shards listed in {s.manifest}: {missing}")
+    tokenizer = Tokenizer.load(s.tokenizer)
+    token_bytes = load_token_bytes(s.tokenizer)
+    rank, _, world_size, device = init_distributed(s.device)
+
+    size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS})
+    try:
+        micro_steps = sizing.grad_accum_steps(size.step_tokens, s.device_batch_rows, s.sequence_len, world_size)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    torch.manual_seed(s.seed)
+    model = GPT(size.model_config()).to(device)
+    lrs = {"matrix_lr": s.matrix_lr, "embedding_lr": s.embedding_lr * size.adamw_lr_scale, "unembedding_lr": s.unembedding_lr * size.adamw_lr_scale}
+    derived = {**size.record(), "world_size": world_size, "grad_accum_steps": micro_steps}
+    print0("derived: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in {**derived, **lrs}.items()))
+
+    rows_per_step = size.step_tokens // s.sequence_len
+    loader = PackedLoader(train_paths, tokenizer, s.sequence_len, s.device_batch_rows, rows_per_step, rank, world_size, s.seed, device)
+    eval_micro_steps = max(1, s.eval_tokens // size.step_tokens) * micro_steps  # the same rows whatever the number of processes
+
+    def validate(model):
+        val_loader = PackedLoader(val_paths, tokenizer, s.sequence_len, s.device_batch_rows, rows_per_step, rank, world_size, 0, device)
+        return bits_per_byte(model, val_loader, eval_micro_steps, token_bytes)
+
+    schedule = Schedule(
+        steps=size.steps, **lrs, weight_decay=s.weight_decay, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac,
+        final_lr_frac=s.final_lr_frac, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
+    )
+    expected = estimate_cpu_seconds(model, s, micro_steps, size.steps) if s.compile == "auto" and device.type == "cpu" else None
+    schedule.compile = decide_compile(s.compile, device, expected)
+    print0(f"torch.compile: {schedule.compile}" + (f" (eager run estimated at {expected:.0f}s)" if expected else ""))
+
+    recipe = TokenRecipe(loader, micro_steps, size.step_tokens, size.flops_per_token, validate)
+    run = Run("base", "snakechat.base_train", s, inputs=[s.manifest, s.tokenizer], meta={"tokenizer": s.tokenizer, "derived": derived, "base_lrs": lrs})
+    Trainer(model, recipe, schedule, run, device).train()
+    cleanup_distributed()
 
 
 if __name__ == "__main__":

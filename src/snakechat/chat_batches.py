@@ -61,17 +61,17 @@ class PackedChatLoader(_Counted):
 
     kind = "packed_chat"
 
-    def __init__(self, rendered, device_batch, sequence_len, device="cpu"):
+    def __init__(self, rendered, device_batch_rows, sequence_len, device="cpu"):
         buf = array.array("i")
         for ids, _ in rendered:
             buf.extend(ids)
         self.tokens = torch.frombuffer(buf, dtype=torch.int32).clone() if len(buf) else torch.zeros(0, dtype=torch.int32)
-        self.device_batch, self.sequence_len = device_batch, sequence_len
-        self.window = device_batch * sequence_len
+        self.device_batch_rows, self.sequence_len = device_batch_rows, sequence_len
+        self.window = device_batch_rows * sequence_len
         self.device = torch.device(device)
         if len(self.tokens) < self.window + 1:
-            raise ValueError(f"the chat mixture gives only {len(self.tokens)} tokens per process, fewer than one micro-batch of {device_batch}x{sequence_len}+1")
-        self.fingerprint = [len(self.tokens), device_batch, sequence_len]
+            raise ValueError(f"the chat mixture gives only {len(self.tokens)} tokens per process, fewer than one micro-batch of {device_batch_rows}x{sequence_len}+1")
+        self.fingerprint = [len(self.tokens), device_batch_rows, sequence_len]
         self.k = 0
 
     def micro_batches_per_pass(self):
@@ -81,8 +81,8 @@ class PackedChatLoader(_Counted):
         start = (k * self.window) % (len(self.tokens) - 1)
         idx = (torch.arange(self.window + 1) + start) % len(self.tokens)
         chunk = self.tokens[idx].long()
-        x = chunk[:-1].view(self.device_batch, self.sequence_len)
-        y = chunk[1:].view(self.device_batch, self.sequence_len)
+        x = chunk[:-1].view(self.device_batch_rows, self.sequence_len)
+        y = chunk[1:].view(self.device_batch_rows, self.sequence_len)
         return self._to(x, y)
 
 
@@ -107,30 +107,31 @@ def pad_rows(rows, pad_id):
 class ConversationLoader(_Counted):
     """SFT rows: one conversation per row, reshuffled every pass, padded per micro-batch.
 
-    Step s takes conversations [s*total_batch, (s+1)*total_batch) of the pass's order; rank r of
-    W takes its contiguous share of those, in micro-batches of device_batch. The rows of a step
-    therefore do not depend on the number of processes. Conversations are rendered when a
-    micro-batch needs them; rows without any assistant token (cut off by max_tokens) are left out.
+    Step s takes conversations [s*step_conversations, (s+1)*step_conversations) of the pass's
+    order; rank r of W takes its contiguous share of those, in micro-batches of device_batch_rows.
+    The rows of a step therefore do not depend on the number of processes. Conversations are
+    rendered (cut to sequence_len) when a micro-batch needs them; rows without any assistant token
+    left are left out.
     """
 
     kind = "conversation_rows"
 
-    def __init__(self, tok, conversations, device_batch, total_batch, max_tokens, seed, rank=0, world_size=1, device="cpu"):
-        per_rank, rest = divmod(total_batch, world_size)
-        if rest or per_rank % device_batch:
-            raise ValueError(f"total_batch {total_batch} conversations must split evenly over {world_size} processes and micro-batches of {device_batch}")
-        if len(conversations) < total_batch:
-            raise ValueError(f"the chat mixture has {len(conversations)} conversations, fewer than one step of {total_batch}")
-        self.tok, self.conversations, self.max_tokens, self.seed = tok, conversations, max_tokens, seed
-        self.device_batch, self.total_batch, self.rank = device_batch, total_batch, rank
-        self.micro_steps = per_rank // device_batch
+    def __init__(self, tok, conversations, device_batch_rows, step_conversations, sequence_len, seed, rank=0, world_size=1, device="cpu"):
+        per_rank, rest = divmod(step_conversations, world_size)
+        if rest or per_rank % device_batch_rows:
+            raise ValueError(f"step_conversations {step_conversations} must split evenly over {world_size} processes and micro-batches of {device_batch_rows} rows")
+        if len(conversations) < step_conversations:
+            raise ValueError(f"the chat mixture has {len(conversations)} conversations, fewer than one step of {step_conversations}")
+        self.tok, self.conversations, self.sequence_len, self.seed = tok, conversations, sequence_len, seed
+        self.device_batch_rows, self.step_conversations, self.rank = device_batch_rows, step_conversations, rank
+        self.micro_steps = per_rank // device_batch_rows
         self.device = torch.device(device)
-        self.fingerprint = [len(conversations), total_batch, device_batch, world_size, max_tokens, seed]
+        self.fingerprint = [len(conversations), step_conversations, device_batch_rows, world_size, sequence_len, seed]
         self._orders = {}
         self.k = 0
 
     def steps_per_pass(self):
-        return len(self.conversations) // self.total_batch
+        return len(self.conversations) // self.step_conversations
 
     def _order(self, epoch):
         if epoch not in self._orders:
@@ -141,12 +142,12 @@ class ConversationLoader(_Counted):
     def micro_batch(self, k):
         step, micro = divmod(k, self.micro_steps)
         epoch, s = divmod(step, self.steps_per_pass())
-        first = s * self.total_batch + (self.rank * self.micro_steps + micro) * self.device_batch
+        first = s * self.step_conversations + (self.rank * self.micro_steps + micro) * self.device_batch_rows
         order = self._order(epoch)
-        picked = order[first:first + self.device_batch]
-        rows = [r for r in (render(self.tok, self.conversations[i], self.max_tokens) for i in picked) if r is not None]
+        picked = order[first:first + self.device_batch_rows]
+        rows = [r for r in (render(self.tok, self.conversations[i], self.sequence_len) for i in picked) if r is not None]
         if not rows:  # all were cut off: borrow the next usable conversation so the loss has a target
-            rows = next(([r] for i in order[first + self.device_batch:] + order[:first] if (r := render(self.tok, self.conversations[i], self.max_tokens))), None)
+            rows = next(([r] for i in order[first + self.device_batch_rows:] + order[:first] if (r := render(self.tok, self.conversations[i], self.sequence_len))), None)
             if rows is None:
-                raise ValueError(f"no conversation of the mixture keeps an assistant token within max_tokens={self.max_tokens}")
+                raise ValueError(f"no conversation of the mixture keeps an assistant token within sequence_len={self.sequence_len}")
         return self._to(*pad_rows(rows, self.tok.bos_id))

@@ -3,7 +3,7 @@
 Layout, chosen so that the batches do not depend on the number of processes:
 - A step has `rows_per_step` rows (total batch tokens / sequence_len). Row j of every step is
   filled by its own *lane* j. Rank r of W owns lanes [r·R/W, (r+1)·R/W) and reads only their data;
-  its micro-batch m is the next `device_batch_size` of its lanes. One process with gradient
+  its micro-batch m is the next `device_batch_rows` of its lanes. One process with gradient
   accumulation and W processes therefore see exactly the same rows in every step.
 - Data is cut into *units*: pieces of a parquet row group of at most DOCS_PER_UNIT documents
   (fewer when there would be fewer units than lanes). Lane j reads units j, j + R, j + 2R, ... of an endless sequence of
@@ -76,20 +76,20 @@ def pack_rows(docs, row_len, bos_id):
 
 
 class PackedLoader:
-    """Micro-batches (inputs, targets) of shape (device_batch_size, sequence_len) for one rank."""
+    """Micro-batches (inputs, targets) of shape (device_batch_rows, sequence_len) for one rank."""
 
-    def __init__(self, paths, tokenizer, sequence_len, device_batch_size, rows_per_step, rank=0, world_size=1, seed=0, device="cpu"):
+    def __init__(self, paths, tokenizer, sequence_len, device_batch_rows, rows_per_step, rank=0, world_size=1, seed=0, device="cpu"):
         per_rank, rest = divmod(rows_per_step, world_size)
-        if rest or per_rank % device_batch_size:
+        if rest or per_rank % device_batch_rows:
             raise ValueError(
                 f"rows per step ({rows_per_step}) must split evenly over {world_size} processes "
-                f"and micro-batches of {device_batch_size} rows"
+                f"and micro-batches of {device_batch_rows} rows"
             )
-        self.tokenizer, self.sequence_len, self.device_batch_size = tokenizer, sequence_len, device_batch_size
+        self.tokenizer, self.sequence_len, self.device_batch_rows = tokenizer, sequence_len, device_batch_rows
         self.rows_per_step, self.seed, self.device = rows_per_step, seed, torch.device(device)
         self.units = list_units(paths, min_units=rows_per_step)
         self.lanes = list(range(rank * per_rank, (rank + 1) * per_rank))
-        self.micro_steps = per_rank // device_batch_size
+        self.micro_steps = per_rank // device_batch_rows
         self.micro = 0
         self.position = {j: [0, 0] for j in self.lanes}  # lane -> [units done, next row]
         self._rows = {}  # lane -> (unit count, packed rows)
@@ -121,7 +121,7 @@ class PackedLoader:
         return rows[row]
 
     def next_batch(self):
-        lanes = self.lanes[self.micro * self.device_batch_size:(self.micro + 1) * self.device_batch_size]
+        lanes = self.lanes[self.micro * self.device_batch_rows:(self.micro + 1) * self.device_batch_rows]
         self.micro = (self.micro + 1) % self.micro_steps
         batch = torch.stack([self._next_row(j) for j in lanes]).long()
         if self.device.type == "cuda":

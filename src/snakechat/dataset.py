@@ -37,24 +37,6 @@ def shard_name(index):
     return f"shard_{index:05d}.parquet"
 
 
-def shard_paths(manifest_path, split):
-    """The shard files of a split: "train" = all but the last shard, "val" = the last one."""
-    manifest_path = Path(manifest_path)
-    files = [manifest_path.parent / s["file"] for s in json.loads(manifest_path.read_text())["shards"]]
-    if split == "train":
-        return files[:-1]
-    if split == "val":
-        return files[-1:]
-    raise ValueError(f"split must be 'train' or 'val', not {split!r}")
-
-
-def iter_texts(paths):
-    """Yield the documents of the given shards, in order, one string per row."""
-    for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_SIZE, columns=["text"]):
-            yield from batch.column(0).to_pylist()
-
-
 def check_shard(path, full=True):
     """Rows in a shard; raises ValueError unless it is a readable parquet file with a string `text` column.
 

@@ -1,90 +1,86 @@
 """Mid-training: the base model trained further on the chat mixture, packed like pretraining.
 
-    python -m snakechat.mid_train --start results/base/tiny --chat-data results/chat_data/tinyworld \
-        --state results/state/mid/tiny --out results/mid/tiny \
+    python -m snakechat.mid_train --start results/base/tiny --chat-data results/chat_data/tinyworld \\
+        --state results/state/mid/tiny --out results/mid/tiny \\
         --mixture '{"world_chat": {"epochs": 1}, "identity": {"weight": 500}}' [--steps 60 ...]
     torchrun --nproc_per_node=8 -m snakechat.mid_train --start results/base/d20 ...
 
 Needs a base checkpoint (`--start`) and a chat data directory (tasks.json plus one jsonl per
 task and split). Conversations are rendered with the chat special tokens and concatenated into
-rows like pretraining documents; the loss covers every token, so the model learns the special
-tokens, tool calls and the multiple-choice format. Validation bits per byte (assistant tokens
-and prompts alike) come from the test splits of the mixture's tasks.
-
-Writes `--out` (model.pt, meta.json, train_log.csv); resumable state under `--state`.
+rows of `--sequence-len` tokens like pretraining documents; the loss covers every token, so the
+model learns the special tokens, tool calls and the multiple-choice format. A step takes
+`--step-tokens` tokens. Validation bits per byte (assistant tokens and prompts alike) come from
+the test splits of the mixture's tasks. The loop, resumable state under `--state`, signals and
+the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are snakechat.trainer's.
 """
 
-import argparse
+from dataclasses import dataclass
 
-from snakechat import chat_stage, tasks
+from snakechat import chat_stage, sizing, tasks
 from snakechat.bpb import bits_per_byte
 from snakechat.chat_batches import PackedChatLoader, render
-from snakechat.common import all_reduce, cleanup_distributed, print0
-from snakechat.train_loop import TrainConfig, grad_accum_steps
+from snakechat.common import all_reduce, cleanup_distributed, init_distributed, print0
+from snakechat.settings import json_arg, option, parse
+from snakechat.tokenizer import load_token_bytes
+from snakechat.trainer import TokenRecipe, Trainer
 
 MAX_CONVERSATION_TOKENS = 1 << 20  # conversations are packed whole, cut only by the row boundaries
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--start", required=True, help="base checkpoint directory")
-    p.add_argument("--chat-data", required=True, help="chat data directory (tasks.json)")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--state", required=True, help="resumable state directory (not a Snakemake output)")
-    p.add_argument("--mixture", type=chat_stage.json_arg, required=True, help='JSON: task -> {"weight": n} or {"epochs": e}')
-    p.add_argument("--steps", type=int, default=0, help="optimizer steps; 0: one pass over the mixture")
-    p.add_argument("--device-batch-rows", type=int, default=32, help="rows per process per forward/backward pass")
-    p.add_argument("--step-tokens", type=int, default=524288, help="tokens per optimizer step, all processes")
-    p.add_argument("--sequence-len", type=int, default=2048, help="tokens per row (capped at the model's)")
-    p.add_argument("--lr-mult", type=float, default=1.0, help="multiplier on the base model's learning rates")
-    p.add_argument("--warmdown-frac", type=float, default=0.2)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--eval-every", type=int, default=150, help="steps between validation bpb (0: only at the end)")
-    p.add_argument("--eval-tokens", type=int, default=10 * 2**20)
-    p.add_argument("--save-every", type=int, default=200, help="steps between resumable states (0: only at the end)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
-    p.add_argument("--log-every", type=int, default=1, help="steps between progress lines")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    return p.parse_args(argv)
+@dataclass(kw_only=True)
+class MidSettings(chat_stage.ChatSettings):
+    mixture: dict = option(help='JSON: task -> {"weight": n} or {"epochs": e}', parse=json_arg)
+    steps: int = option(0, "optimizer steps; 0: one pass over the mixture")
+    device_batch_rows: int = option(32, "rows per process per forward/backward pass")
+    step_tokens: int = option(524288, "tokens per optimizer step, all processes")
+    sequence_len: int = option(2048, "tokens per row (capped at the model's)")
+    lr_mult: float = option(1.0, "multiplier on the base model's learning rates")
+    warmdown_frac: float = option(0.2, "last fraction of steps over which the lr decays linearly to 0")
+    eval_every: int = option(150, "steps between validation bpb (0: only at the end)", identity=False)
+    eval_tokens: int = option(10 * 2**20, "tokens of the test split the validation reads", identity=False)
+    save_every: int = option(200, "steps between resumable states (0: only at the end)", identity=False)
 
 
-def packed_loader(tok, conversations, rank, world_size, device_batch, sequence_len, device):
+def packed_loader(tok, conversations, rank, world_size, device_batch_rows, sequence_len, device):
     rendered = [r for r in (render(tok, c, MAX_CONVERSATION_TOKENS) for c in conversations[rank::world_size]) if r is not None]
-    return PackedChatLoader(rendered, device_batch, sequence_len, device)
+    return PackedChatLoader(rendered, device_batch_rows, sequence_len, device)
 
 
-def min_over_ranks(value):
-    return int(all_reduce([value], "min")[0])
+def fewest_over_ranks(count):
+    return int(all_reduce([count], "min")[0])
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    rank, world_size, device, model, tok, start_meta, lrs = chat_stage.begin(args)
-    sequence_len = min(args.sequence_len, model.config.sequence_len)
+    s = parse(MidSettings, argv, __doc__)
+    chat_stage.check_chat_data(s.chat_data, list(s.mixture), "train")
+    rank, _, world_size, device = init_distributed(s.device)
+    start = chat_stage.load_start(s.start, device)
+    sequence_len = min(s.sequence_len, start.model.config.sequence_len)
 
-    conversations = tasks.mixture(args.chat_data, args.mixture, "train", args.seed)
-    loader = packed_loader(tok, conversations, rank, world_size, args.device_batch_rows, sequence_len, device)
-    cfg = TrainConfig(
-        num_iterations=1, total_batch_size=args.step_tokens, device_batch_size=args.device_batch_rows, sequence_len=sequence_len,
-        compile=device.type == "cuda", **chat_stage.schedule(args, lrs),
-    )
-    accum = grad_accum_steps(cfg, world_size)
-    one_pass = min_over_ranks(loader.micro_batches_per_pass()) // accum
-    cfg.num_iterations = args.steps if args.steps > 0 else max(1, one_pass)
+    conversations = tasks.mixture(s.chat_data, s.mixture, "train", s.seed)
+    loader = packed_loader(start.tok, conversations, rank, world_size, s.device_batch_rows, sequence_len, device)
+    try:
+        micro_steps = sizing.grad_accum_steps(s.step_tokens, s.device_batch_rows, sequence_len, world_size)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    one_pass = fewest_over_ranks(loader.micro_batches_per_pass()) // micro_steps
+    steps = s.steps or max(1, one_pass)
     print0(f"mid-training: {len(conversations):,} conversations, {len(loader.tokens):,} tokens on rank 0, "
-           f"{one_pass} steps per pass, {cfg.num_iterations} steps of {args.step_tokens:,} tokens ({accum} micro-steps)")
+           f"{one_pass} steps per pass, {steps} steps of {s.step_tokens:,} tokens ({micro_steps} micro-steps)")
 
-    val_conversations, token_bytes = chat_stage.validation_set(args, start_meta)
-    evaluate = None
+    val_conversations = chat_stage.validation_conversations(s.chat_data, s.mixture, s.seed)
+    validate = None
     if val_conversations:
+        token_bytes = load_token_bytes(start.meta["tokenizer"])
 
-        def evaluate(model):
-            val_loader = packed_loader(tok, val_conversations, rank, world_size, args.device_batch_rows, sequence_len, device)
-            steps = max(1, min(args.eval_tokens // val_loader.window, min_over_ranks(val_loader.micro_batches_per_pass())))
-            return bits_per_byte(model, val_loader, steps, token_bytes)
+        def validate(model):
+            val_loader = packed_loader(start.tok, val_conversations, rank, world_size, s.device_batch_rows, sequence_len, device)
+            micro_batches = max(1, min(s.eval_tokens // val_loader.window, fewest_over_ranks(val_loader.micro_batches_per_pass())))
+            return bits_per_byte(model, val_loader, micro_batches, token_bytes)
 
-    chat_stage.train_and_save("snakechat.mid_train", "mid", args, model, loader, cfg, device, world_size, evaluate, start_meta, lrs, len(conversations))
+    recipe = TokenRecipe(loader, micro_steps, s.step_tokens, start.model.flops_per_token(), validate, meta={"conversations": len(conversations)})
+    schedule = chat_stage.schedule(s, start, steps, compile=device.type == "cuda")
+    Trainer(start.model, recipe, schedule, chat_stage.run("mid", "snakechat.mid_train", s, start), device).train()
     cleanup_distributed()
 
 

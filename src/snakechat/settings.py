@@ -11,8 +11,9 @@ that class rather than an argparse namespace.
 
 The field names are the config keys (workflow/schemas/config.schema.yaml), and a field's default
 is the CLI's default; tests/test_settings.py checks that both agree with the schema. Fields marked
-`identity=False` change nothing a run computes (where it writes, how often it logs): a resumed run
-may differ in them (see `identity`).
+`identity=False` change nothing a run computes (where it writes, how often it logs or evaluates)
+or stand for files that count by their content instead (snakechat.trainer hashes a run's inputs):
+a resumed run may differ in them (see `identity`).
 """
 
 import argparse

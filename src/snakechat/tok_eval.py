@@ -21,7 +21,7 @@ import json
 import threading
 from pathlib import Path
 
-from snakechat import dataset
+from snakechat import shards
 from snakechat.common import atomic_path, write_json_atomic
 from snakechat.provenance import record
 from snakechat.tokenizer import Tokenizer
@@ -88,7 +88,7 @@ BUILTIN_TEXTS = {
 def dataset_sample(manifest, split, sample_chars):
     """Whole documents from the start of a split, until at least `sample_chars` characters are taken."""
     docs, total = [], 0
-    for text in dataset.iter_texts(dataset.shard_paths(manifest, split)):
+    for text in shards.iter_texts(shards.shard_paths(manifest, split)):
         if total >= sample_chars:
             break
         docs.append(text)

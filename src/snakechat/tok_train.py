@@ -15,9 +15,9 @@ import itertools
 import time
 from pathlib import Path
 
-from snakechat import dataset
 from snakechat.common import write_json_atomic
 from snakechat.provenance import record
+from snakechat.shards import iter_texts, shard_paths
 from snakechat.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, TRAINERS, Tokenizer, capped_documents
 
 CHECK_DOCS = 256  # training documents on which tiktoken's ids are checked against HF's
@@ -62,12 +62,12 @@ def main(argv=None):
     manifest = Path(args.manifest)
     if not manifest.exists():
         raise SystemExit(f"no dataset manifest at {manifest}")
-    shards = dataset.shard_paths(manifest, "train")
+    shards = shard_paths(manifest, "train")
     missing = [str(p) for p in shards if not p.exists()]
     if not shards or missing:
         raise SystemExit(f"{manifest}: training shards missing: {missing or 'the manifest lists fewer than two shards'}")
 
-    texts = CharCounter(capped_documents(dataset.iter_texts(shards), args.doc_cap, args.max_chars))
+    texts = CharCounter(capped_documents(iter_texts(shards), args.doc_cap, args.max_chars))
     start = time.perf_counter()
     tok = Tokenizer.train(texts, args.vocab_size, doc_cap=args.doc_cap, max_chars=args.max_chars, trainer=args.trainer)
     seconds = time.perf_counter() - start
@@ -75,7 +75,7 @@ def main(argv=None):
     if tok.vocab_size < args.vocab_size:
         print(f"warning: the training text only supports {tok.vocab_size} ids, fewer than the {args.vocab_size} asked for")
 
-    sample = list(itertools.islice(capped_documents(dataset.iter_texts(shards), args.doc_cap), CHECK_DOCS))
+    sample = list(itertools.islice(capped_documents(iter_texts(shards), args.doc_cap), CHECK_DOCS))
     agree = encoders_agree(tok, sample)
     if not agree:
         print("warning: tiktoken's ids differ from HF's on the training sample; this tokenizer encodes with HF")
