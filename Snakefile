@@ -1,6 +1,10 @@
 """snakechat: train a small ChatGPT-style model end to end. Stages live in workflow/rules/."""
 
+from snakemake.utils import min_version
+
 from snakechat import configcheck
+
+min_version("9.0")
 
 
 configfile: "config/config.yaml"

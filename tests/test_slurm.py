@@ -73,11 +73,16 @@ def after_kill(args, cwd):
 
 
 def rule_blocks():
-    """rule name -> its text, for every rule in workflow/rules/*.smk."""
-    blocks = {}
+    """rule name -> its text, for every rule in workflow/rules/*.smk; a rule made by
+    `use rule A as B with:` has A's text followed by its own."""
+    blocks, uses = {}, []
     for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
-        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", path.read_text(), re.M | re.S):
+        text = path.read_text()
+        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", text, re.M | re.S):
             blocks[match.group(1)] = match.group(2)
+        uses += re.findall(r"^use rule (\w+) as (\w+) with:\n(.*?)(?=^\S|\Z)", text, re.M | re.S)
+    for parent, name, text in uses:
+        blocks[name] = blocks[parent] + text
     return blocks
 
 

@@ -3,16 +3,17 @@
 
 rule base_train:
     input:
-        manifest=lambda w: f"results/data/{dataset_of_tokenizer(tokenizer_of(w.model))}/manifest.json",
-        tokenizer=lambda w: f"results/tokenizer/{tokenizer_of(w.model)}/tokenizer.json",
-        token_bytes=lambda w: f"results/tokenizer/{tokenizer_of(w.model)}/token_bytes.json",
+        manifest=model_manifest,
+        tokenizer=model_tokenizer,
+        token_bytes=model_token_bytes,
     output:
         directory("results/base/{model}"),
     params:
         launch=launch,
-        tokenizer_dir=lambda w, input: os.path.dirname(input.tokenizer),
-        depth=lambda w: config["models"][w.model]["depth"],
-        args=lambda w: stage_flags(config["models"][w.model]["base"]),
+        tokenizer_dir=subpath(input.tokenizer, parent=True),
+        state=state_dir,
+        depth=model_setting("depth"),
+        args=model_flags("base"),
         code=code_fingerprint("snakechat.base_train"),
     resources:
         gpu=0,
@@ -24,18 +25,18 @@ rule base_train:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.base_train --manifest {input.manifest} --tokenizer {params.tokenizer_dir} "
-        "--state results/state/base/{wildcards.model} --out {output} --depth {params.depth} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --depth {params.depth} {params.args} > {log} 2>&1"
 
 
 rule base_loss:
     input:
-        manifest=lambda w: f"results/data/{dataset_of_tokenizer(tokenizer_of(w.model))}/manifest.json",
+        manifest=model_manifest,
         checkpoint="results/base/{model}",
     output:
         report("results/base_loss/{model}.json", caption="../report/metrics.rst", category="Base evaluation"),
     params:
         launch=launch,
-        args=lambda w: stage_flags(config["models"][w.model]["base_loss"]),
+        args=model_flags("base_loss"),
         code=code_fingerprint("snakechat.base_loss"),
     resources:
         gpu=0,
@@ -48,6 +49,3 @@ rule base_loss:
     shell:
         "{params.launch} -m snakechat.base_loss --checkpoint {input.checkpoint} --manifest {input.manifest} "
         "--out {output} {params.args} > {log} 2>&1"
-
-
-STAGE_TARGETS.extend(["results/base/{model}", "results/base_loss/{model}.json"])

@@ -4,13 +4,13 @@
 rule base_eval:
     input:
         checkpoint="results/base/{model}",
-        bundle=lambda w: f"results/eval_bundle/{config['models'][w.model]['eval_bundle']}/core.yaml",
+        bundle=model_eval_bundle,
     output:
         csv=report("results/base_eval/{model}.csv", caption="../report/metrics.rst", category="Base evaluation"),
         meta="results/base_eval/{model}.csv.meta.json",
     params:
         launch=launch,
-        args=lambda w: stage_flags(config["models"][w.model]["base_eval"]),
+        args=model_flags("base_eval"),
         code=code_fingerprint("snakechat.base_eval"),
     resources:
         gpu=0,
@@ -23,6 +23,3 @@ rule base_eval:
     shell:
         "{params.launch} -m snakechat.base_eval --checkpoint {input.checkpoint} --bundle {input.bundle} "
         "--out {output.csv} {params.args} > {log} 2>&1"
-
-
-STAGE_TARGETS.append("results/base_eval/{model}.csv")

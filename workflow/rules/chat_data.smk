@@ -9,7 +9,7 @@ rule chat_data:
     output:
         "results/chat_data/{chat_data}/tasks.json",
     params:
-        args=lambda w: stage_flags(config["chat_data"][w.chat_data]),
+        args=config_flags("chat_data", "chat_data"),
         code=code_fingerprint("snakechat.chat_data"),
     wildcard_constraints:
         chat_data=r"[A-Za-z0-9][A-Za-z0-9_.-]*",

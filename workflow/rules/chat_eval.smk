@@ -4,7 +4,7 @@
 rule chat_eval:
     input:
         checkpoint="results/{stage}/{model}",
-        chat_data=lambda w: chat_data_of(w.model),
+        chat_data=model_chat_data,
     output:
         csv=report("results/chat_eval/{model}/{stage}.csv", caption="../report/metrics.rst", category="Chat evaluation"),
         meta="results/chat_eval/{model}/{stage}.csv.meta.json",
@@ -12,8 +12,8 @@ rule chat_eval:
         stage="base|mid|sft|rl",
     params:
         launch=launch,
-        args=lambda w: stage_flags(config["models"][w.model]["chat_eval"]),
-        chat_dir=lambda w, input: os.path.dirname(input.chat_data),
+        args=model_flags("chat_eval"),
+        chat_dir=subpath(input.chat_data, parent=True),
         code=code_fingerprint("snakechat.chat_eval"),
     resources:
         gpu=0,
@@ -26,6 +26,3 @@ rule chat_eval:
     shell:
         "{params.launch} -m snakechat.chat_eval --checkpoint {input.checkpoint} --chat-data {params.chat_dir} "
         "--out {output.csv} {params.args} > {log} 2>&1"
-
-
-STAGE_TARGETS.append(lambda model: [f"results/chat_eval/{model}/{stage}.csv" for stage in chat_stages(model)])

@@ -1,11 +1,15 @@
-"""Helpers shared by the rules: config look-ups and the default target list."""
+"""Helpers shared by the rules: config look-ups, the named input and params functions the rules are
+written with, and the default target list."""
+
+import json
+import os
+import shlex
 
 from snakechat import launcher
 from snakechat.provenance import code_fingerprint
 
 
-def model_cfg(wildcards):
-    return config["models"][wildcards.model]
+# --- config look-ups ---
 
 
 def tokenizer_of(model):
@@ -16,34 +20,15 @@ def dataset_of_tokenizer(tokenizer):
     return config["tokenizers"][tokenizer]["dataset"]
 
 
-def default_targets():
-    """Every artifact of every default model. Each stage's .smk file appends its targets to STAGE_TARGETS -
-    a template string, or a function of the model name giving a list of paths (for per-model stage lists)."""
-    targets = []
-    for m in config["default_models"]:
-        for t in STAGE_TARGETS:
-            targets += t(m) if callable(t) else [t.format(model=m, **model_names(m))]
-    return targets
-
-
 def model_names(model):
-    """Names a target template may use besides {model}: its tokenizer, dataset and eval bundle."""
+    """The names a model's paths use: its tokenizer, dataset and eval bundle."""
     m = config["models"][model]
     return {"tokenizer": m["tokenizer"], "dataset": dataset_of_tokenizer(m["tokenizer"]), "eval_bundle": m["eval_bundle"]}
 
 
-def stage_flags(section, skip=()):
-    """A config section as module flags: key `device_batch_rows: 4` -> `--device-batch-rows 4`; lists and dicts as JSON."""
-    import json
-    import shlex
-
-    flags = []
-    for key, value in section.items():
-        if key in skip:
-            continue
-        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, bool)) or value is None else str(value)
-        flags.append(f"--{key.replace('_', '-')} {shlex.quote(text)}")
-    return " ".join(flags)
+def chat_data_of(model):
+    """The chat data a model's chat stages train and are evaluated on (only they need one)."""
+    return config["models"][model]["chat_data"]
 
 
 def mid_enabled(model):
@@ -55,9 +40,43 @@ def chat_stages(model):
     return ["base"] + (["mid"] if mid_enabled(model) else []) + ["sft", "rl"]
 
 
-def chat_data_of(model):
-    """The tasks.json of the chat data a model's chat stages train on."""
-    return f"results/chat_data/{config['models'][model]['chat_data']}/tasks.json"
+def training_stages(model):
+    """Checkpoints whose train_log.csv has loss curves (RL logs rewards instead)."""
+    return [s for s in chat_stages(model) if s != "rl"]
+
+
+# --- input functions: the files a rule reads that its wildcards name only through the config ---
+
+
+def tokenizer_manifest(wildcards):
+    """The manifest of the dataset a tokenizer is trained on."""
+    return f"results/data/{dataset_of_tokenizer(wildcards.tokenizer)}/manifest.json"
+
+
+def model_manifest(wildcards):
+    """The manifest of the dataset a model (and its tokenizer) is trained on."""
+    return f"results/data/{model_names(wildcards.model)['dataset']}/manifest.json"
+
+
+def model_tokenizer(wildcards):
+    return f"results/tokenizer/{tokenizer_of(wildcards.model)}/tokenizer.json"
+
+
+def model_token_bytes(wildcards):
+    return f"results/tokenizer/{tokenizer_of(wildcards.model)}/token_bytes.json"
+
+
+def model_tok_eval(wildcards):
+    return f"results/tokenizer/{tokenizer_of(wildcards.model)}/tok_eval.csv"
+
+
+def model_eval_bundle(wildcards):
+    return f"results/eval_bundle/{model_names(wildcards.model)['eval_bundle']}/core.yaml"
+
+
+def model_chat_data(wildcards):
+    """The tasks.json of the chat data a model's chat stages train and are evaluated on."""
+    return f"results/chat_data/{chat_data_of(wildcards.model)}/tasks.json"
 
 
 def sft_start(wildcards):
@@ -65,36 +84,25 @@ def sft_start(wildcards):
     return f"results/{'mid' if mid_enabled(wildcards.model) else 'base'}/{wildcards.model}"
 
 
-STAGE_TARGETS = []
+def stage_checkpoints(model):
+    """{stage: checkpoint directory} of a model's chat stages (base included)."""
+    return {s: f"results/{s}/{model}" for s in chat_stages(model)}
 
 
-def launch(wildcards, resources):
-    """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the rule's resources."""
-    return launcher.prefix_for(resources, cpu_processes=config["launch"]["cpu_processes"])
-
-
-# Slurm's warning signal before a time limit goes to every process of the job step, Snakemake
-# included: only the training processes, which handle it, may act on it (see snakechat.launcher).
-launcher.ignore_warning_signal()
-
-
-# --- the report: which files each plot, report card and plan reads ---
-
-
-def training_stages(model):
-    """Checkpoints whose train_log.csv has loss curves (RL logs rewards instead)."""
-    return [s for s in chat_stages(model) if s != "rl"]
+def stage_chat_evals(model):
+    """{stage: chat_eval CSV} of a model's chat stages (base included)."""
+    return {s: f"results/chat_eval/{model}/{s}.csv" for s in chat_stages(model)}
 
 
 def model_benchmarks(model):
-    """Every job of a model that writes a Snakemake benchmark file, by job label."""
+    """{job label: Snakemake benchmark file} of every job of a model that writes one."""
     names = model_names(model)
     jobs = {
         "dataset": f"results/benchmarks/dataset/{names['dataset']}.tsv",
         "tok_train": f"results/benchmarks/tok_train/{names['tokenizer']}.tsv",
         "tok_eval": f"results/benchmarks/tok_eval/{names['tokenizer']}.tsv",
         "eval_bundle": f"results/benchmarks/eval_bundle/{names['eval_bundle']}.tsv",
-        "chat_data": f"results/benchmarks/chat_data/{config['models'][model]['chat_data']}.tsv",
+        "chat_data": f"results/benchmarks/chat_data/{chat_data_of(model)}.tsv",
         "base_train": f"results/benchmarks/base_train/{model}.tsv",
         "base_loss": f"results/benchmarks/base_loss/{model}.tsv",
         "base_eval": f"results/benchmarks/base_eval/{model}.tsv",
@@ -108,9 +116,74 @@ def model_benchmarks(model):
     return jobs
 
 
+def paths_of(labelled_paths):
+    """An input function: the paths of `labelled_paths(model)` ({label: path}) for the rule's model."""
+    return lambda wildcards: list(labelled_paths(wildcards.model).values())
+
+
+# --- params functions ---
+
+
+def stage_flags(section, skip=()):
+    """A config section as module flags: key `device_batch_rows: 4` -> `--device-batch-rows 4`; lists and dicts as JSON."""
+    flags = []
+    for key, value in section.items():
+        if key in skip:
+            continue
+        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, bool)) or value is None else str(value)
+        flags.append(f"--{key.replace('_', '-')} {shlex.quote(text)}")
+    return " ".join(flags)
+
+
+def config_flags(section, wildcard, keys=None):
+    """A params function: the entry of config[section] that `wildcard` names, as module flags
+    (only `keys` of it where given)."""
+
+    def flags(wildcards):
+        entry = config[section][wildcards[wildcard]]
+        return stage_flags({k: entry[k] for k in keys} if keys else entry)
+
+    return flags
+
+
+def model_flags(stage, skip=()):
+    """A params function: the `stage` section of the rule's model in the config, as module flags."""
+    return lambda wildcards: stage_flags(config["models"][wildcards.model][stage], skip)
+
+
+def model_setting(key):
+    """A params function: the rule's model's `key` in the config (its depth, say)."""
+    return lambda wildcards: config["models"][wildcards.model][key]
+
+
 def labelled(pairs, inside=""):
     """{label: path} as LABEL=PATH arguments; `inside` names a file within each (checkpoint) directory."""
     return " ".join(f"{label}={os.path.join(path, inside) if inside else path}" for label, path in pairs.items())
+
+
+def labelled_args(labelled_paths):
+    """A params function: `labelled_paths(model)` ({label: path}) as LABEL=PATH arguments."""
+    return lambda wildcards: labelled(labelled_paths(wildcards.model))
+
+
+def launch(wildcards, resources):
+    """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the rule's resources."""
+    return launcher.prefix_for(resources, cpu_processes=config["launch"]["cpu_processes"])
+
+
+def state_dir(wildcards, output):
+    """The resumable state of a training job: results/state/<stage>/<model> for the checkpoint
+    results/<stage>/<model>. Not an output, so it survives a failed job (Snakemake
+    deletes the outputs of one) and the retry resumes from it."""
+    return os.path.join("results", "state", os.path.relpath(output[0], "results"))
+
+
+# Slurm's warning signal before a time limit goes to every process of the job step, Snakemake
+# included: only the training processes, which handle it, may act on it (see snakechat.launcher).
+launcher.ignore_warning_signal()
+
+
+# --- the report: which files each plot reads, and what the plan reads ---
 
 
 def all_training_checkpoints(_):
@@ -130,14 +203,14 @@ def all_base_evals(_):
 
 
 def all_chat_evals(_):
-    return {f"{s}:{m}": f"results/chat_eval/{m}/{s}.csv" for m in config["default_models"] for s in chat_stages(m)}
+    return {f"{s}:{m}": path for m in config["default_models"] for s, path in stage_chat_evals(m).items()}
 
 
 def all_benchmarks(_):
     return {f"{job}:{m}": path for m in config["default_models"] for job, path in model_benchmarks(m).items()}
 
 
-PLOT_INPUTS = {
+PLOT_INPUTS = {  # plot: (its module flag, {label: input} of the default models, report category)
     "training": ("logs", all_training_checkpoints, "Training"),
     "throughput": ("logs", all_training_checkpoints, "Training"),
     "tokenizer": ("tok-eval", all_tok_evals, "Tokenizer"),
@@ -148,13 +221,27 @@ PLOT_INPUTS = {
 }
 
 
+def plot_inputs(wildcards):
+    """{label: path} a plot reads: checkpoints (of whose train_log.csv) or CSVs."""
+    return PLOT_INPUTS[wildcards.plot][1](wildcards)
+
+
+def plot_category(wildcards):
+    return PLOT_INPUTS[wildcards.plot][2]
+
+
+def plot_args(wildcards, input):
+    """The plot's inputs as `--<flag> LABEL=PATH ...`; a checkpoint stands for its train_log.csv."""
+    flag = PLOT_INPUTS[wildcards.plot][0]
+    inputs = labelled(dict(input.items()), "train_log.csv" if flag == "logs" else "")
+    return f"--{flag} {inputs}"
+
+
 PLANNED_STAGES = ("tokenizer", "eval_bundle", "chat_data", "depth", "base", "base_loss", "base_eval", "mid", "sft", "rl", "chat_eval")
 
 
 def plan_config(wildcards):
     """The parts of the config a model's plan reads, as JSON: a change elsewhere does not re-plan it."""
-    import json
-
     names = model_names(wildcards.model)
     return json.dumps({
         "models": {wildcards.model: {k: v for k, v in config["models"][wildcards.model].items() if k in PLANNED_STAGES}},
@@ -163,3 +250,28 @@ def plan_config(wildcards):
         "chat_data": {c: config["chat_data"][c] for c in [config["models"][wildcards.model].get("chat_data")] if c},
         "plan": config["plan"],
     }, sort_keys=True)
+
+
+# --- the default targets ---
+
+
+def default_targets():
+    """Every artifact of every default model: its data, eval bundle, tokenizer evaluation, each
+    stage's checkpoint and evaluations, report card and plan; and the plots of them all."""
+    targets = []
+    for m in config["default_models"]:
+        names = model_names(m)
+        targets += [
+            f"results/data/{names['dataset']}/manifest.json",
+            f"results/eval_bundle/{names['eval_bundle']}/core.yaml",
+            f"results/tokenizer/{names['tokenizer']}/tok_eval.csv",
+            f"results/base/{m}",
+            f"results/base_loss/{m}.json",
+            f"results/base_eval/{m}.csv",
+            f"results/sft/{m}",
+            f"results/rl/{m}",
+            *stage_chat_evals(m).values(),
+            f"results/report/{m}.md",
+            f"results/plan/{m}.md",
+        ]
+    return targets + [f"results/plots/{plot}.png" for plot in PLOT_INPUTS]

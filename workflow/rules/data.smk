@@ -9,7 +9,7 @@ rule dataset:
     output:
         "results/data/{dataset}/manifest.json",
     params:
-        args=lambda w: stage_flags(config["datasets"][w.dataset]),
+        args=config_flags("datasets", "dataset"),
         code=code_fingerprint("snakechat.dataset"),
     log:
         "logs/dataset/{dataset}.log",
@@ -19,6 +19,3 @@ rule dataset:
         "../../environment.yml"
     shell:
         "python -m snakechat.dataset --manifest {output} {params.args} > {log} 2>&1"
-
-
-STAGE_TARGETS.append("results/data/{dataset}/manifest.json")

@@ -9,7 +9,7 @@ rule eval_bundle:
     output:
         "results/eval_bundle/{eval_bundle}/core.yaml",
     params:
-        args=lambda w: stage_flags(config["eval_bundles"][w.eval_bundle]),
+        args=config_flags("eval_bundles", "eval_bundle"),
         code=code_fingerprint("snakechat.eval_bundle"),
     log:
         "logs/eval_bundle/{eval_bundle}.log",
@@ -19,6 +19,3 @@ rule eval_bundle:
         "../../environment.yml"
     shell:
         "python -m snakechat.eval_bundle --out {output} {params.args} > {log} 2>&1"
-
-
-STAGE_TARGETS.append("results/eval_bundle/{eval_bundle}/core.yaml")

@@ -1,16 +1,21 @@
-"""Mid-training: the base model trained further on the chat mixture, packed like pretraining."""
+"""Mid-training: the base model trained further on the chat mixture, packed like pretraining.
+
+Its rule is the one definition of a chat-training rule: chat_sft (sft.smk) and chat_rl (rl.smk)
+use it with their own start checkpoint, output, settings and module."""
 
 
 rule mid_train:
     input:
         start="results/base/{model}",
-        chat_data=lambda w: chat_data_of(w.model),
+        chat_data=model_chat_data,
     output:
         directory("results/mid/{model}"),
     params:
         launch=launch,
-        chat_dir=lambda w, input: os.path.dirname(input.chat_data),
-        args=lambda w: stage_flags(config["models"][w.model]["mid"], skip=["enabled"]),
+        chat_dir=subpath(input.chat_data, parent=True),
+        state=state_dir,
+        args=model_flags("mid", skip=["enabled"]),
+        module="snakechat.mid_train",
         code=code_fingerprint("snakechat.mid_train"),
     resources:
         gpu=0,
@@ -21,5 +26,5 @@ rule mid_train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launch} -m snakechat.mid_train --start {input.start} --chat-data {params.chat_dir} "
-        "--state results/state/mid/{wildcards.model} --out {output} {params.args} > {log} 2>&1"
+        "{params.launch} -m {params.module} --start {input.start} --chat-data {params.chat_dir} "
+        "--state {params.state} --out {output} {params.args} > {log} 2>&1"

@@ -3,16 +3,11 @@
 
 rule plot:
     input:
-        unpack(lambda w: PLOT_INPUTS[w.plot][1](w)),
+        unpack(plot_inputs),
     output:
-        report(
-            "results/plots/{plot}.png",
-            caption="../report/plot.rst",
-            category=lambda w: PLOT_INPUTS[w.plot][2],
-        ),
+        report("results/plots/{plot}.png", caption="../report/plot.rst", category=plot_category),
     params:
-        flag=lambda w: PLOT_INPUTS[w.plot][0],
-        inputs=lambda w, input: labelled(dict(input.items()), "train_log.csv" if PLOT_INPUTS[w.plot][0] == "logs" else ""),
+        args=plot_args,
         code=code_fingerprint("snakechat.plots"),
     wildcard_constraints:
         plot="|".join(PLOT_INPUTS),
@@ -23,23 +18,23 @@ rule plot:
     conda:
         "../../environment.yml"
     shell:
-        "python -m snakechat.plots {wildcards.plot} --{params.flag} {params.inputs} --out {output} > {log} 2>&1"
+        "python -m snakechat.plots {wildcards.plot} {params.args} --out {output} > {log} 2>&1"
 
 
 rule report_card:
     input:
-        tok_eval=lambda w: f"results/tokenizer/{tokenizer_of(w.model)}/tok_eval.csv",
+        tok_eval=model_tok_eval,
         base_loss="results/base_loss/{model}.json",
         base_eval="results/base_eval/{model}.csv",
-        checkpoints=lambda w: [f"results/{s}/{w.model}" for s in chat_stages(w.model)],
-        chat_evals=lambda w: [f"results/chat_eval/{w.model}/{s}.csv" for s in chat_stages(w.model)],
-        benchmarks=lambda w: list(model_benchmarks(w.model).values()),
+        checkpoints=paths_of(stage_checkpoints),
+        chat_evals=paths_of(stage_chat_evals),
+        benchmarks=paths_of(model_benchmarks),
     output:
         report("results/report/{model}.md", caption="../report/report_card.rst", category="Report card"),
     params:
-        checkpoints=lambda w: " ".join(f"{s}=results/{s}/{w.model}" for s in chat_stages(w.model)),
-        chat_evals=lambda w: " ".join(f"{s}=results/chat_eval/{w.model}/{s}.csv" for s in chat_stages(w.model)),
-        benchmarks=lambda w: labelled(model_benchmarks(w.model)),
+        checkpoints=labelled_args(stage_checkpoints),
+        chat_evals=labelled_args(stage_chat_evals),
+        benchmarks=labelled_args(model_benchmarks),
         usd_per_gpu_hour=config["plan"]["usd_per_gpu_hour"],
         code=code_fingerprint("snakechat.report"),
     log:
@@ -72,8 +67,3 @@ localrules:
     plot,
     report_card,
     plan,
-
-
-STAGE_TARGETS.append("results/report/{model}.md")
-STAGE_TARGETS.append("results/plan/{model}.md")
-STAGE_TARGETS.extend(f"results/plots/{plot}.png" for plot in PLOT_INPUTS)

@@ -6,14 +6,14 @@ TOK_EVAL_KEYS = ("eval_chars", "references", "reference_timeout")
 
 rule tok_train:
     input:
-        lambda w: f"results/data/{dataset_of_tokenizer(w.tokenizer)}/manifest.json",
+        tokenizer_manifest,
     output:
         tokenizer="results/tokenizer/{tokenizer}/tokenizer.json",
         token_bytes="results/tokenizer/{tokenizer}/token_bytes.json",
         meta="results/tokenizer/{tokenizer}/meta.json",
     params:
         out=subpath(output.tokenizer, parent=True),
-        args=lambda w: stage_flags({k: config["tokenizers"][w.tokenizer][k] for k in TOK_TRAIN_KEYS}),
+        args=config_flags("tokenizers", "tokenizer", keys=TOK_TRAIN_KEYS),
         code=code_fingerprint("snakechat.tok_train"),
     threads: 2
     log:
@@ -29,12 +29,12 @@ rule tok_train:
 rule tok_eval:
     input:
         tokenizer="results/tokenizer/{tokenizer}/tokenizer.json",
-        manifest=lambda w: f"results/data/{dataset_of_tokenizer(w.tokenizer)}/manifest.json",
+        manifest=tokenizer_manifest,
     output:
         report("results/tokenizer/{tokenizer}/tok_eval.csv", caption="../report/metrics.rst", category="Tokenizer"),
     params:
         tokenizer_dir=subpath(input.tokenizer, parent=True),
-        args=lambda w: stage_flags({k: config["tokenizers"][w.tokenizer][k] for k in TOK_EVAL_KEYS}),
+        args=config_flags("tokenizers", "tokenizer", keys=TOK_EVAL_KEYS),
         code=code_fingerprint("snakechat.tok_eval"),
     threads: 2
     log:
@@ -47,5 +47,3 @@ rule tok_eval:
         "python -m snakechat.tok_eval --tokenizer {params.tokenizer_dir} --name {wildcards.tokenizer}"
         " --manifest {input.manifest} --out {output} {params.args} > {log} 2>&1"
 
-
-STAGE_TARGETS.append("results/tokenizer/{tokenizer}/tok_eval.csv")
