@@ -44,7 +44,6 @@ import argparse
 import csv
 import io
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +55,7 @@ from snakechat.checkpoint import load_model
 from snakechat.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
 from snakechat.conversation import render_for_completion
 from snakechat.engine import Engine
+from snakechat.precision import autocast
 
 EVALUATED_KINDS = ("mc", "gsm8k", "humaneval")
 COLUMNS = ["task", "kind", "protocol", "n", "test_items", "accuracy", "baseline", "centered"]
@@ -159,9 +159,6 @@ class Evaluator:
             self.letter_ids[letter] = ids[0]
         return self.letter_ids[letter]
 
-    def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
-
     def _prompts(self, records, kind):
         prompts = []
         for r in records:
@@ -179,7 +176,7 @@ class Evaluator:
         ids = torch.zeros(len(prompts), width, dtype=torch.long)
         for i, p in enumerate(prompts):  # right padding: causal attention never looks at it
             ids[i, : len(p)] = torch.tensor(p)
-        with self._autocast():
+        with autocast(self.device):
             logits = self.model(ids.to(self.device))
         results = []
         for i, (p, r) in enumerate(zip(prompts, records)):

@@ -18,11 +18,11 @@ up to at least p (nucleus sampling); both may apply, top_k first.
 """
 
 from collections import deque
-from contextlib import nullcontext
 
 import torch
 
 from snakechat import calculator
+from snakechat.precision import autocast
 
 
 class KVCache:
@@ -145,8 +145,7 @@ class Engine:
         self.max_len = model.cos.size(1) if hasattr(model, "cos") else model.config.sequence_len
 
     def _forward(self, ids, kv_cache=None):
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
-        with autocast:
+        with autocast(self.device):
             return self.model(ids, kv_cache=kv_cache)[:, -1, :].float()
 
     def _new_cache(self, batch_size, capacity):
