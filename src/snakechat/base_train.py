@@ -31,17 +31,15 @@ from snakechat.gpt import GPT
 from snakechat.optim import Schedule
 from snakechat.settings import option, parse
 from snakechat.tokenizer import Tokenizer, load_token_bytes
-from snakechat.trainer import Run, TokenRecipe, Trainer
+from snakechat.trainer import Run, RunSettings, TokenRecipe, Trainer
 
 CPU_COMPILE_MIN_SECONDS = 900  # `--compile auto` on CPU: compile only runs expected to take longer (see decide_compile)
 
 
 @dataclass(kw_only=True)
-class BaseSettings:
+class BaseSettings(RunSettings):
     manifest: str = option(help="data manifest.json (shards beside it)", identity=False)
     tokenizer: str = option(help="tokenizer directory", identity=False)
-    out: str = option(help="checkpoint directory to write", identity=False)
-    state: str = option(help="resumable state directory (not a Snakemake output)", identity=False)
     depth: int = option(help="transformer layers: the one dial the rest derives from")
     aspect_ratio: int = option(64, "width = depth × aspect_ratio (rounded up to head_dim)")
     width: int = option(0, "model width; 0 = depth × aspect_ratio")
@@ -66,7 +64,6 @@ class BaseSettings:
     log_every: int = option(10, "steps between progress lines", identity=False)
     compile: str = option("auto", "torch.compile: auto (CUDA, and CPU runs estimated over 15 min), true or false", choices=["auto", "true", "false"], identity=False)
     seed: int = option(42, "seeds the initial weights and the order of the data")
-    device: str = option("auto", "auto, cpu or cuda", identity=False)
 
 
 def decide_compile(setting, device, expected_seconds):

@@ -14,22 +14,19 @@ from snakechat import tasks
 from snakechat.checkpoint import load_model
 from snakechat.optim import Schedule
 from snakechat.settings import option
-from snakechat.trainer import Run
+from snakechat.trainer import Run, RunSettings
 
 LR_KEYS = ("matrix_lr", "embedding_lr", "unembedding_lr")
 
 
 @dataclass(kw_only=True)
-class ChatSettings:
+class ChatSettings(RunSettings):
     start: str = option(help="checkpoint directory to start from", identity=False)
     chat_data: str = option(help="chat data directory (tasks.json)", identity=False)
-    out: str = option(help="checkpoint directory to write", identity=False)
-    state: str = option(help="resumable state directory (not a Snakemake output)", identity=False)
     weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices")
     grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
     log_every: int = option(1, "steps between progress lines", identity=False)
     seed: int = option(0, "seeds the order of the data")
-    device: str = option("auto", "auto, cpu or cuda", identity=False)
 
 
 def check_chat_data(chat_dir, task_names, split, kinds=None):

@@ -133,11 +133,20 @@ class TokenRecipe(Recipe):
         return self._meta
 
 
+@dataclass(kw_only=True)
+class RunSettings:
+    """The settings every training stage has (a stage's settings class adds its own)."""
+
+    out: str = settings.option(help="checkpoint directory to write", identity=False)
+    state: str = settings.option(help="resumable state directory (not a Snakemake output)", identity=False)
+    device: str = settings.option("auto", "auto, cpu or cuda", identity=False)
+
+
 @dataclass
 class Run:
     """What a run is, besides its model, recipe and schedule: the stage, its module (provenance),
-    its settings (a snakechat.settings dataclass with `out` and `state`; meta.json "train"), the
-    files it reads (provenance, and by hash its identity) and meta.json fields of its own."""
+    its settings (RunSettings; meta.json "train"), the files it reads (provenance, and by hash its
+    identity) and meta.json fields of its own."""
 
     stage: str
     module: str
