@@ -7,6 +7,10 @@ from snakechat import configcheck
 min_version("9.0")
 
 
+# syntax errors and duplicate keys, with file and line, before Snakemake reads the file itself
+configcheck.check_yaml_files(["config/config.yaml", *workflow.overwrite_configfiles, configcheck.LOCAL_OVERLAY])
+
+
 configfile: "config/config.yaml"
 
 

@@ -1,11 +1,14 @@
 """Validate a snakechat config against the schema, fill in defaults, and check cross-references.
 
 Called by the Snakefile at parse time so that `snakemake -n` already fails on a bad config,
-with a message that names the file and the key.
+with a message that names the file and the key: YAML syntax errors and duplicate keys (file and
+line), schema errors (types, unknown keys, bounds), names that point nowhere (a model's tokenizer,
+a mixture's or RL's tasks), and URLs that cannot be downloaded from.
 """
 
 import copy
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -90,10 +93,7 @@ def with_local_overlay(config, overlay_path, command_line):
     overlay_path = Path(overlay_path)
     if not overlay_path.exists():
         return config
-    try:
-        overlay = yaml.safe_load(overlay_path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"invalid config overlay {overlay_path}: not YAML: {e}") from None
+    overlay = read_yaml(overlay_path)
     from snakemake.utils import update_config  # Snakemake's own key-by-key merge
 
     config = apply_overlay(config, overlay, overlay_path)
@@ -126,6 +126,7 @@ def validate(config, schema_path, config_path="config/config.yaml"):
         lines = "\n".join(f"  - {_describe(e)}" for e in leaves)
         raise ConfigError(f"invalid config {config_path}:\n{lines}")
     check_references(config, config_path)
+    check_content(config, config_path)
     return config
 
 
@@ -151,3 +152,146 @@ def check_references(config, config_path="config/config.yaml"):
             problems.append(f"  - default_models: {name!r} is not defined in models")
     if problems:
         raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(problems))
+
+
+# --- YAML files: syntax and duplicate keys, with file and line ---
+
+
+def _duplicate_keys(node, path=()):
+    """(dotted key, line, first line) of each key given twice in one mapping (YAML loaders keep the last silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key_node, value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            if key in seen:
+                yield ".".join([*path, key]), key_node.start_mark.line + 1, seen[key]
+            else:
+                seen[key] = key_node.start_mark.line + 1
+            yield from _duplicate_keys(value, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*path, str(i)))
+
+
+def read_yaml(path):
+    """The content of a YAML file; ConfigError naming file and line for a syntax error or a duplicate key."""
+    text = Path(path).read_text()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"invalid config {where}: not YAML: {e.problem or e.context}") from None
+    dupes = list(_duplicate_keys(node))
+    if dupes:
+        lines = "\n".join(f"  - {path}:{line}: duplicate key {key!r} (first given at line {first})" for key, line, first in dupes)
+        raise ConfigError(f"invalid config {path}:\n{lines}")
+    return yaml.safe_load(text)
+
+
+def check_yaml_files(paths):
+    """Read each existing config file strictly. Called by the Snakefile before Snakemake reads
+    config/config.yaml, whose own message for a syntax error names neither file nor line."""
+    for path in paths:
+        if Path(path).is_file():
+            read_yaml(path)
+
+
+# --- what the schema cannot say: names of chat tasks, downloadable URLs, sizes against each other ---
+
+# The built-in world's chat tasks and their kinds (snakechat.world_chat.TASKS; a test keeps the two
+# in step): listed here so that parsing the workflow does not import the world and torch.
+WORLD_CHAT_TASKS = {"world_chat": "conversation", "arithmetic_tool": "conversation", "identity": "conversation",
+                    "world_mc": "mc", "word_problems": "gsm8k", "spelling": "gsm8k"}
+
+
+def chat_tasks(entry):
+    """{task: kind} that a chat_data entry will have, from its config alone."""
+    if entry.get("kind") == "synthetic":
+        return dict(WORLD_CHAT_TASKS)
+    from snakechat.tasks import FORMAT_KINDS
+
+    found = {task: FORMAT_KINDS.get(spec.get("format")) for task, spec in entry.get("tasks", {}).items()}
+    found.update({task: WORLD_CHAT_TASKS[task] for task in entry.get("world_tasks", []) if task in WORLD_CHAT_TASKS})
+    return found
+
+
+def _http_url_problem(url):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"{url!r} is not an http(s) URL (downloads use http:// or https://)"
+    return None
+
+
+def check_urls(config):
+    problems = []
+    for name, entry in config.get("datasets", {}).items():
+        if entry.get("kind") != "http":
+            continue
+        url, key = entry["url"], f"datasets.{name}.url"
+        if "{index" not in url:
+            problems.append(f"{key}: {url!r} has no {{index}} field (shard i is fetched from the template with index=i, e.g. shard_{{index:05d}}.parquet)")
+        else:
+            try:
+                url.format(index=0)
+            except (KeyError, IndexError, ValueError, AttributeError) as e:
+                problems.append(f"{key}: {url!r} must be a template whose only field is {{index}}: {type(e).__name__}: {e}")
+        if problem := _http_url_problem(url):
+            problems.append(f"{key}: {problem}")
+    for name, entry in config.get("eval_bundles", {}).items():
+        if entry.get("kind") == "http" and (problem := _http_url_problem(entry["url"])):
+            problems.append(f"eval_bundles.{name}.url: {problem}")
+    for name, entry in config.get("chat_data", {}).items():
+        if entry.get("kind") != "http":
+            continue
+        for task, spec in entry.get("tasks", {}).items():
+            for split, urls in spec.get("splits", {}).items():
+                for i, url in enumerate(urls):
+                    if problem := _http_url_problem(url):
+                        problems.append(f"chat_data.{name}.tasks.{task}.splits.{split}.{i}: {problem}")
+    return problems
+
+
+def check_task_names(config):
+    """Every world task a chat data adds exists; every mixture and RL task is a task of the model's chat data."""
+    problems = []
+    for name, entry in config.get("chat_data", {}).items():
+        for task in entry.get("world_tasks", []):
+            if task not in WORLD_CHAT_TASKS:
+                problems.append(f"chat_data.{name}.world_tasks: {task!r} is not a task of the built-in world (it has: {', '.join(WORLD_CHAT_TASKS)})")
+    for model, m in config.get("models", {}).items():
+        data = config.get("chat_data", {}).get(m.get("chat_data"))
+        if data is None:
+            continue  # check_references names the missing chat data
+        known = chat_tasks(data)
+        listing = ", ".join(sorted(known))
+        for stage in ("mid", "sft"):
+            for task in m.get(stage, {}).get("mixture", {}):
+                if task not in known:
+                    problems.append(f"models.{model}.{stage}.mixture: {task!r} is not a task of chat_data {m['chat_data']!r} (its tasks: {listing})")
+        for task in m.get("rl", {}).get("tasks", []):
+            if task not in known:
+                problems.append(f"models.{model}.rl.tasks: {task!r} is not a task of chat_data {m['chat_data']!r} (its tasks: {listing})")
+            elif known[task] != "gsm8k":
+                gsm8k = ", ".join(sorted(t for t, k in known.items() if k == "gsm8k")) or "none"
+                problems.append(f"models.{model}.rl.tasks: {task!r} is a {known[task]} task; RL needs gsm8k-kind tasks (here: {gsm8k})")
+    return problems
+
+
+def check_sizes(config):
+    """Sizes that must agree with each other (each one's own bounds are in the schema)."""
+    problems = []
+    for model, m in config.get("models", {}).items():
+        base_len = m.get("base", {}).get("sequence_len")
+        mid_len = m.get("mid", {}).get("sequence_len")
+        if base_len is not None and mid_len is not None and mid_len > base_len:
+            problems.append(f"models.{model}.mid.sequence_len: {mid_len} is longer than the model's context, base.sequence_len {base_len}")
+    return problems
+
+
+def check_content(config, config_path="config/config.yaml"):
+    problems = check_urls(config) + check_task_names(config) + check_sizes(config)
+    if problems:
+        raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -1,0 +1,165 @@
+"""Config errors the schema alone cannot catch surface when the workflow is parsed: task names that
+point nowhere, URLs that cannot be downloaded from, sizes out of bounds or against each other,
+duplicate YAML keys and YAML syntax errors - each named by key (or line) and file, by `snakemake -n`."""
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snakechat import configcheck
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+def good_config():
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def setter(*path_and_value):
+    *path, key, value = path_and_value
+
+    def mutate(cfg):
+        node = cfg
+        for p in path:
+            node = node[p]
+        node[key] = value
+
+    return mutate
+
+
+CASES = {
+    "mixture task": (setter("models", "tiny", "sft", "mixture", {"wolrd_chat": {"weight": 10}}),
+                     "models.tiny.sft.mixture: 'wolrd_chat' is not a task of chat_data 'tinyworld' (its tasks: arithmetic_tool, identity, spelling, word_problems, world_chat, world_mc)"),
+    "mid mixture of downloaded data": (setter("models", "d20", "mid", "mixture", {"smoltak": {"epochs": 1}}),
+                                       "models.d20.mid.mixture: 'smoltak' is not a task of chat_data 'nanochat'"),
+    "rl task": (setter("models", "tiny", "rl", "tasks", ["word_problem"]), "models.tiny.rl.tasks: 'word_problem' is not a task of chat_data 'tinyworld'"),
+    "rl task of the wrong kind": (setter("models", "tiny", "rl", "tasks", ["world_mc"]),
+                                  "models.tiny.rl.tasks: 'world_mc' is a mc task; RL needs gsm8k-kind tasks (here: spelling, word_problems)"),
+    "world task": (setter("chat_data", "nanochat", "world_tasks", ["idenity"]), "chat_data.nanochat.world_tasks: 'idenity' is not a task of the built-in world"),
+    "url without index": (setter("datasets", "fineweb-edu", "url", "https://example.org/shard.parquet"),
+                          "datasets.fineweb-edu.url: 'https://example.org/shard.parquet' has no {index} field"),
+    "url with another field": (setter("datasets", "fineweb-edu", "url", "https://example.org/{part}/{index}.parquet"),
+                               "datasets.fineweb-edu.url: 'https://example.org/{part}/{index}.parquet' must be a template whose only field is {index}"),
+    "url without scheme": (setter("datasets", "fineweb-edu", "url", "/data/shard_{index:05d}.parquet"),
+                           "datasets.fineweb-edu.url: '/data/shard_{index:05d}.parquet' is not an http(s) URL"),
+    "url of another scheme": (setter("datasets", "fineweb-edu", "url", "ftp://example.org/shard_{index:05d}.parquet"),
+                              "datasets.fineweb-edu.url: 'ftp://example.org/shard_{index:05d}.parquet' is not an http(s) URL"),
+    "bundle url": (setter("eval_bundles", "core", "url", "file:///tmp/eval_bundle.zip"), "eval_bundles.core.url: 'file:///tmp/eval_bundle.zip' is not an http(s) URL"),
+    "chat data url": (setter("chat_data", "nanochat", "tasks", "gsm8k", "splits", "test", ["s3://bucket/test.parquet"]),
+                      "chat_data.nanochat.tasks.gsm8k.splits.test.0: 's3://bucket/test.parquet' is not an http(s) URL"),
+    "depth": (setter("models", "tiny", "depth", 1000), "models.tiny.depth: 1000 is greater than the maximum of 64"),
+    "vocab size": (setter("tokenizers", "tinyworld-4k", "vocab_size", 10**9), "tokenizers.tinyworld-4k.vocab_size: 1000000000 is greater than the maximum of 1048576"),
+    "shards": (setter("datasets", "tinyworld", "shards", 10**7), "datasets.tinyworld.shards: 10000000 is greater than the maximum of 100000"),
+    "sequence length": (setter("models", "tiny", "base", "sequence_len", 10**7), "models.tiny.base.sequence_len: 10000000 is greater than the maximum of 131072"),
+    "head dim": (setter("models", "tiny", "base", "head_dim", 4096), "models.tiny.base.head_dim: 4096 is greater than the maximum of 1024"),
+    "mid rows longer than the model's": (setter("models", "tiny", "mid", "sequence_len", 512),
+                                         "models.tiny.mid.sequence_len: 512 is longer than the model's context, base.sequence_len 256"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_problem_is_named_by_key_and_file(case):
+    mutate, expected = CASES[case]
+    cfg = copy.deepcopy(good_config())
+    mutate(cfg)
+    with pytest.raises(configcheck.ConfigError) as err:
+        configcheck.validate(cfg, SCHEMA, "my.yaml")
+    assert expected in str(err.value)
+    assert "invalid config my.yaml" in str(err.value)
+
+
+def test_the_shipped_config_passes_every_check():
+    configcheck.validate(good_config(), SCHEMA)
+
+
+def test_world_task_list_is_the_worlds():
+    from snakechat import world_chat
+
+    assert configcheck.WORLD_CHAT_TASKS == {name: kind for name, kind, *_ in world_chat.TASKS}
+
+
+def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("models:\n  tiny:\n    depth: 4\n    tokenizer: a\n    depth: 6\ndefault_models: [tiny]\n")
+    with pytest.raises(configcheck.ConfigError) as err:
+        configcheck.read_yaml(dup)
+    assert f"{dup}:5: duplicate key 'models.tiny.depth' (first given at line 3)" in str(err.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  tiny:\n    depth: [4\n    tokenizer: a\n")
+    with pytest.raises(configcheck.ConfigError) as err:
+        configcheck.read_yaml(bad)
+    assert f"invalid config {bad}:4:" in str(err.value) and "not YAML" in str(err.value)
+    merged = tmp_path / "merged.yaml"  # YAML merge keys are not duplicates: the explicit key wins
+    merged.write_text("base: &b {depth: 4, vocab: 9}\nmodel:\n  <<: *b\n  depth: 6\n")
+    assert configcheck.read_yaml(merged)["model"] == {"depth": 6, "vocab": 9}
+
+
+# --- the same through `snakemake -n`, each case on its own ---
+
+
+def workflow_copy(tmp_path):
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config/config.yaml", tmp_path / "config/config.yaml")
+    return tmp_path
+
+
+def dry_run(work, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=work, env=env, capture_output=True, text=True)
+    return run.returncode, run.stdout + run.stderr
+
+
+DRY_RUN_CASES = ["mixture task", "rl task", "url without index", "url without scheme", "depth", "mid rows longer than the model's"]
+
+
+@pytest.mark.parametrize("case", DRY_RUN_CASES)
+def test_dry_run_fails_naming_key_and_file(tmp_path, case):
+    work = workflow_copy(tmp_path)
+    mutate, expected = CASES[case]
+    cfg = good_config()
+    mutate(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    code, out = dry_run(work, "--configfile", str(bad))
+    assert code != 0
+    assert expected in out and str(bad) in out, out[-3000:]
+
+
+def test_dry_run_fails_on_a_duplicate_key_in_a_configfile(tmp_path):
+    work = workflow_copy(tmp_path)
+    text = (ROOT / "config/config.yaml").read_text()
+    bad = tmp_path / "dup.yaml"
+    bad.write_text(text + "\ndefault_models: [d20]\n")
+    line = text.count("\n") + 2
+    first = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("default_models:"))
+    code, out = dry_run(work, "--configfile", str(bad))
+    assert code != 0
+    assert f"{bad}:{line}: duplicate key 'default_models' (first given at line {first})" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("where", ["config/config.yaml", "config/local.yaml"])
+def test_dry_run_fails_on_yaml_syntax_errors_with_file_and_line(tmp_path, where):
+    work = workflow_copy(tmp_path)
+    (work / where).write_text("default_models: [tiny\nmodels: {}\n")
+    code, out = dry_run(work)
+    assert code != 0
+    assert f"invalid config {where}:2:" in out and "not YAML" in out, out[-3000:]
+
+
+def test_dry_run_fails_on_a_duplicate_key_in_the_shipped_file(tmp_path):
+    work = workflow_copy(tmp_path)
+    text = (work / "config/config.yaml").read_text()
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("default_models:"))
+    (work / "config/config.yaml").write_text(text.replace("default_models: [tiny]\n", "default_models: [tiny]\ndefault_models: [d20]\n"))
+    code, out = dry_run(work)
+    assert code != 0
+    assert f"config/config.yaml:{line + 1}: duplicate key 'default_models' (first given at line {line})" in out, out[-3000:]
