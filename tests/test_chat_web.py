@@ -460,6 +460,15 @@ def test_settings_are_checked_at_start_up(checkpoint, capsys):
         Limits(max_concurrent=0)
 
 
+def test_listening_socket_gets_tcp_nodelay_connections():
+    """asyncio turns Nagle off only for sockets made with proto IPPROTO_TCP; with it on, each
+    response's body waited 40 ms for the client's delayed ACK (bench/serve.py showed it)."""
+    with listen("127.0.0.1", 0) as sock, socket.create_connection(sock.getsockname()[:2]):
+        accepted, _ = sock.accept()
+        with accepted:
+            assert accepted.proto == socket.IPPROTO_TCP
+
+
 def test_command_serves_until_interrupted(checkpoint):
     process = subprocess.Popen([sys.executable, "-m", "snakechat.chat_web", "--model", "tiny", "--results", str(checkpoint.parents[1]), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))

@@ -443,9 +443,17 @@ def make_app(server: ChatServer):
 
 def listen(host, port):
     """A listening socket, or OSError (address in use, unknown host): bound before the model is loaded."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    sock = socket.create_server((host, port), family=family, backlog=128)
-    sock.set_inheritable(True)
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it the
+    # response's body waits for the client's delayed ACK of its headers (40 ms a request)
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
