@@ -17,10 +17,12 @@ import time
 import openai
 import pytest
 
+from snakechat import calculator
 from snakechat.chat_model import load_engine
 from snakechat.chat_web import ChatServer, Limits, Sampling, listen, make_server
 from snakechat.checkpoint import save_checkpoint
 from snakechat.conversation import render_conversation, render_for_completion
+from snakechat.engine import Engine
 from snakechat.reply import Reply
 from tiny_chat_model import memorize, one_torch_thread, random_gpt, tokenizer  # noqa: F401 (autouse fixture)
 
@@ -432,6 +434,29 @@ def test_stalled_body_times_out_and_frees_its_connection(engine):
         time.sleep(0.2)
         ((status, _, _),) = responses(exchange(chat.port, post(chat.port, {"model": MODEL, "messages": [user("hi")]}, headers=[("Connection", "close")])))
         assert status == 200
+
+
+def test_client_leaving_a_stream_stops_its_generation_and_frees_the_slot(engine):
+    """The calculator here takes 1 s: the client leaves during it; the reply stops at the next token
+    instead of running to its end, and the slot is given back."""
+    model, tok = engine
+    slow = Engine(model.model, tok, tool=lambda expr: (time.sleep(1.0), calculator.run(expr))[1])
+    with serving((slow, tok)) as chat:
+        generations = []
+        start = chat.start
+        chat.start = lambda request: generations.append(start(request)) or generations[-1]
+        with socket.create_connection(("127.0.0.1", chat.port), timeout=10) as s:
+            s.sendall(post(chat.port, {"model": MODEL, "messages": [user(QUESTION)], "stream": True, "temperature": 0}))
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 10
+        while chat.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert chat.active == 0
+        _, full = direct(engine, [user(QUESTION)])
+        assert generations and len(generations[0].reply.tokens) < len(full.tokens)
+        done = openai.OpenAI(base_url=f"http://127.0.0.1:{chat.port}/v1", api_key="unused", max_retries=0).chat.completions.create(
+            model=MODEL, messages=[user("hi")], max_tokens=2)
+        assert done.choices[0].finish_reason == "length"
 
 
 # --- the command line ---------------------------------------------------------------------------
