@@ -36,6 +36,7 @@ include: "workflow/rules/mid.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/rl.smk"
 include: "workflow/rules/chat_eval.smk"
+include: "workflow/rules/export_hf.smk"
 include: "workflow/rules/report.smk"
 
 

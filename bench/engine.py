@@ -1,4 +1,5 @@
-"""Generation speed of snakechat.engine: tokens/s for batch sizes 1 and 16, with and without the KV cache.
+"""Generation speed of snakechat.engine: tokens/s for batch sizes 1 and 16, with and without the KV cache,
+and of transformers' `generate` on the same model exported by snakechat.export_hf.
 
     python bench/engine.py                                   # random depth-4 model, tiny-sized
     python bench/engine.py --checkpoint results/sft/tiny
@@ -7,10 +8,17 @@
 Tokens/s counts generated tokens over all rows (batch 16 makes 16 per step). Sampling runs at
 temperature 1 so no row stops early on a stop token it happens to like; rows keep going to
 --new-tokens (a stop token ends only that row's reading, the batch keeps stepping).
+
+The `transformers` row (needs the hf extra) samples the same prompt at temperature 1 without top-k
+or top-p, `min_new_tokens` keeping every row going to --new-tokens, with transformers' KV cache; its
+ratio is against snakechat's engine with the cache at the same batch size, measured in the same run.
+snakechat prefills the prompt once and copies its cache to every row; transformers prefills each row.
 """
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -47,6 +55,37 @@ def measure(engine, prompt, batch, new_tokens, use_cache, device, repeats):
     return steps * batch / best, steps
 
 
+def hf_export(model, tok, root):
+    """The model exported by snakechat.export_hf and loaded with transformers (None without transformers)."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    from snakechat.checkpoint import save_checkpoint
+    from snakechat.export_hf import export
+
+    tok.save(root / "tok")
+    save_checkpoint(root / "ckpt", model, {"model_config": model.config.to_dict(), "tokenizer": str(root / "tok")})
+    export(root / "ckpt", root / "hf")
+    return transformers.AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32).eval()
+
+
+def measure_hf(hf, prompt, batch, new_tokens, repeats):
+    ids = torch.tensor([prompt] * batch)
+    mask = torch.ones_like(ids)
+    best = float("inf")
+    for r in range(repeats + 1):
+        torch.manual_seed(r)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = hf.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                              max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        if r:
+            best = min(best, time.perf_counter() - start)
+    steps = out.shape[1] - len(prompt)
+    return steps * batch / best, steps
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="a checkpoint directory; default: a random model of --depth")
@@ -59,6 +98,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="timed runs per setting (the best is reported)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--hf", choices=["auto", "false"], default="auto", help="auto: add the transformers row where transformers is installed (CPU only)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,11 +116,22 @@ def main(argv=None):
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})")
     print(f"model: n_layer={c.n_layer} n_embd={c.n_embd} vocab={c.vocab_size} params={params / 1e6:.1f}M; prompt={args.prompt_tokens} new={args.new_tokens}")
     prompt = torch.randint(0, tok.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
-    print(f"{'batch':>5} {'kv_cache':>8} {'tokens/s':>10} {'steps':>6}")
+    hf = None
+    if args.hf == "auto" and device.type == "cpu":
+        workdir = tempfile.TemporaryDirectory(prefix="bench_engine_")
+        hf = hf_export(model, tok, Path(workdir.name))
+        if hf is None:
+            print("transformers is not installed (pip install 'snakechat[hf]'): no transformers row")
+    print(f"{'engine':>12} {'batch':>5} {'kv_cache':>8} {'tokens/s':>10} {'steps':>6} {'ratio':>6}")
     for batch in args.batch_sizes:
         for use_cache in (True, False):
             rate, steps = measure(engine, prompt, batch, args.new_tokens, use_cache, device, args.repeats)
-            print(f"{batch:>5} {str(use_cache):>8} {rate:>10.1f} {steps:>6}", flush=True)
+            if use_cache:
+                baseline = rate
+            print(f"{'snakechat':>12} {batch:>5} {str(use_cache):>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
+        if hf is not None:
+            rate, steps = measure_hf(hf, prompt, batch, args.new_tokens, args.repeats)
+            print(f"{'transformers':>12} {batch:>5} {'True':>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 STAGES = ["base", "mid", "sft", "rl"]
+EXPORTED = ["base", "sft"]  # tests/pipeline/quick.yaml: export_hf
 PLOTS = ["training", "throughput", "tokenizer", "core", "chat_eval", "rl", "time"]
 
 
@@ -81,6 +82,9 @@ def test_every_stage_of_tiny_is_built(pipeline):
         assert heading in card
     assert "not run" not in card
     assert "| plan" not in card and "base_train" in (r / "plan/tiny.md").read_text()
+    for stage in EXPORTED:
+        assert json.loads((r / f"hf/tiny/{stage}/config.json").read_text())["model_type"] == "nanochat"
+        assert (r / f"hf/tiny/{stage}/model.safetensors").exists()
 
 
 def test_nothing_left_to_do(pipeline):
@@ -92,7 +96,7 @@ def test_html_report_has_every_plot_and_table(pipeline):
     html = (pipeline / "results/report.html").read_text()
     for plot in PLOTS:
         assert f"{plot}.png" in html, plot
-    for name in ("tok_eval.csv", "tiny.md", "base_eval", "chat_eval"):
+    for name in ("tok_eval.csv", "tiny.md", "base_eval", "chat_eval", "snakechat_export.json"):
         assert name in html, name
 
 
@@ -130,6 +134,7 @@ def test_every_result_carries_its_provenance(pipeline):
     r = pipeline / "results"
     blocks = [json.loads((r / s / "tiny/meta.json").read_text())["provenance"] for s in STAGES]
     blocks.append(json.loads((r / "base_loss/tiny.json").read_text())["provenance"])
+    blocks += [json.loads((r / f"hf/tiny/{s}/snakechat_export.json").read_text())["provenance"] for s in EXPORTED]
     for sidecar in [r / "base_eval/tiny.csv.meta.json", *[r / f"chat_eval/tiny/{s}.csv.meta.json" for s in STAGES]]:
         blocks.append(json.loads(sidecar.read_text())["provenance"] if "provenance" in json.loads(sidecar.read_text()) else json.loads(sidecar.read_text()))
     for block in blocks:

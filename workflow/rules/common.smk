@@ -89,6 +89,16 @@ def stage_checkpoints(model):
     return {s: f"results/{s}/{model}" for s in chat_stages(model)}
 
 
+def hf_exports(model):
+    """The transformers exports (results/hf/<model>/<stage>) the config's export_hf asks for; a stage
+    the model does not train is an error."""
+    stages = config["models"][model]["export_hf"]
+    missing = [s for s in stages if s not in chat_stages(model)]
+    if missing:
+        raise ValueError(f"models.{model}.export_hf lists {', '.join(missing)}, which {model} does not train (its stages: {', '.join(chat_stages(model))})")
+    return [f"results/hf/{model}/{stage}" for stage in stages]
+
+
 def stage_chat_evals(model):
     """{stage: chat_eval CSV} of a model's chat stages (base included)."""
     return {s: f"results/chat_eval/{model}/{s}.csv" for s in chat_stages(model)}
@@ -257,7 +267,8 @@ def plan_config(wildcards):
 
 def default_targets():
     """Every artifact of every default model: its data, eval bundle, tokenizer evaluation, each
-    stage's checkpoint and evaluations, report card and plan; and the plots of them all."""
+    stage's checkpoint and evaluations, the transformers exports its config asks for, report card and
+    plan; and the plots of them all."""
     targets = []
     for m in config["default_models"]:
         names = model_names(m)
@@ -271,6 +282,7 @@ def default_targets():
             f"results/sft/{m}",
             f"results/rl/{m}",
             *stage_chat_evals(m).values(),
+            *hf_exports(m),
             f"results/report/{m}.md",
             f"results/plan/{m}.md",
         ]
