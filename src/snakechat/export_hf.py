@@ -74,6 +74,8 @@ RMS_NORM_EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default for float3
 STOP_TOKENS = ("<|assistant_end|>", "<|bos|>")  # where snakechat's engine ends a row
 LOGIT_TOLERANCE = 1e-3  # max |logit difference| the verification accepts (mapping errors are O(1))
 PROBE_TOKENS = 128
+# The GPTConfig fields the mapping covers. A field added to GPTConfig is refused until it is mapped here.
+MAPPED_CONFIG_KEYS = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")
 
 CHAT_TEMPLATE = r"""
 {%- macro text_of(content) -%}
@@ -161,7 +163,7 @@ def check_model_config(model_config, where):
     """The GPTConfig of a checkpoint, refused if it holds anything NanoChat cannot express."""
     if not isinstance(model_config, dict):
         raise ExportError(f"{where}: model_config must be a mapping, got {type(model_config).__name__}")
-    known = {f.name for f in dataclasses.fields(gpt.GPTConfig)}
+    known = set(MAPPED_CONFIG_KEYS)
     unknown = sorted(set(model_config) - known)
     if unknown:
         raise ExportError(f"{where}: model_config key(s) {', '.join(map(repr, unknown))} have no counterpart in NanoChatForCausalLM "
@@ -386,7 +388,9 @@ def verify(out_dir, model, tok):
 def export(checkpoint_dir, out_dir):
     """Export `checkpoint_dir` as the folder `out_dir` (replaced atomically); returns its snakechat_export.json."""
     import_transformers()  # fail before any work
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir} exists and is not a directory")
     config, state, meta = load_checkpoint(checkpoint_dir)
     if "tokenizer" not in meta:
         raise ExportError(f"{checkpoint_dir / 'meta.json'}: no tokenizer directory")
