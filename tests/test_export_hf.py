@@ -60,14 +60,14 @@ def trained(tmp_path_factory):
     base_train.main([
         "--manifest", str(root / "manifest.json"), "--tokenizer", str(root / "tok"), "--out", str(root / "base"),
         "--state", str(root / "state_base"), "--depth", "2", "--aspect-ratio", "32", "--head-dim", "32", "--n-kv-head", "1",
-        "--sequence-len", str(SEQUENCE_LEN), "--device-batch-size", "2", "--total-batch-size", "1024", "--num-iterations", "60",
+        "--sequence-len", str(SEQUENCE_LEN), "--device-batch-rows", "2", "--step-tokens", "1024", "--steps", "60",
         "--eval-every", "0", "--eval-tokens", "1024", "--log-every", "20", "--save-every", "0", "--compile", "false", "--device", "cpu",
     ])
     world_chat.write_chat_data(root / "chat", 0)
     chat_sft.main([
         "--start", str(root / "base"), "--chat-data", str(root / "chat"), "--out", str(root / "sft"), "--state", str(root / "state_sft"),
-        "--mixture", json.dumps(MIXTURE), "--steps", "30", "--device-batch", "4", "--total-batch", "8", "--max-tokens", "128",
-        "--lr-mult", "1.0", "--eval-every", "0", "--eval-examples", "8", "--save-every", "0", "--device", "cpu",
+        "--mixture", json.dumps(MIXTURE), "--steps", "30", "--device-batch-rows", "4", "--step-conversations", "8", "--sequence-len", "128",
+        "--lr-mult", "1.0", "--eval-every", "0", "--eval-conversations", "8", "--save-every", "0", "--device", "cpu",
     ])
     for stage in ("base", "sft"):
         export_hf.main(["--checkpoint", str(root / stage), "--out", str(root / "hf" / stage)])
