@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from snakechat import world
+from snakechat import world_corpus
 from snakechat.common import device_type
 from snakechat.engine import Engine
 from snakechat.gpt import GPT
@@ -32,7 +32,7 @@ from snakechat.tokenizer import Tokenizer
 
 def random_model(args, device):
     """A randomly initialised GPT of --depth with a tokenizer trained on the built-in world."""
-    tok = Tokenizer.train(world.corpus_documents(0, 3000), vocab_size=args.vocab_size)
+    tok = Tokenizer.train(world_corpus.corpus_documents(0, 3000), vocab_size=args.vocab_size)
     config = config_from_depth(args.depth, vocab_size=tok.vocab_size, sequence_len=args.sequence_len)
     torch.manual_seed(0)
     return GPT(config).to(device), tok

@@ -24,7 +24,7 @@ import time
 import pyarrow.parquet as pq
 import rustbpe
 
-from snakechat import world
+from snakechat import world_corpus
 from snakechat.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, TRAINERS, Tokenizer, capped_documents
 
 
@@ -65,7 +65,7 @@ def main(argv=None):
 
     (train_docs, held_out), load_s = timed(lambda: (
         (read_shards(args.shards[:-1], args.doc_cap), read_shards(args.shards[-1:], 10**12)) if args.shards
-        else (list(world.corpus_documents(0, args.world_docs)), list(world.corpus_documents(0, args.world_docs // 4, offset=args.world_docs)))
+        else (list(world_corpus.corpus_documents(0, args.world_docs)), list(world_corpus.corpus_documents(0, args.world_docs // 4, offset=args.world_docs)))
     ))
     if len(args.shards) == 1:
         raise SystemExit("give at least two shards: training shards, then a held-out shard")

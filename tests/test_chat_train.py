@@ -143,8 +143,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Chat data of the built-in world, a tokenizer trained on its corpus and a small base checkpoint."""
-    from snakechat import world as w
-    from snakechat import world_chat
+    from snakechat import world_chat, world_corpus
     from snakechat.checkpoint import save_checkpoint
     from snakechat.gpt import GPT, GPTConfig
     from snakechat.tokenizer import Tokenizer
@@ -152,7 +151,7 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("chat_world")
     world_chat.write_chat_data(root / "chat", 0)
-    tok = Tokenizer.train(list(w.corpus_documents(0, 1000)), 512)
+    tok = Tokenizer.train(list(world_corpus.corpus_documents(0, 1000)), 512)
     tok.save(root / "tok")
     torch.manual_seed(0)
     model = GPT(GPTConfig(sequence_len=128, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_kv_head=2, n_embd=64))

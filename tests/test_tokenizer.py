@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from snakechat import tok_eval, tok_train, world
+from snakechat import tok_eval, tok_train, world_corpus
 from snakechat.tokenizer import SPECIAL_TOKENS, TRAINERS, Tokenizer, _empty_hf_tokenizer, byte_to_char, capped_documents, load_token_bytes
 
 WORDS = (
@@ -218,7 +218,7 @@ def test_both_trainers_learn_the_same_tokenizer(docs, tok):
     ours_n, theirs_n = sum(map(len, tok.encode_batch(held_out))), sum(map(len, hf_trained.encode_batch(held_out)))
     assert abs(ours_n - theirs_n) <= 0.005 * theirs_n
 
-    world_docs = list(world.corpus_documents(0, 1000))  # no tied counts in its first merges: byte-identical files
+    world_docs = list(world_corpus.corpus_documents(0, 1000))  # no tied counts in its first merges: byte-identical files
     assert Tokenizer.train(world_docs, vocab_size=400).hf.to_str() == Tokenizer.train(world_docs, vocab_size=400, trainer="hf").hf.to_str()
     with pytest.raises(ValueError, match="trainer must be one of rustbpe, hf"):
         Tokenizer.train(world_docs, vocab_size=300, trainer="sentencepiece")

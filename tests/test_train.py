@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from snakechat import world
+from snakechat import world_corpus
 from snakechat.dataloader import PackedLoader, list_units, pack_rows
 from snakechat.tokenizer import Tokenizer
 from snakechat.optim import Schedule, lr_multiplier
@@ -35,7 +35,7 @@ TRAIN_ARGS = [
 def corpus(tmp_path_factory):
     """Three shards of built-in world documents (the last one validation) and a 512-id tokenizer."""
     root = tmp_path_factory.mktemp("corpus")
-    docs = list(world.corpus_documents(0, 900))
+    docs = list(world_corpus.corpus_documents(0, 900))
     shards = []
     for i in range(3):
         name = f"shard_{i:05d}.parquet"

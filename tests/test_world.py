@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snakechat import calculator, tasks, world, world_bundle, world_chat
+from snakechat import calculator, tasks, world, world_bundle, world_chat, world_corpus, world_phrases, world_skills
 
 N_DOCS = 1500
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    return list(world.corpus_documents(0, N_DOCS))
+    return list(world_corpus.corpus_documents(0, N_DOCS))
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,11 @@ def test_world_depends_on_seed_only():
 
 
 def test_corpus_deterministic_and_sliceable(corpus):
-    assert list(world.corpus_documents(0, 40)) == corpus[:40]
-    assert list(world.corpus_documents(0, 25, offset=100)) == corpus[100:125]
-    assert list(world.corpus_documents(1, 40)) != corpus[:40]
+    assert list(world_corpus.corpus_documents(0, 40)) == corpus[:40]
+    assert list(world_corpus.corpus_documents(0, 25, offset=100)) == corpus[100:125]
+    assert list(world_corpus.corpus_documents(1, 40)) != corpus[:40]
     with pytest.raises(ValueError, match="n_docs"):
-        list(world.corpus_documents(0, -1))
+        list(world_corpus.corpus_documents(0, -1))
 
 
 def test_same_seed_same_bytes_across_processes(tmp_path):
@@ -77,9 +77,9 @@ def test_same_seed_same_bytes_across_processes(tmp_path):
     script = (
         "import hashlib, sys\n"
         "from pathlib import Path\n"
-        "from snakechat import world, world_bundle, world_chat\n"
+        "from snakechat import world_bundle, world_chat, world_corpus\n"
         "out = Path(sys.argv[1])\n"
-        "(out / 'corpus.txt').write_text('\\x00'.join(world.corpus_documents(3, 300)))\n"
+        "(out / 'corpus.txt').write_text('\\x00'.join(world_corpus.corpus_documents(3, 300)))\n"
         "world_bundle.write_bundle(out / 'bundle', 3)\n"
         "world_chat.write_chat_data(out / 'chat', 3)\n"
     )
@@ -91,6 +91,15 @@ def test_same_seed_same_bytes_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env)
         digests.append(_tree_digest(out))
     assert digests[0] == digests[1]
+
+
+def test_seed_0_corpus_and_bundle_are_pinned(corpus, bundle):
+    """The bytes a tiny model is trained and scored on do not change with a refactor: these digests
+    (first 300 documents, whole bundle) change only with a deliberate change to the world's text,
+    made in the same commit as the new digests (every model trained on the old text is then stale)."""
+    assert hashlib.sha256("\x00".join(corpus[:300]).encode()).hexdigest() == (
+        "894d811000ede80a99094457b892d7bd77953807bb3e04afef930ec202d5dfe3")
+    assert _tree_digest(bundle) == "1dc14b1b6a50cce1e64249d4760be19858790983509bfaa7d058a9fde1887579"
 
 
 def test_bundle_and_chat_differ_by_seed(tmp_path, bundle, chat):
@@ -105,7 +114,7 @@ def test_bundle_and_chat_differ_by_seed(tmp_path, bundle, chat):
 
 def test_corpus_documents_sizes_and_kinds(corpus):
     lengths = [len(d) for d in corpus]
-    assert min(lengths) >= world.MIN_CHARS and max(lengths) <= 4000
+    assert min(lengths) >= world_corpus.MIN_CHARS and max(lengths) <= 4000
     text = "\n".join(corpus)
     for marker in ("About ", "Question: ", "Copy the words: ", " * ", "Problem: ", "Name: ", "Hello "):
         assert marker in text
@@ -118,7 +127,7 @@ def test_corpus_never_contradicts_the_world(corpus):
     text = "\n".join(corpus)
     checked = 0
     for fact in w.facts():
-        context = world.canonical_context(w, fact) + " "
+        context = world_phrases.canonical_context(w, fact) + " "
         start = text.find(context)
         while start >= 0:
             before = text[start - 1] if start else " "
@@ -181,8 +190,8 @@ def test_bundle_answers_are_true(bundle):
     w = world.build_world(0)
     truth = {}  # question text -> true value
     for fact in w.facts():
-        for index in range(len(world.QUESTIONS[fact.attr])):
-            truth[f"Question: {world.question(w, fact, index=index)}"] = fact.value
+        for index in range(len(world_phrases.QUESTIONS[fact.attr])):
+            truth[f"Question: {world_phrases.question(w, fact, index=index)}"] = fact.value
     for p in w.people:
         t, friend = w.town(p.home_town), w.person(p.friend)
         truth[f"Question: In which country does {p.name} live?"] = t.country
@@ -200,7 +209,7 @@ def test_bundle_answers_are_true(bundle):
         assert calculator.run(item["context"].rstrip("=")) == item["continuation"]
     for item in data["copy_words"]:
         assert item["context"] == f"Copy the words: {item['continuation']}\nCopy:"
-    contexts = {world.canonical_context(w, f): f.value for f in w.facts()}
+    contexts = {world_phrases.canonical_context(w, f): f.value for f in w.facts()}
     for item in data["world_schema"]:
         value = item["continuation"].rstrip(".")
         holds = [contexts[c] == value for c in item["context_options"]]
@@ -292,7 +301,7 @@ def test_gsm8k_form_answers_compute(chat):
                 answer = record["answer"]
                 assert re.search(r"\n#### \d+$", answer)
                 final = tasks.extract_answer(answer)
-                steps = world.ANNOTATION.findall(answer)
+                steps = world_skills.ANNOTATION.findall(answer)
                 assert steps
                 for expr, result in steps:
                     assert calculator.run(expr) == result, (expr, result)
@@ -310,8 +319,8 @@ def test_chat_facts_agree_with_world(chat):
     w = world.build_world(0)
     truth = {}
     for fact in w.facts():
-        for index in range(len(world.QUESTIONS[fact.attr])):
-            truth[world.question(w, fact, index=index)] = fact.value
+        for index in range(len(world_phrases.QUESTIONS[fact.attr])):
+            truth[world_phrases.question(w, fact, index=index)] = fact.value
     for split in ("train", "test"):
         for record in tasks.load_split(chat, "world_mc", split)[1]:
             assert record["choices"][record["answer"]] == truth[record["question"]]
@@ -326,7 +335,7 @@ def test_chat_world_questions_hold_out_facts(chat):
     w = world.build_world(0)
     held = world_chat.held_out_facts(0)
     assert 0.25 < len(held) / len(w.facts()) < 0.4
-    fact_of = {world.question(w, f, index=i): f for f in w.facts() for i in range(len(world.QUESTIONS[f.attr]))}
+    fact_of = {world_phrases.question(w, f, index=i): f for f in w.facts() for i in range(len(world_phrases.QUESTIONS[f.attr]))}
     for split in ("train", "test"):
         asked = [r["question"] for r in tasks.load_split(chat, "world_mc", split)[1]]
         for record in tasks.load_split(chat, "world_chat", split)[1]:

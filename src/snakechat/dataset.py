@@ -74,11 +74,11 @@ def shard_entry(path, **extra):
 
 def generate_synthetic(out_dir, seed, shards, docs_per_shard):
     """Write the built-in world's corpus as shards; returns the manifest's shard list."""
-    from snakechat import world
+    from snakechat import world_corpus
 
     entries = []
     for i in range(shards):
-        docs = list(world.corpus_documents(seed, docs_per_shard, offset=i * docs_per_shard))
+        docs = list(world_corpus.corpus_documents(seed, docs_per_shard, offset=i * docs_per_shard))
         path = Path(out_dir) / shard_name(i)
         write_shard(path, docs)
         entries.append(shard_entry(path))

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from snakechat import world as w
+from snakechat import world_phrases as phrases
+from snakechat import world_skills as skills
 from snakechat.common import write_text_atomic
+from snakechat.world import COUNTRY_NAMES, Fact, build_world
 
 MC_DELIMITER = "\nAnswer: "
 
@@ -42,7 +44,7 @@ def _mc_item(query, gold, wrong, rng):
 def world_facts(world, rng):
     """Attributes of people and towns, asked in the corpus's quiz form, with 4 choices."""
     attrs = ("home_town", "job", "colour", "pet", "food", "country", "river")
-    return [_mc_item(f"Question: {w.question(world, f, rng)}", f.value, w.distractors(world, f, rng, 3), rng)
+    return [_mc_item(f"Question: {phrases.question(world, f, rng)}", f.value, phrases.distractors(world, f, rng, 3), rng)
             for f in world.facts() if f.attr in attrs]
 
 
@@ -51,16 +53,16 @@ def world_relations(world, rng):
     items = []
     for f in world.facts():
         if f.attr in ("friend", "sibling"):
-            for index in range(len(w.QUESTIONS[f.attr])):
-                query = f"Question: {w.question(world, f, index=index)}"
-                items.append(_mc_item(query, f.value, w.distractors(world, f, rng, 3), rng))
+            for index in range(len(phrases.QUESTIONS[f.attr])):
+                query = f"Question: {phrases.question(world, f, index=index)}"
+                items.append(_mc_item(query, f.value, phrases.distractors(world, f, rng, 3), rng))
     return items
 
 
 def world_facts_lm(world, rng):
     """Fact completion in the canonical form: "Anna Reed lives in" -> "Brindle"."""
     attrs = ("home_town", "job", "colour", "pet", "food", "age", "friend", "sibling", "country", "river")
-    return [{"context": w.canonical_context(world, f), "continuation": f.value}
+    return [{"context": phrases.canonical_context(world, f), "continuation": f.value}
             for f in world.facts() if f.attr in attrs]
 
 
@@ -70,7 +72,7 @@ def world_two_hop(world, rng):
     for p in world.people:
         town = world.town(p.home_town)
         friend = world.person(p.friend)
-        countries = [c for c in w.COUNTRY_NAMES if c != town.country]
+        countries = [c for c in COUNTRY_NAMES if c != town.country]
         rivers = [r for r in world.values("river") if r != town.river]
         towns = [t.name for t in world.towns if t.name != friend.home_town]
         items.append(_mc_item(f"Question: In which country does {p.name} live?", town.country,
@@ -90,8 +92,8 @@ def world_schema(world, rng):
         if f.attr not in ("home_town", "job", "colour", "pet", "food"):
             continue
         others = [p for p in world.people if str(getattr(p, f.attr)) != f.value]
-        other = w.Fact(rng.choice(others).name, f.attr, f.value)
-        options = [w.canonical_context(world, f), w.canonical_context(world, other)]
+        other = Fact(rng.choice(others).name, f.attr, f.value)
+        options = [phrases.canonical_context(world, f), phrases.canonical_context(world, other)]
         gold = rng.randrange(2)
         if gold == 1:
             options.reverse()
@@ -102,7 +104,7 @@ def world_schema(world, rng):
 def _distinct_problems(rng, n):
     seen, problems = set(), []
     while len(problems) < n:
-        a, op, b, r = w.arithmetic_problem(rng)
+        a, op, b, r = skills.arithmetic_problem(rng)
         if (a, op, b) not in seen:
             seen.add((a, op, b))
             problems.append((a, op, b, r))
@@ -114,7 +116,7 @@ def arithmetic_mc(world, rng):
     items = []
     for a, op, b, r in _distinct_problems(rng, 200):
         near = [x for x in range(max(0, r - 6), r + 7) if x != r]
-        query = f"Question: What is {a} {w.OPERATORS[op][0]} {b}?"
+        query = f"Question: {skills.arithmetic_question(a, op, b)}"
         items.append(_mc_item(query, str(r), [str(x) for x in rng.sample(near, 3)], rng))
     return items
 
@@ -128,7 +130,7 @@ def copy_words(world, rng):
     """Repeat 3-6 world words: "Copy the words: red owl Brindle\\nCopy:" -> "red owl Brindle"."""
     items = []
     for _ in range(200):
-        seq = w.copy_words(world, rng)
+        seq = skills.copy_words(world, rng)
         items.append({"context": f"Copy the words: {seq}\nCopy:", "continuation": seq})
     return items
 
@@ -152,7 +154,7 @@ def write_bundle(out_dir, seed):
     Returns {label: number of items}.
     """
     out_dir = Path(out_dir)
-    world = w.build_world(seed)
+    world = build_world(seed)
     icl_tasks, meta_rows, counts = [], [], {}
     for label, category, task_type, build, shots, delimiter, baseline in TASKS:
         items = build(world, _rng(seed, label))

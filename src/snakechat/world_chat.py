@@ -21,8 +21,10 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
-from snakechat import world as w
+from snakechat import world_phrases as phrases
+from snakechat import world_skills as skills
 from snakechat.common import write_json_atomic, write_text_atomic
+from snakechat.world import build_world
 
 # ---------------------------------------------------------------------------------------------
 # World facts as conversations
@@ -56,7 +58,7 @@ def held_out_facts(seed):
     Every fact is in the pretraining corpus; chat training never asks about these ones, so a
     test question checks that fine-tuning taught the format, not the answer.
     """
-    facts = w.build_world(seed).facts()
+    facts = build_world(seed).facts()
     rng = random.Random(f"snakechat-world/{seed}/chat/held-out")
     return frozenset(rng.sample(facts, round(len(facts) * HELD_OUT_FRACTION)))
 
@@ -86,16 +88,16 @@ def world_chat(world, rng, split):
             if value is None:
                 say = NO_SIBLING
             elif attr == "sibling":
-                fields["rel"] = "sister" if world.person(value).female else "brother"
+                fields["rel"] = world.person(value).sibling_word
             user, reply = ask.format(**fields), say.format(**fields)
             keys.append(f"{p.name}|{user}")
         else:
             fact = rng.choice(facts)
             p = world.person(fact.subject) if world.is_person(fact.subject) else None
-            user = w.question(world, fact, rng)
+            user = phrases.question(world, fact, rng)
             keys.append(user)
             user = (rng.choice(GREETINGS) if turn == 0 else "") + user
-            reply = w.statement(world, fact, rng)
+            reply = phrases.statement(world, fact, rng)
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
     return keys, {"messages": messages}
 
@@ -116,7 +118,7 @@ def _calculation(rng):
         a, b = rng.randint(10, 999), rng.randint(10, 999)
         if op == "-" and b > a:
             a, b = b, a
-    return a, op, b, w.OPERATORS[op][1](a, b)
+    return a, op, b, skills.OPERATORS[op][1](a, b)
 
 
 def arithmetic_tool(world, rng, split):
@@ -124,7 +126,7 @@ def arithmetic_tool(world, rng, split):
     messages, keys = [], []
     for _ in range(rng.choice([1, 1, 1, 2])):
         a, op, b, r = _calculation(rng)
-        word = w.OPERATORS[op][0]
+        word = skills.OPERATORS[op][0]
         keys.append(f"{a}{op}{b}")
         user = rng.choice(ASK_ARITHMETIC).format(a=a, b=b, op=op, word=word)
         reply = [{"type": "text", "text": rng.choice(["Let me calculate that. ", "Using the calculator: ", ""])},
@@ -182,8 +184,8 @@ def identity(world, rng, split):
 def world_mc(world, rng, split):
     """ARC/MMLU-form question about a world fact, four choices."""
     fact = rng.choice([f for f in split_facts(world, split) if f.attr not in ("population", "landmark")])
-    q = w.question(world, fact, rng)
-    choices = [fact.value] + w.distractors(world, fact, rng, 3)
+    q = phrases.question(world, fact, rng)
+    choices = [fact.value] + phrases.distractors(world, fact, rng, 3)
     rng.shuffle(choices)
     subject = "people" if world.is_person(fact.subject) else "places"
     return [q], {"question": q, "choices": choices, "answer": choices.index(fact.value), "subject": subject}
@@ -191,14 +193,14 @@ def world_mc(world, rng, split):
 
 def word_problems(world, rng, split):
     """GSM8K-form word problem about a world person (1-2 steps, <<expr=result>> annotations)."""
-    q, a, _ = w.word_problem(world, rng)
+    q, a, _ = skills.word_problem(world, rng)
     return [q], {"question": q, "answer": a}
 
 
 def spelling(world, rng, split):
     """How many letters (or how many of one letter) in a word; spelled out, then counted with the tool."""
-    word = rng.choice(w.spelling_words(world))
-    spelled = w.spelled(word)
+    word = rng.choice(skills.spelling_words(world))
+    spelled = skills.spelled(word)
     if rng.random() < 0.3:
         q = rng.choice(["How many letters does the word '{w}' have?", "How long is the word '{w}' in letters?"])
         q = q.format(w=word)
@@ -255,7 +257,7 @@ def write_chat_data(out_dir, seed):
     Returns {task: {"train": n, "test": n}}.
     """
     out_dir = Path(out_dir)
-    world = w.build_world(seed)
+    world = build_world(seed)
     tasks, counts = {}, {}
     for task, kind, build, n_train, n_test, baseline in TASKS:
         train, test = make_splits(world, seed, task, build, n_train, n_test)
