@@ -28,14 +28,15 @@ def atomic_path(path):
     try:
         yield tmp
         if tmp.exists():
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _umask():
+def umask():
+    """The process's file-creation mask (outputs get the mode the user's umask gives)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -2,8 +2,11 @@
 
 A state (`state_{step:08d}.pt`) holds the weights, the optimizers' moments, the recipe's position
 (one per process), the RNGs, the counters and the identity it was made under. States are written
-atomically; the newest two are kept, so a state that turns out unreadable falls back to the one
-before it.
+atomically, each with its sha256 beside it (`state_{step:08d}.pt.sha256`, in `sha256sum` format,
+written after the state). Loading takes the newest state whose sha256 matches and that reads as a
+state (`torch.load(weights_only=True)`: tensors and plain data, no code from the file); a corrupt
+one, or one without its sha256, is skipped with a warning naming it, falling back to the one
+before it (the newest two are kept).
 """
 
 import shutil
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from snakechat.common import atomic_path
+from snakechat.common import atomic_path, write_text_atomic
+from snakechat.provenance import hash_file
 
 
 class StateError(RuntimeError):
@@ -32,8 +36,11 @@ class StateStore:
         path = self.directory / f"state_{state['step']:08d}.pt"
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
+            sha256 = hash_file(tmp)
+        write_text_atomic(checksum_path(path), f"{sha256}  {path.name}\n")
         for old in self.paths()[:-self.keep]:
             old.unlink()
+            checksum_path(old).unlink(missing_ok=True)
         return path
 
     def clear(self):
@@ -42,11 +49,12 @@ class StateStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def load_latest(self):
-        """(path, state) of the newest readable state, or None when there is none at all."""
+        """(path, state) of the newest verified, readable state, or None when there is none at all."""
         paths = self.paths()
         for path in reversed(paths):
             try:
-                state = torch.load(path, map_location="cpu", weights_only=False)
+                verify(path)
+                state = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(state, dict) or "step" not in state or "model" not in state:
                     raise ValueError("not a training state")
             except Exception as e:
@@ -59,6 +67,21 @@ class StateStore:
                 f"refusing to start over from step 0. Delete the directory to train from scratch."
             )
         return None
+
+
+def checksum_path(path):
+    return path.with_name(path.name + ".sha256")
+
+
+def verify(path):
+    """Raise ValueError unless `path`'s sha256 is the one recorded beside it when it was written."""
+    recorded = checksum_path(path)
+    if not recorded.exists():
+        raise ValueError(f"no recorded sha256 ({recorded.name} is missing), so it cannot be checked")
+    expected = recorded.read_text().split()[0] if recorded.read_text().split() else ""
+    actual = hash_file(path)
+    if actual != expected:
+        raise ValueError(f"corrupt: its sha256 is {actual}, {recorded.name} recorded {expected or 'nothing'}")
 
 
 def check_identity(saved, current, path):
