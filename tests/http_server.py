@@ -6,7 +6,9 @@ Modes (set `server.mode` at any time):
              closes the connection; later requests are served normally
   corrupt  - serves every file with its second half scrambled (same length, wrong bytes)
   norange  - ignores Range headers and always sends the whole file with 200
-  busy     - the first request for each file gets 503 with `Retry-After: 0`; later ones are served
+  busy     - the first request for each file gets 503 with `Retry-After: <server.retry_after>` (default
+             0); later ones are served
+  nolength - serves every file whole with no Content-Length header, the end marked by closing
 
 Use the `http_server` fixture: `from http_server import http_server` in a test module, then
 write files under `http_server.root` and fetch `http_server.url("name")`.
@@ -36,7 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
         if server.mode == "busy" and rel not in server.dropped:
             server.dropped.add(rel)
             self.send_response(503)
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", server.retry_after)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -59,6 +61,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:end]
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
+        if server.mode == "nolength":
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         if status == 206:
@@ -78,6 +85,7 @@ class FileServer:
     def __init__(self, root, mode="normal"):
         self.root = Path(root)
         self.mode = mode
+        self.retry_after = "0"  # what `busy` answers
         self.requests = []  # (path, Range header or None), in order
         self.dropped = set()  # files that already had their one failure (drop / busy)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

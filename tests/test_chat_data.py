@@ -108,3 +108,21 @@ def test_synthetic_chat_data(tmp_path):
     assert {"conversation", "mc", "gsm8k"} <= {e["kind"] for e in index.values()}
     assert chat_data.check_chat_dir(out.parent) == {t: e["rows"] for t, e in index.items()}
     assert not list(out.parent.glob(".world.*"))
+
+
+def test_a_cached_file_with_one_byte_flipped_is_named_and_fetched_again(http_server, tmp_path, capsys):
+    hub_files(http_server.root)
+    out = tmp_path / "c" / "tasks.json"
+    task_spec = {k: spec(http_server)[k] for k in ("gsm8k", "mmlu")}
+    run(out, task_spec)
+    [raw] = (out.parent / "raw" / "mmlu" / "test").glob("*.parquet")
+    data = bytearray(raw.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    raw.write_bytes(data)
+    http_server.requests.clear()
+    capsys.readouterr()
+    index = run(out, task_spec)
+    assert f"{raw}: cached file rejected: sha256 " in capsys.readouterr().out
+    assert [r[0] for r in http_server.requests] == ["mmlu/all/test/0000.parquet"]
+    assert raw.read_bytes() == (http_server.root / "mmlu/all/test/0000.parquet").read_bytes()
+    assert index["tasks"]["mmlu"]["rows"] == {"test": 1}

@@ -40,7 +40,7 @@ def test_http_shards_download_into_manifest_and_read_back(http_server, tmp_path)
     assert [p.name for p in val] == ["shard_00002.parquet"]
     assert list(shards.iter_texts(train)) == DOCS[0] + DOCS[1]
     assert list(shards.iter_texts(val)) == DOCS[2]
-    assert sorted(p.name for p in manifest_path.parent.iterdir()) == ["manifest.json", *[e["file"] for e in manifest["shards"]]]
+    assert sorted(p.name for p in manifest_path.parent.iterdir() if not p.name.endswith(".download.json")) == ["manifest.json", *[e["file"] for e in manifest["shards"]]]
 
 
 def test_dropped_connections_are_resumed(http_server, tmp_path):
@@ -67,7 +67,7 @@ def test_rerun_after_failure_keeps_verified_shards(http_server, tmp_path):
     out = tmp_path / "data"
     with pytest.raises(DownloadError, match="shard_00002.parquet: HTTP 404"):
         run_http(out / "manifest.json", url)
-    assert sorted(p.name for p in out.iterdir()) == ["shard_00000.parquet", "shard_00001.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".shard_00000.parquet.download.json", ".shard_00001.parquet.download.json", "shard_00000.parquet", "shard_00001.parquet"]
     (http_server.root / "later.parquet").rename(http_server.root / "shard_00002.parquet")
     http_server.requests.clear()
     run_http(out / "manifest.json", url)
@@ -125,3 +125,34 @@ def test_bad_url_template_is_refused_before_any_download(tmp_path, capsys):
         dataset.main(["--kind", "http", "--manifest", str(tmp_path / "manifest.json"), "--shards", "2", "--url", "http://127.0.0.1:1/{idx}.parquet"])
     assert "must be a template whose only field is {index}" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_cached_shard_with_one_byte_flipped_is_named_and_fetched_again(http_server, tmp_path, capsys):
+    url = serve_shards(http_server)
+    out = tmp_path / "data"
+    run_http(out / "manifest.json", url)
+    (out / "manifest.json").unlink()  # as Snakemake does before it runs the job again
+    shard = out / "shard_00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(data)
+    http_server.requests.clear()
+    capsys.readouterr()
+    manifest = run_http(out / "manifest.json", url)
+    log = capsys.readouterr().out
+    assert f"{shard}: cached file rejected: sha256 " in log
+    assert [r[0] for r in http_server.requests] == ["shard_00001.parquet"]  # only the bad one
+    served = (http_server.root / "shard_00001.parquet").read_bytes()
+    assert shard.read_bytes() == served and manifest["shards"][1]["sha256"] == hashlib.sha256(served).hexdigest()
+    assert f"{out / 'shard_00000.parquet'}: already here" in log
+
+
+def test_a_shard_nobody_recorded_is_not_trusted(http_server, tmp_path, capsys):
+    """A file at a shard's name that this download did not verify (copied in, or left by an older run) is fetched."""
+    url = serve_shards(http_server)
+    out = tmp_path / "data"
+    out.mkdir()
+    dataset.write_shard(out / "shard_00000.parquet", ["not the served documents"])
+    run_http(out / "manifest.json", url)
+    assert "shard_00000.parquet: cached file rejected: no record of its download" in capsys.readouterr().out
+    assert pq.read_table(out / "shard_00000.parquet").column("text").to_pylist() == DOCS[0]

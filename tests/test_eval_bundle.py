@@ -41,7 +41,7 @@ def test_zip_is_downloaded_and_unpacked_to_the_normal_layout(http_server, tmp_pa
     run(out, http_server.url("eval_bundle.zip"), "--sha256", digest)
     assert yaml.safe_load(out.read_text()) == CORE
     assert (out.parent / "eval_data/world_knowledge/arc_easy.jsonl").read_text() == FILES["eval_data/world_knowledge/arc_easy.jsonl"]
-    assert sorted(p.name for p in (tmp_path / "eval_bundle").iterdir()) == ["core", "core.zip"]  # no temp dirs left
+    assert sorted(p.name for p in (tmp_path / "eval_bundle").iterdir()) == [".core.zip.download.json", "core", "core.zip"]  # no temp dirs left
     source = json.loads((out.parent / "source.json").read_text())
     assert source["source"]["sha256"] == digest and source["tasks"] == {"arc_easy": 1, "lambada_openai": 1}
     http_server.requests.clear()
@@ -99,3 +99,20 @@ def test_synthetic_bundle_is_complete(tmp_path):
     rows = eval_bundle.check_bundle(out.parent)
     types = {t["icl_task_type"] for t in yaml.safe_load(out.read_text())["icl_tasks"]}
     assert types == set(eval_bundle.TASK_TYPES) and all(n > 0 for n in rows.values())
+
+
+def test_a_cached_zip_with_one_byte_flipped_is_named_and_fetched_again(http_server, tmp_path, capsys):
+    served = make_zip(http_server.root / "eval_bundle.zip").read_bytes()
+    out = tmp_path / "eval_bundle" / "core" / "core.yaml"
+    run(out, http_server.url("eval_bundle.zip"))
+    cached = tmp_path / "eval_bundle" / "core.zip"
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    cached.write_bytes(data)
+    http_server.requests.clear()
+    capsys.readouterr()
+    run(out, http_server.url("eval_bundle.zip"))
+    assert f"{cached}: cached file rejected: sha256 " in capsys.readouterr().out
+    assert [r[0] for r in http_server.requests] == ["eval_bundle.zip"]
+    assert cached.read_bytes() == served
+    assert json.loads((out.parent / "source.json").read_text())["source"]["sha256"] == hashlib.sha256(served).hexdigest()

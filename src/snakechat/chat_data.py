@@ -9,10 +9,11 @@ has been checked, so it is the file that says "done".
     python -m snakechat.chat_data --out results/chat_data/nanochat/tasks.json --kind http \
         --tasks '{"gsm8k": {"format": "gsm8k", "splits": {"train": ["https://.../main/train/0000.parquet"]}}}' \
         [--world-tasks '["identity", "spelling"]' --world-seed 0] [--sha256 '{"<url>": "HEX"}'] \
-        --retries 5 --timeout 60 --backoff 2 --workers 4
+        --retries 5 --timeout 60 --backoff 2 --max-retry-wait 120 --max-bytes 4294967296 --workers 4
 
 Needs no inputs (synthetic) or the network (http). Downloaded files are kept under `raw/` beside
-tasks.json; a re-run after a failure fetches only the files that are not there yet.
+tasks.json; a re-run after a failure reuses those that still match the record of their download
+(size and sha256) and fetches the others, naming each file it rejects.
 """
 
 import argparse
@@ -25,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from snakechat import download, tasks
 from snakechat.common import atomic_path, write_json_atomic
-from snakechat.provenance import hash_file, record
+from snakechat.provenance import record
 
 
 def check_chat_dir(chat_dir, entries=None):
@@ -57,8 +58,9 @@ def raw_path(chat_dir, task, split, index, url):
     return Path(chat_dir) / "raw" / task / split / f"{index:03d}-{name}"
 
 
-def fetch_files(chat_dir, spec, sha256=None, retries=5, timeout=60.0, backoff=1.0, workers=4):
-    """Download every file of every task split; returns [(task, split, path, info)] in spec order."""
+def fetch_files(chat_dir, spec, sha256=None, workers=4, **http):
+    """Download every file of every task split (reusing files that still match the record of their
+    download); returns [(task, split, path, info)] in spec order. `http`: `download.fetch`'s settings."""
     sha256 = sha256 or {}
     jobs = [(task, split, i, url) for task, t in spec.items() for split, urls in t["splits"].items() for i, url in enumerate(urls)]
 
@@ -66,12 +68,6 @@ def fetch_files(chat_dir, spec, sha256=None, retries=5, timeout=60.0, backoff=1.
         task, split, i, url = job
         fmt = spec[task]["format"]
         path = raw_path(chat_dir, task, split, i, url)
-        if path.exists():  # only verified files are ever renamed to this name
-            info = {"url": url, "bytes": path.stat().st_size, "sha256": hash_file(path)}
-            if url not in sha256 or info["sha256"] == sha256[url].lower():
-                print(f"{path}: already here", flush=True)
-                return task, split, path, info
-            path.unlink()
 
         def verify(p):
             # the reader picks the format by file name; the part file has a .part suffix
@@ -83,8 +79,7 @@ def fetch_files(chat_dir, spec, sha256=None, retries=5, timeout=60.0, backoff=1.
             finally:
                 probe.rename(p)
 
-        info = download.fetch(url, path, retries=retries, timeout=timeout, backoff=backoff, sha256=sha256.get(url), verify=verify)
-        print(f"{path}: fetched {info['bytes']} bytes from {url}", flush=True)
+        info = download.fetch(url, path, sha256=sha256.get(url), verify=verify, **http)
         return task, split, path, info
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
@@ -188,8 +183,8 @@ def main(argv=None):
         if clash:
             raise SystemExit(f"tasks {clash} are both downloaded and taken from the built-in world")
         settings = {"kind": "http", "tasks": spec, "world_tasks": world_tasks, "world_seed": args.world_seed, "sha256": sha256,
-                    "retries": args.retries, "timeout": args.timeout, "backoff": args.backoff, "workers": args.workers}
-        fetched = fetch_files(chat_dir, spec, sha256, args.retries, args.timeout, args.backoff, args.workers)
+                    "workers": args.workers, **download.http_settings(args)}
+        fetched = fetch_files(chat_dir, spec, sha256, args.workers, **download.http_settings(args))
         sources = [{"task": t, "split": s, "file": str(p.relative_to(chat_dir)), **info} for t, s, p, info in fetched]
         entries = convert(chat_dir, spec, fetched)
         if world_tasks:

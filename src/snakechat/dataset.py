@@ -9,11 +9,12 @@ and, beside them, `manifest.json` listing each shard's file, bytes, sha256 and r
     python -m snakechat.dataset --manifest results/data/fineweb-edu/manifest.json \
         --kind http --shards 241 --url 'https://.../shard_{index:05d}.parquet' \
         [--sha256 '{"shard_00000.parquet": "HEX"}'] [--bytes '{"shard_00000.parquet": N}'] \
-        --retries 5 --timeout 60 --backoff 2 --workers 4
+        --retries 5 --timeout 60 --backoff 2 --max-retry-wait 120 --max-bytes 4294967296 --workers 4
 
 Needs no inputs (synthetic) or the network (http). The manifest is written last, so it is the
-file that says "done"; shards already downloaded and verified are kept beside it and not fetched
-again when the download re-runs after a failure.
+file that says "done"; shards already downloaded are kept beside it and, when the download
+re-runs, reused if they still match the record of their download (size and sha256), else fetched
+again.
 """
 
 import argparse
@@ -86,11 +87,12 @@ def generate_synthetic(out_dir, seed, shards, docs_per_shard):
     return entries
 
 
-def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, retries=5, timeout=60.0, backoff=1.0, workers=4):
+def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, workers=4, **http):
     """Download shards 0..shards-1 from `url_template` (e.g. '.../shard_{index:05d}.parquet').
 
-    A shard already at its final name was verified before it was renamed there; it is only
-    re-checked against the configured sha256/size, not fetched again.
+    A shard already here is reused only if it still matches the record of its download (and the
+    configured sha256/size); otherwise it is named and fetched again (`snakechat.download`).
+    `http`: retries, timeout, backoff, max_retry_wait, max_bytes for `download.fetch`.
     """
     sha256, sizes = sha256 or {}, sizes or {}
     out_dir = Path(out_dir)
@@ -98,16 +100,7 @@ def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, retries
     def one(i):
         name, url = shard_name(i), url_template.format(index=i)
         path = out_dir / name
-        if path.exists():
-            entry = shard_entry(path, url=url)
-            if (name in sha256 and entry["sha256"] != sha256[name].lower()) or (name in sizes and entry["bytes"] != sizes[name]):
-                print(f"{path}: does not match the configured sha256/size; fetching it again", flush=True)
-                path.unlink()
-            else:
-                print(f"{path}: already here", flush=True)
-                return entry
-        info = download.fetch(url, path, retries=retries, timeout=timeout, backoff=backoff, size=sizes.get(name), sha256=sha256.get(name), verify=check_shard)
-        print(f"{path}: fetched {info['bytes']} bytes from {url}", flush=True)
+        info = download.fetch(url, path, size=sizes.get(name), sha256=sha256.get(name), verify=check_shard, **http)
         return {"file": name, "bytes": info["bytes"], "sha256": info["sha256"], "rows": check_shard(path, full=False), "url": url}
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
@@ -155,8 +148,8 @@ def main(argv=None):
         entries = generate_synthetic(out_dir, args.seed, args.shards, args.docs_per_shard)
     else:
         sha256, sizes = _json_map(args.sha256, "--sha256", str), _json_map(args.bytes, "--bytes", int)
-        settings = {k: getattr(args, k) for k in ("kind", "shards", "url", "retries", "timeout", "backoff", "workers")} | {"sha256": sha256, "bytes": sizes}
-        entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.retries, args.timeout, args.backoff, args.workers)
+        settings = {k: getattr(args, k) for k in ("kind", "shards", "url", "workers", *download.HTTP_SETTINGS)} | {"sha256": sha256, "bytes": sizes}
+        entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.workers, **download.http_settings(args))
     manifest = {
         "kind": args.kind,
         "shards": entries,

@@ -8,10 +8,11 @@ the meta data), and only then moved into place, so a bundle with a core.yaml is 
     python -m snakechat.eval_bundle --out results/eval_bundle/tinyworld/core.yaml --kind synthetic --seed 0
     python -m snakechat.eval_bundle --out results/eval_bundle/core/core.yaml --kind http \
         --url https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip [--sha256 HEX] \
-        --retries 5 --timeout 60 --backoff 2
+        --retries 5 --timeout 60 --backoff 2 --max-retry-wait 120 --max-bytes 4294967296
 
 Needs no inputs (synthetic) or the network (http). The downloaded zip is kept beside the bundle
-(`results/eval_bundle/{bundle}.zip`) so that a re-run does not fetch it again.
+(`results/eval_bundle/{bundle}.zip`) so that a re-run does not fetch it again, if it still matches
+the record of its download (size and sha256); a zip that does not is named and fetched again.
 """
 
 import argparse
@@ -25,7 +26,7 @@ import yaml
 
 from snakechat import download
 from snakechat.common import write_json_atomic
-from snakechat.provenance import hash_file, record
+from snakechat.provenance import record
 
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 
@@ -152,19 +153,14 @@ def main(argv=None):
         rows = from_world(out_dir, args.seed)
         source = {}
     else:
-        settings = {k: getattr(args, k) for k in ("kind", "url", "sha256", "retries", "timeout", "backoff")}
+        settings = {k: getattr(args, k) for k in ("kind", "url", "sha256", *download.HTTP_SETTINGS)}
         zip_path = out_dir.parent / f"{out_dir.name}.zip"
-        if zip_path.exists() and args.sha256 and hash_file(zip_path) != args.sha256.lower():
-            zip_path.unlink()
-        if zip_path.exists():
-            print(f"{zip_path}: already here", flush=True)
-            source = {"url": args.url, "bytes": zip_path.stat().st_size, "sha256": hash_file(zip_path)}
-        else:
-            source = download.fetch(args.url, zip_path, retries=args.retries, timeout=args.timeout, backoff=args.backoff, sha256=args.sha256, verify=check_zip)
+        source = download.fetch(args.url, zip_path, sha256=args.sha256, verify=check_zip, **download.http_settings(args))
         try:
             rows = from_zip(out_dir, zip_path)
         except ValueError:
             zip_path.unlink()  # a later run must not take this zip as good
+            download.record_path(zip_path).unlink(missing_ok=True)
             raise
     write_json_atomic(out_dir / "source.json", {"source": source, "tasks": rows, "provenance": record("snakechat.eval_bundle", settings)})
     print(f"wrote {out_dir}: {len(rows)} tasks, {sum(rows.values())} items", flush=True)
