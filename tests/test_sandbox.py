@@ -234,6 +234,40 @@ def test_exit_inside_the_call_does_not_pass(sandbox, host):
     attack(sandbox, host, "", answer="def add(a, b):\n    raise SystemExit(0)\n")
 
 
+# what a program would do to take the token from the tests' process (its parent), which holds its descriptor
+THEFT = textwrap.dedent("""
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getppid()
+    print("ptrace", libc.ptrace(16, parent, 0, 0), ctypes.get_errno())  # PTRACE_ATTACH
+    buf = ctypes.create_string_buffer(64)
+    class IoVec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    local, remote = IoVec(ctypes.addressof(buf), 64), IoVec(0x400000, 64)
+    print("process_vm_readv", libc.process_vm_readv(parent, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0), ctypes.get_errno())
+    pidfd = os.pidfd_open(parent)
+    for fd in range(3, 16):
+        got = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+        print("pidfd_getfd", fd, got, ctypes.get_errno())
+        if got >= 0:
+            try:
+                print("stolen", os.read(got, 256))
+            except OSError:
+                pass
+""")
+
+
+def assert_theft_refused(detail):
+    assert "stolen" not in detail, detail
+    assert "ptrace -1 1" in detail and "process_vm_readv -1 1" in detail and "pidfd_getfd 3 -1 1" in detail, detail  # EPERM
+
+
+def test_the_token_cannot_be_taken_from_the_tests_process(sandbox, host):
+    """ptrace, process_vm_readv and pidfd_getfd on the tests' process are refused: it is non-dumpable
+    (and, started as root, the harness runs as uid 65534 without capabilities)."""
+    assert_theft_refused(attack(sandbox, host, THEFT).detail)
+
+
 def test_always_equal_object_does_not_pass(sandbox, host):
     result = attack(sandbox, host, "", answer=textwrap.dedent("""
         class Anything(int):
@@ -517,6 +551,7 @@ def _copy_modules(directory):
 
 USER_SCRIPT = textwrap.dedent("""
     import json, os, sys
+    THEFT = json.loads(sys.argv[1])
     from snakechat.humaneval_sandbox import Sandbox, SandboxUnavailable
     box = Sandbox(timeout=3)
     out = {"uid": os.getuid()}
@@ -530,6 +565,8 @@ USER_SCRIPT = textwrap.dedent("""
     r = box.run(bomb, "def check(c):\\n    assert c(2, 3) == 5\\n", "add")
     out["bomb"] = [r.passed, r.detail]
     out["ok"] = box.run("def add(a, b):\\n    return a + b\\n", "def check(c):\\n    assert c(2, 3) == 5\\n", "add").passed
+    r = box.run(THEFT + "def add(a, b):\\n    return a - b\\n", "def check(c):\\n    assert c(2, 3) == 5\\n", "add")
+    out["theft"] = [r.passed, r.detail]
     print(json.dumps(out))
 """)
 
@@ -541,7 +578,7 @@ def _as_user(shared_dir, wrapper=()):
         pytest.fail("needs /usr/bin/python3 (Debian's python3) to run the sandbox as another user")
     code = _copy_modules(shared_dir)
     drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-    run = subprocess.run([*drop, *wrapper, python, "-c", USER_SCRIPT], cwd="/", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(code)},
+    run = subprocess.run([*drop, *wrapper, python, "-c", USER_SCRIPT, json.dumps(THEFT)], cwd="/", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(code)},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -554,6 +591,9 @@ def test_works_for_an_unprivileged_user_in_a_user_namespace(shared_dir):
     assert out["ok"] is True
     passed, detail = out["bomb"]
     assert not passed and int(detail.split("forks")[1].split()[0]) < 32
+    passed, detail = out["theft"]  # same uid as the tests' process here: only its being non-dumpable keeps the token
+    assert not passed
+    assert_theft_refused(detail)
 
 
 def test_refused_where_user_namespaces_are_not_allowed(shared_dir):
