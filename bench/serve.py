@@ -52,7 +52,7 @@ from pathlib import Path
 
 import torch
 
-from snakechat import world
+from snakechat import world_corpus
 from snakechat.chat_model import load_engine
 from snakechat.checkpoint import save_checkpoint
 from snakechat.conversation import render_for_completion
@@ -65,7 +65,7 @@ QUESTION = "Who is the mayor of the town by the river, and how many people live 
 
 def random_checkpoint(args, directory):
     """A randomly initialised GPT of --depth (tokenizer from the built-in world) saved as a checkpoint."""
-    tok = Tokenizer.train(world.corpus_documents(0, 3000), vocab_size=args.vocab_size)
+    tok = Tokenizer.train(world_corpus.corpus_documents(0, 3000), vocab_size=args.vocab_size)
     tok.save(directory / "tokenizer")
     torch.manual_seed(0)
     model = GPT(config_from_depth(args.depth, vocab_size=tok.vocab_size, sequence_len=args.sequence_len, head_dim=64))

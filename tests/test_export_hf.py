@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from snakechat import export_hf, world
+from snakechat import export_hf, world_corpus
 from snakechat.checkpoint import load_model
 from snakechat.conversation import render_conversation, render_for_completion
 from snakechat.engine import Engine
 from snakechat.gpt import norm
+from snakechat.provenance import hash_file
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'snakechat[hf]')")
 
@@ -49,7 +50,7 @@ def trained(tmp_path_factory):
     from snakechat.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("export")
-    docs = list(world.corpus_documents(0, 900))
+    docs = list(world_corpus.corpus_documents(0, 900))
     shards = []
     for i in range(3):
         name = f"shard_{i:05d}.parquet"
@@ -100,7 +101,7 @@ def test_the_folder_is_a_nanochat_model_with_its_tokenizer(trained, stage):
 @pytest.mark.parametrize("stage", ["base", "sft"])
 def test_logits_equal_snakechat_on_512_tokens(trained, stage):
     model, tok, hf = loaded(trained, stage)
-    text = "\n".join(world.corpus_documents(7, 40))
+    text = "\n".join(world_corpus.corpus_documents(7, 40))
     ids = torch.tensor([tok.encode(text, prepend=tok.bos_id)[:SEQUENCE_LEN]])
     assert ids.shape == (1, SEQUENCE_LEN)
     with torch.no_grad():
@@ -117,7 +118,7 @@ def test_greedy_generation_of_32_tokens_is_identical(trained, stage):
     model, tok, hf = loaded(trained, stage)
     engine = Engine(model, tok)
     if stage == "base":
-        prompts = [tok.encode(doc[:40], prepend=tok.bos_id) for doc in world.corpus_documents(11, 3)]
+        prompts = [tok.encode(doc[:40], prepend=tok.bos_id) for doc in world_corpus.corpus_documents(11, 3)]
     else:
         questions = ("Where does Lucy Fisher live?", "Who are you?", "What is the favourite colour of Tom Baker?", "Tell me about Ashford.")
         prompts = [render_for_completion(tok, [{"role": "user", "content": q}]) for q in questions]
@@ -204,6 +205,14 @@ def test_rms_norm_epsilon_is_snakechats():
     assert not torch.allclose(NanoChatRMSNorm(eps=1e-6)(x), norm(x), rtol=1e-2, atol=0)
 
 
+def save_weights(ckpt, state):
+    """Replace a checkpoint's weights as a stage would write them: with their sha256 in meta.json."""
+    torch.save(state, ckpt / "model.pt")
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["sha256"]["model.pt"] = hash_file(ckpt / "model.pt")
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+
+
 def test_refuses_what_nanochat_cannot_express(tmp_path):
     from tiny_chat_model import write_checkpoint
 
@@ -222,12 +231,12 @@ def test_refuses_what_nanochat_cannot_express(tmp_path):
 
     state = torch.load(ckpt / "model.pt", weights_only=True)
     state["resid_lambdas"] = torch.ones(2)  # per-layer residual scalars: NanoChat has none
-    torch.save(state, ckpt / "model.pt")
+    save_weights(ckpt, state)
     with pytest.raises(export_hf.ExportError, match="'resid_lambdas' have no counterpart"):
         export_hf.export(ckpt, out)
     del state["resid_lambdas"]
     state["blocks.0.mlp.c_fc.weight"] = torch.zeros(3 * 32, 32)  # a 3x MLP: the config has no say in NanoChat's 4x
-    torch.save(state, ckpt / "model.pt")
+    save_weights(ckpt, state)
     with pytest.raises(export_hf.ExportError, match=r"'blocks.0.mlp.c_fc.weight' has shape \(96, 32\), expected \(128, 32\)"):
         export_hf.export(ckpt, out)
 

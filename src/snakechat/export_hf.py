@@ -62,7 +62,7 @@ from pathlib import Path
 import torch
 
 from snakechat import gpt
-from snakechat.checkpoint import MODEL_FILE, load_meta
+from snakechat.checkpoint import MODEL_FILE, CheckpointError, load_meta, verified
 from snakechat.common import atomic_dir, write_json_atomic
 from snakechat.conversation import render_conversation, render_for_completion
 from snakechat.provenance import hash_file, record
@@ -310,7 +310,10 @@ def load_checkpoint(checkpoint_dir):
     if "model_config" not in meta:
         raise ExportError(f"{where}: no model_config")
     config = check_model_config(meta["model_config"], where)
-    path = Path(checkpoint_dir) / MODEL_FILE
+    try:
+        path = verified(checkpoint_dir, MODEL_FILE, meta)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
