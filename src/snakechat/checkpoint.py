@@ -11,14 +11,12 @@ file is refused with an error naming it; a checkpoint without a recorded sha256 
 """
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from snakechat.common import umask
+from snakechat.common import atomic_dir
 from snakechat.gpt import GPT, GPTConfig
 from snakechat.provenance import hash_file
 
@@ -39,26 +37,12 @@ class CheckpointError(ValueError):
 def save_checkpoint(directory, model, meta, extra_files=None):
     """Write model weights, `extra_files` ({name: source path}) and meta.json (with their sha256)
     as `directory`, atomically."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it 0700
-    try:
+    with atomic_dir(directory) as tmp:
         torch.save(unwrap(model).state_dict(), tmp / MODEL_FILE)
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, tmp / name)
         sha256 = {name: hash_file(tmp / name) for name in [MODEL_FILE, *(extra_files or {})]}
         (tmp / META_FILE).write_text(json.dumps({**meta, "sha256": sha256}, indent=2, sort_keys=True, default=str) + "\n")
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_meta(directory):
