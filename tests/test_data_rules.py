@@ -1,4 +1,5 @@
-"""The data rules under Snakemake: a failed download re-runs without fetching the shards it already verified."""
+"""The data rules under Snakemake: a failed download re-runs without fetching the shards it already
+verified, except one that no longer matches the record of its download."""
 
 import json
 import os
@@ -36,12 +37,17 @@ def test_download_rule_resumes_after_a_failure(http_server, tmp_path):
     first = snakemake(work, "results/data/web/manifest.json")
     assert first.returncode != 0
     assert "shard_00002.parquet: HTTP 404" in (work / "logs/dataset/web.log").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["shard_00000.parquet", "shard_00001.parquet"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["shard_00000.parquet", "shard_00001.parquet"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".shard_00000.parquet.download.json", ".shard_00001.parquet.download.json"]
 
+    data = bytearray((out / "shard_00001.parquet").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one byte of a kept shard goes bad in between
+    (out / "shard_00001.parquet").write_bytes(data)
     (http_server.root / "later").rename(http_server.root / "shard_00002.parquet")
     http_server.requests.clear()
     second = snakemake(work, "results/data/web/manifest.json")
     assert second.returncode == 0, second.stderr[-2000:]
-    assert [r[0] for r in http_server.requests] == ["shard_00002.parquet"]
+    assert sorted(r[0] for r in http_server.requests) == ["shard_00001.parquet", "shard_00002.parquet"]
+    assert "results/data/web/shard_00001.parquet: cached file rejected: sha256" in (work / "logs/dataset/web.log").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["rows"] for s in manifest["shards"]] == [50, 50, 50]
