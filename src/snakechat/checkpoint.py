@@ -71,7 +71,8 @@ def verified(directory, name, meta):
 
 
 def load_gpt(directory, device="cpu"):
-    """(model, meta) from a checkpoint directory, weights (verified) in float32 on `device`."""
+    """(model, meta) from a checkpoint directory, weights (verified) in float32 on `device`; meta
+    as it was saved (without the checksums save_checkpoint added)."""
     meta = load_meta(directory)
     path = verified(directory, MODEL_FILE, meta)
     try:
@@ -80,7 +81,7 @@ def load_gpt(directory, device="cpu"):
         raise ValueError(f"cannot read checkpoint weights {path}: {e}") from e
     model = GPT(GPTConfig(**meta["model_config"])).to(device)
     model.load_state_dict(state)
-    return model, meta
+    return model, {k: v for k, v in meta.items() if k != "sha256"}
 
 
 def load_model(directory, device="cpu"):
