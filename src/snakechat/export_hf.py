@@ -230,7 +230,7 @@ def hf_state_dict(state, config):
         tensor = state[ours].detach().to("cpu", torch.float32)
         if ours.endswith(("attn.c_q.weight", "attn.c_k.weight")):
             tensor = flip_second_halves(tensor, head_dim)
-        out[theirs] = tensor.contiguous().clone()
+        out[theirs] = tensor.contiguous()
     return out
 
 
@@ -402,8 +402,9 @@ def export(checkpoint_dir, out_dir):
     model = gpt.GPT(config)
     model.load_state_dict(state)
     model.eval()
+    del state  # the model holds the weights now: one float32 copy, then transformers' during verify
     with atomic_dir(out_dir) as tmp:
-        write_export(tmp, config, state, tok_dir, tok)
+        write_export(tmp, config, model.state_dict(), tok_dir, tok)
         checks = verify(tmp, model, tok)
         settings = {"checkpoint": str(checkpoint_dir), "dtype": "float32"}
         export_meta = {
