@@ -6,6 +6,7 @@ import ctypes.util
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -134,6 +135,9 @@ def init_distributed(requested_device="auto"):
         keep_freed_memory()
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if kind == "cuda" else "gloo", device_id=device if kind == "cuda" else None)
+        if int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) < world_size:
+            # Several nodes: every rank says where it runs, so the job's log shows the nodes it spanned.
+            print(f"rank {rank} of {world_size} on {socket.gethostname()}", flush=True)
     return rank, local_rank, world_size, device
 
 

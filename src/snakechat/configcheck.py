@@ -295,3 +295,55 @@ def check_content(config, config_path="config/config.yaml"):
     problems = check_urls(config) + check_task_names(config) + check_sizes(config)
     if problems:
         raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+# --- batches over processes -----------------------------------------------------------------------
+# A training step's batch is split over the processes a rule is launched on (GPUs, or CPU processes
+# on a machine without them). The conditions below are the ones the stage modules check when they
+# start; stated here too, they fail `snakemake -n` instead of a job that waited in the queue.
+
+
+def batch_division(model_name, model, section, processes):
+    """Why training `section` ("base", "mid", "sft" or "rl") of model `model_name` (its config entry
+    `model`) cannot split its step over `processes` processes, as one line; None where it can."""
+    cfg, key = model[section], f"models.{model_name}.{section}"
+    if section in ("base", "mid"):
+        seq = cfg["sequence_len"] if section == "base" else min(cfg["sequence_len"], model["base"]["sequence_len"])
+        step = cfg["step_tokens"] or _derived_step_tokens(model["depth"])
+        per_pass = cfg["device_batch_rows"] * seq * processes
+        if step % per_pass:
+            seq_from = "sequence_len" if section == "base" or seq == cfg["sequence_len"] else "the base model's sequence_len"
+            return (f"{key}.step_tokens {step} is not a multiple of device_batch_rows × {seq_from} × processes = "
+                    f"{cfg['device_batch_rows']} × {seq} × {processes} = {per_pass}")
+    elif section == "sft":
+        per_process, rest = divmod(cfg["step_conversations"], processes)
+        if rest or per_process % cfg["device_batch_rows"]:
+            return (f"{key}.step_conversations {cfg['step_conversations']} does not split over {processes} processes "
+                    f"in whole micro-batches of device_batch_rows {cfg['device_batch_rows']} "
+                    f"(needs a multiple of {cfg['device_batch_rows'] * processes})")
+    elif section == "rl":
+        if cfg["step_prompts"] % processes:
+            return f"{key}.step_prompts {cfg['step_prompts']} is not a multiple of the {processes} processes"
+    else:
+        raise ValueError(f"no batch rule for training section {section!r}")
+    return None
+
+
+def _derived_step_tokens(depth):
+    from snakechat.sizing import derive_step_tokens  # imports torch: only for a step_tokens of 0
+
+    return derive_step_tokens(depth)
+
+
+def training_sections(model):
+    """The training sections a model runs (mid only where enabled)."""
+    return [s for s in ("base", "mid", "sft", "rl") if s != "mid" or model["mid"]["enabled"]]
+
+
+def check_batches(config, config_path="config/config.yaml"):
+    """Every model's training steps split into whole micro-batches on one process (if not, they
+    split on none); whether they split over the processes a profile gives is checked per job."""
+    problems = [batch_division(name, model, section, 1) for name, model in config.get("models", {}).items() for section in training_sections(model)]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(f"  - {p}" for p in problems))

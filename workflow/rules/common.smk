@@ -5,7 +5,7 @@ import json
 import os
 import shlex
 
-from snakechat import launcher
+from snakechat import configcheck, launcher
 from snakechat.provenance import code_fingerprint
 
 
@@ -176,9 +176,30 @@ def labelled_args(labelled_paths):
     return lambda wildcards: labelled(labelled_paths(wildcards.model))
 
 
-def launch(wildcards, resources):
-    """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the rule's resources."""
-    return launcher.prefix_for(resources, cpu_processes=config["launch"]["cpu_processes"])
+# The training rules and the config section whose step each splits over its processes.
+TRAINING_RULES = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "chat_rl": "rl"}
+
+
+def launch(wildcards, resources, output):
+    """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the
+    rule's resources. For a training rule, first checks that the model's step splits over those
+    processes: Snakemake evaluates this while it plans, so `snakemake -n` fails, not a queued job."""
+    cpu_processes = config["launch"]["cpu_processes"]
+    trainer = next((r for r in TRAINING_RULES if workflow.get_rule(r).is_producer(output[0])), None)
+    if trainer is not None:
+        per_node, nodes, source = launcher.processes_of(resources, cpu_processes)
+        problem = configcheck.batch_division(wildcards.model, config["models"][wildcards.model], TRAINING_RULES[trainer], per_node * nodes)
+        if problem:
+            raise configcheck.ConfigError(
+                f"{trainer} of model {wildcards.model!r} cannot run on {per_node * nodes} processes "
+                f"({per_node} {source} × {nodes} node{'s' if nodes > 1 else ''}): {problem}. Change the model's batch "
+                f"settings or the rule's resources in the profile; with no target, Snakemake builds every stage "
+                f"of default_models (name a target or set default_models, docs/cluster.md)."
+            )
+    return launcher.prefix_for(resources, cpu_processes=cpu_processes)
+
+
+configcheck.check_batches(config, ", ".join(map(str, workflow.overwrite_configfiles or ["config/config.yaml"])))
 
 
 def state_dir(wildcards, output):
