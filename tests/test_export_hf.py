@@ -221,6 +221,12 @@ def test_refuses_what_nanochat_cannot_express(tmp_path):
     export_hf.export(ckpt, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
+    weights = (ckpt / "model.pt").read_bytes()
+    (ckpt / "model.pt").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))  # one bit flipped
+    with pytest.raises(SystemExit, match="model.pt is corrupt or was changed"):
+        export_hf.main(["--checkpoint", str(ckpt), "--out", str(out)])
+    (ckpt / "model.pt").write_bytes(weights)
+
     meta = json.loads((ckpt / "meta.json").read_text())
     meta["model_config"]["window_pattern"] = "SSSL"  # sliding-window layers: NanoChat attends to everything
     (ckpt / "meta.json").write_text(json.dumps(meta))
