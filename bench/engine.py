@@ -13,6 +13,8 @@ The `transformers` row (needs the hf extra) samples the same prompt at temperatu
 or top-p, `min_new_tokens` keeping every row going to --new-tokens, with transformers' KV cache; its
 ratio is against snakechat's engine with the cache at the same batch size, measured in the same run.
 snakechat prefills the prompt once and copies its cache to every row; transformers prefills each row.
+On the 2-core VM (depth 4, 3.8M parameters, --threads 1, a busy machine) transformers made 136 vs
+242 tokens/s at batch 1 (0.56x) and 765 vs 1032 at batch 16 (0.74x).
 """
 
 import argparse
