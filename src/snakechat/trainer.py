@@ -258,7 +258,12 @@ class Trainer:
         """The model the micro-batches run through: DDP-wrapped over several processes, compiled where asked."""
         model = self.model
         if self.world_size > 1:
-            model = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            # find_unused_parameters (there are none): DDP then keeps its first gradient buckets for
+            # good. By default it regroups them after its first step, and a bucket's layout decides
+            # the order in which 3 or more processes' gradients are summed: a resumed run's first
+            # step would round differently from the uninterrupted run's. (DDP warns once per process
+            # that it found no unused parameters.)
+            model = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None, find_unused_parameters=True)
         return torch.compile(model) if self.schedule.compile else model
 
     def train_step(self, model):
