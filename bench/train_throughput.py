@@ -1,41 +1,59 @@
-"""Training throughput of the GPT: tokens/s and MFU of full optimizer steps (forward, backward,
-Muon + AdamW) on random tokens, after warm-up, on the current device.
+"""Training throughput of the GPT in each precision: tokens/s and MFU of full optimizer steps
+(forward, backward, Muon + AdamW) on random tokens, after warm-up, on the current device, with
+fp32 and bf16 (snakechat.precision) measured in the same invocation and compared as ratios.
 
-    python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 32768 --compile 0
+    python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 32768 --floor
     python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 8192 --grad-accum 8
-    python bench/train_throughput.py --depth 20 --seq-len 2048 --device-batch 32 --vocab 65536 --compile 1  # one GPU
+    python bench/train_throughput.py --depth 20 --seq-len 2048 --device-batch 32 --vocab 65536 --compile 1 --precision bf16  # one GPU
 
-Prints the model size, the first (compiling) step's time, then tokens/s and MFU (where the
-device's peak FLOP/s is known) of the timed steps, the optimizers' share of a step, and on CPU
-the tokens per CPU-second (with `--threads 1` a figure that a busy shared machine hardly
-disturbs). Random tokens leave data loading out.
+Prints the model size, then per precision tokens/s and MFU (where the device's peak FLOP/s is
+known) of the timed steps, the optimizers' share of a step, and on CPU the tokens per CPU-second;
+then each precision's speed relative to the first. The precisions' steps are timed in turns (one
+step of each, then the next round), so a shared machine's load falls on all of them alike. Random
+tokens leave data loading out. Each precision trains its own copy of the same initial model.
 
 A step is `--grad-accum` micro-batches of forward + backward, then one optimizer step, as in
 training, where the total batch (2^17 tokens at depth 4) is many micro-batches: the optimizers'
 cost per token shrinks with the accumulation, and at 1 it is paid on every micro-batch.
 
-`--floor` also times, on their own, the kernels a step cannot do without: every matmul of the
-forward and backward (each weight's three products, at this batch's shapes), attention's
-forward and backward, and Muon's Newton–Schulz orthogonalisation of every hidden matrix. Their
-sum bounds tokens/s from above on this device, whatever the implementation: the fraction of it
-a step reaches is the overhead left to win.
+`--floor` also times, on their own and in each precision's dtype, the kernels a step cannot do
+without: every matmul of the forward and backward (each weight's three products, at this batch's
+shapes), attention's forward and backward, and Muon's Newton–Schulz orthogonalisation of every
+hidden matrix. Their sum bounds tokens/s from above on this device, whatever the implementation:
+the fraction of it a step reaches is the overhead left to win.
+
+Measured on a 2-core AMD EPYC (Zen 5, AVX512-BF16, no AMX), torch 2.13 CPU, seq 512, batch 8,
+--grad-accum 1, eager, shared with other jobs (load average in brackets; ratios are within one
+invocation):
+
+| model | fp32 tok/s (% of its floor) | bf16 tok/s (% of its floor) | bf16 / fp32 | bf16 floor / fp32 floor |
+|---|---|---|---|---|
+| d4, vocab 32k | FILL | FILL | FILL | FILL |
+| d4, vocab 8k | FILL | FILL | FILL | FILL |
+| d6, vocab 32k | FILL | FILL | FILL | FILL |
 """
 
 import argparse
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from snakechat.common import device_type, keep_freed_memory
 from snakechat.gpt import GPT
-from snakechat.sizing import config_from_depth
 from snakechat.optim import Schedule, build_optimizers
-from snakechat.precision import autocast, configure
+from snakechat.precision import DTYPES, SETTINGS, autocast, configure, resolve
+from snakechat.sizing import config_from_depth
 from snakechat.trainer import peak_flops
 
 
 def best_time(fn, device, repeats=3):
+    """The shortest of `repeats` timed calls after one untimed: wall seconds on GPU, this
+    process's CPU seconds on CPU (what a shared machine's load disturbs least)."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+
     def run():
         fn()
         if device.type == "cuda":
@@ -44,18 +62,15 @@ def best_time(fn, device, repeats=3):
     run()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         run()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return min(times)
 
 
-def micro_batch_floor(model, tokens, batch, seq_len, device):
+def micro_batch_floor(model, tokens, batch, seq_len, device, dtype):
     """Seconds per micro-batch of the matmuls (forward, input grad, weight grad of every linear
-    layer) and of attention forward + backward, each timed alone at this micro-batch's shapes."""
-    import torch.nn.functional as F
-
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what autocast computes in
+    layer) and of attention forward + backward, each timed alone at this micro-batch's shapes, in `dtype`."""
     seconds = 0.0
     shapes = Counter(module.weight.shape for module in model.modules() if isinstance(module, torch.nn.Linear))
     for (n_out, n_in), count in shapes.items():
@@ -71,7 +86,7 @@ def micro_batch_floor(model, tokens, batch, seq_len, device):
 
 def orthogonalisation_seconds(muon, device):
     """Muon's Newton–Schulz iterations over every matrix it optimizes, as its step runs them
-    (float32 on CPU, torch's bfloat16 elsewhere)."""
+    (in its precision: torch's bf16 iteration or the float32 one)."""
     newton_schulz = muon.newton_schulz()
     group = muon.param_groups[0]
     seconds = 0.0
@@ -79,6 +94,23 @@ def orthogonalisation_seconds(muon, device):
         grad = torch.randn(shape, device=device)
         seconds += count * best_time(lambda: newton_schulz(grad, group["ns_coefficients"], group["ns_steps"], group["eps"]), device)
     return seconds
+
+
+@dataclass
+class Run:
+    """One precision's model, optimizers and timings."""
+
+    precision: str
+    model: GPT
+    optimizers: list
+    train_model: object
+    times: list = field(default_factory=list)
+    cpu_times: list = field(default_factory=list)
+    optimizer_times: list = field(default_factory=list)
+
+    @property
+    def muon(self):
+        return next(opt for opt in self.optimizers if isinstance(opt, torch.optim.Muon))
 
 
 def main():
@@ -89,11 +121,12 @@ def main():
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--vocab", type=int, default=32768)
     p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--precision", nargs="+", choices=SETTINGS, default=["fp32", "bf16"], help="precisions to compare (the first is the baseline)")
     p.add_argument("--compile", type=int, choices=[0, 1], default=0)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (the first one compiles)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each precision")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--floor", action="store_true", help="also time the step's matmuls and attention alone (see above)")
+    p.add_argument("--floor", action="store_true", help="also time the step's matmuls, attention and orthogonalisation alone (see above)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,61 +135,76 @@ def main():
     configure(device)
     if device.type == "cpu":
         keep_freed_memory()  # as the training stages do (through init_distributed)
-    torch.manual_seed(0)
-    model = GPT(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim)).to(device)
+    runs = []
+    for setting in args.precision:
+        precision = resolve(setting, device)
+        torch.manual_seed(0)
+        model = GPT(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim)).to(device)
+        optimizers = build_optimizers(model, Schedule(steps=1), precision)
+        runs.append(Run(precision, model, optimizers, torch.compile(model) if args.compile else model))
     step_tokens = args.grad_accum * args.device_batch * args.seq_len
-    optimizers = build_optimizers(model, Schedule(steps=1))
-    muon = next(opt for opt in optimizers if isinstance(opt, torch.optim.Muon))
-    train_model = torch.compile(model) if args.compile else model
     tokens = torch.randint(0, args.vocab, (args.device_batch, args.seq_len + 1), device=device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    model = runs[0].model
     c = model.config
     print(f"device {device} ({torch.get_num_threads()} threads) | depth {args.depth} width {c.n_embd} heads {c.n_head} vocab {args.vocab} | "
           f"params {model.num_params() / 1e6:.1f}M | {model.flops_per_token() / 1e6:.1f} MFLOP/token | seq {args.seq_len} batch {args.device_batch} "
-          f"× {args.grad_accum} micro-batches | compile {bool(args.compile)}")
+          f"× {args.grad_accum} micro-batches | compile {bool(args.compile)} | precisions {', '.join(r.precision for r in runs)}")
 
-    def step():
+    def step(run):
         """One optimizer step; returns the seconds its optimizers took."""
         for _ in range(args.grad_accum):
-            with autocast(device):
-                loss = train_model(inputs, targets)
+            with autocast(device, run.precision):
+                loss = run.train_model(inputs, targets)
             (loss / args.grad_accum).backward()
         loss.item()
         start = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        for opt in optimizers:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        for opt in run.optimizers:
             opt.step()
-        model.zero_grad(set_to_none=True)
+        run.model.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    for i in range(args.warmup):
-        start = time.perf_counter()
-        step()
-        print(f"warm-up step {i + 1}: {time.perf_counter() - start:.1f}s")
-    times, cpu_times, optimizer_times = [], [], []
+    for run in runs:
+        for i in range(args.warmup):
+            start = time.perf_counter()
+            step(run)
+            print(f"{run.precision} warm-up step {i + 1}: {time.perf_counter() - start:.1f}s")
     for _ in range(args.steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        optimizer_times.append(step())
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-    per_step = sum(times) / len(times)
-    tok_s = step_tokens / per_step
+        for run in runs:  # in turns, so that the machine's load falls on every precision alike
+            start, cpu_start = time.perf_counter(), time.process_time()
+            run.optimizer_times.append(step(run))
+            run.times.append(time.perf_counter() - start)
+            run.cpu_times.append(time.process_time() - cpu_start)
+
     peak = peak_flops(device)
-    mfu = f"{100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a (peak FLOP/s unknown for this device)"
-    print(f"{per_step:.3f}s/step (best {min(times):.3f}s) | {tok_s:,.0f} tokens/s (best {step_tokens / min(times):,.0f}) | MFU {mfu} | "
-          f"optimizers {sum(optimizer_times) / len(optimizer_times):.3f}s of each step")
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    rates, floors = [], []
+    for run in runs:
+        per_step = mean(run.times)
+        tok_s = step_tokens / per_step
+        rates.append(tok_s)
+        mfu = f"{100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a"
+        line = (f"{run.precision}: {per_step:.3f}s/step (best {min(run.times):.3f}s) | {tok_s:,.0f} tokens/s (best {step_tokens / min(run.times):,.0f}) | "
+                f"MFU {mfu} | optimizers {mean(run.optimizer_times):.3f}s of each step")
+        if device.type == "cpu":
+            # On a shared machine wall time measures the neighbours too; CPU time per step does much
+            # less so (exactly so with one thread, where no thread waits for another).
+            line += f" | {step_tokens / mean(run.cpu_times):,.0f} tokens per CPU-second"
+        print(line)
     if args.floor:
-        floor = args.grad_accum * micro_batch_floor(model, args.device_batch * args.seq_len, args.device_batch, args.seq_len, device)
-        floor += orthogonalisation_seconds(muon, device)
-        print(f"kernel floor: matmuls, attention and Muon's orthogonalisation alone take {floor:.3f}s/step = at most "
-              f"{step_tokens / floor:,.0f} tokens/s (this step reaches {100 * floor / per_step:.0f}% of it)")
-    if device.type == "cpu":
-        # On a shared machine wall time measures the neighbours too; CPU time per step does much
-        # less so (exactly so with one thread, where no thread waits for another).
-        cpu_per_step = sum(cpu_times) / len(cpu_times)
-        print(f"CPU time {cpu_per_step:.3f}s/step = {step_tokens / cpu_per_step:,.0f} tokens per CPU-second")
+        unit = "s" if device.type == "cuda" else "CPU-s"  # on CPU the floor and the step compare in CPU time
+        for run in runs:
+            floor = args.grad_accum * micro_batch_floor(model, args.device_batch * args.seq_len, args.device_batch, args.seq_len, device, DTYPES[run.precision])
+            floor += orthogonalisation_seconds(run.muon, device)
+            floors.append(step_tokens / floor)
+            step_seconds = mean(run.times if device.type == "cuda" else run.cpu_times)
+            print(f"{run.precision} kernel floor: matmuls, attention and Muon's orthogonalisation alone take {floor:.3f} {unit}/step = at most "
+                  f"{step_tokens / floor:,.0f} tokens per {unit} (the step's {step_tokens / step_seconds:,.0f} reach {100 * floor / step_seconds:.0f}% of it)")
+    for i, run in enumerate(runs[1:], 1):
+        print(f"{run.precision} / {runs[0].precision}: {rates[i] / rates[0]:.2f}× tokens/s" + (f", {floors[i] / floors[0]:.2f}× kernel floor" if floors else ""))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Training machinery: the packing loader, the schedule, resumable state, and real training runs
-(interrupted and resumed, 1 process vs 2 gloo processes, base_loss against the unigram baseline)."""
+(interrupted and resumed in fp32 and in bf16, 1 process vs 2 gloo processes, base_loss against the
+unigram baseline, the precision `auto` picks with and without native bf16)."""
 
 import csv
 import json
@@ -60,10 +61,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def base_train(tmp, name, extra=(), launcher=(sys.executable,), wait=True):
+def base_train(tmp, name, extra=(), launcher=(sys.executable,), wait=True, precision="fp32"):
     corpus_root = tmp["corpus"]
     cmd = [*launcher, "-m", "snakechat.base_train", "--manifest", str(corpus_root / "manifest.json"), "--tokenizer", str(corpus_root / "tok"),
-           "--out", str(tmp["runs"] / name / "out"), "--state", str(tmp["runs"] / name / "state"), *TRAIN_ARGS, *extra]
+           "--out", str(tmp["runs"] / name / "out"), "--state", str(tmp["runs"] / name / "state"), *TRAIN_ARGS, "--precision", precision, *extra]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
         return proc
@@ -83,10 +84,19 @@ def weights(run_dir):
 
 @pytest.fixture(scope="module")
 def runs(corpus, tmp_path_factory):
-    """An uninterrupted single-process run (2 micro-batches per step), shared by several tests."""
+    """An uninterrupted single-process fp32 run (2 micro-batches per step), shared by several tests;
+    full_run makes the bf16 one when a test first asks for it."""
     tmp = {"corpus": corpus[0], "runs": tmp_path_factory.mktemp("runs")}
-    base_train(tmp, "full")
+    full_run(tmp, "fp32")
     return tmp
+
+
+def full_run(tmp, precision):
+    """The uninterrupted run in `precision` (made once per module)."""
+    name = f"full-{precision}"
+    if not (tmp["runs"] / name / "out").exists():
+        base_train(tmp, name, precision=precision)
+    return tmp["runs"] / name
 
 
 # ---- the loader ----
@@ -165,8 +175,9 @@ def test_state_store_skips_corrupt_and_refuses_to_restart(tmp_path):
 # ---- real training runs ----
 
 def test_training_learns_and_writes_checkpoint(runs):
-    out = runs["runs"] / "full" / "out"
+    out = full_run(runs, "fp32") / "out"
     meta = json.loads((out / "meta.json").read_text())
+    assert meta["precision"] == "fp32" and meta["train"]["precision"] == "fp32"
     assert meta["step"] == 40 and meta["derived"]["n_embd"] == 64 and meta["derived"]["grad_accum_steps"] == 2
     assert meta["model_config"]["n_layer"] == 2 and meta["tokenizer"].endswith("tok")
     log = read_log(out / "train_log.csv")
@@ -176,8 +187,13 @@ def test_training_learns_and_writes_checkpoint(runs):
     assert [r["step"] for r in log if r["val_bpb"]] == ["20", "40"]
 
 
-def test_sigterm_then_resume_gives_identical_weights_and_refuses_other_settings(runs):
-    proc = base_train(runs, "interrupted", wait=False)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sigterm_then_resume_gives_identical_weights_and_refuses_other_settings(runs, precision):
+    """Bitwise resume within one precision (bf16 included: emulated, slowly, on a CPU without it);
+    a state is not resumed in the other precision."""
+    full = full_run(runs, precision)
+    name = f"interrupted-{precision}"
+    proc = base_train(runs, name, wait=False, precision=precision)
     for line in proc.stdout:
         if line.startswith("step") and "/40" in line:
             proc.send_signal(signal.SIGTERM)
@@ -186,25 +202,29 @@ def test_sigterm_then_resume_gives_identical_weights_and_refuses_other_settings(
     proc.wait(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "stopping after step" in out
-    state_dir = runs["runs"] / "interrupted" / "state"
-    assert list(state_dir.glob("state_*.pt")) and not (runs["runs"] / "interrupted" / "out").exists()
-    refused = base_train(runs, "interrupted", extra=["--matrix-lr", "0.03"], wait=False)
-    out, _ = refused.communicate(timeout=120)
-    assert refused.returncode != 0 and "made with other settings" in out and "matrix_lr" in out
-    resumed = base_train(runs, "interrupted")
+    state_dir = runs["runs"] / name / "state"
+    assert list(state_dir.glob("state_*.pt")) and not (runs["runs"] / name / "out").exists()
+    other = "bf16" if precision == "fp32" else "fp32"
+    for extra, named in ((["--matrix-lr", "0.03"], "matrix_lr"), (["--precision", other], "precision")):
+        refused = base_train(runs, name, extra=extra, wait=False, precision=precision)
+        out, _ = refused.communicate(timeout=120)
+        assert refused.returncode != 0 and "made with other settings" in out and named in out, out
+    resumed = base_train(runs, name, precision=precision)
     assert "resuming from" in resumed
-    full, again = weights(runs["runs"] / "full"), weights(runs["runs"] / "interrupted")
-    assert all(torch.equal(full[k], again[k]) for k in full)
-    a = read_log(runs["runs"] / "full" / "out" / "train_log.csv")
-    b = read_log(runs["runs"] / "interrupted" / "out" / "train_log.csv")
+    expected, again = weights(full), weights(runs["runs"] / name)
+    assert all(torch.equal(expected[k], again[k]) for k in expected)
+    assert all(v.dtype == torch.float32 for v in again.values())  # float32 master weights in bf16 too
+    a = read_log(full / "out" / "train_log.csv")
+    b = read_log(runs["runs"] / name / "out" / "train_log.csv")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert json.loads((runs["runs"] / name / "out" / "meta.json").read_text())["precision"] == precision
     assert not list(state_dir.glob("state_*.pt"))  # cleared once the checkpoint is written
 
 
 def test_two_gloo_processes_match_one_with_accumulation(runs):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     base_train(runs, "gloo", launcher=torchrun)
-    one = read_log(runs["runs"] / "full" / "out" / "train_log.csv")
+    one = read_log(full_run(runs, "fp32") / "out" / "train_log.csv")
     two = read_log(runs["runs"] / "gloo" / "out" / "train_log.csv")
     for a, b in zip(one, two):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-5)
@@ -216,7 +236,7 @@ def test_two_gloo_processes_match_one_with_accumulation(runs):
 
 def test_base_loss_beats_unigram(runs):
     out = runs["runs"] / "loss.json"
-    cmd = [sys.executable, "-m", "snakechat.base_loss", "--checkpoint", str(runs["runs"] / "full" / "out"), "--manifest", str(runs["corpus"] / "manifest.json"),
+    cmd = [sys.executable, "-m", "snakechat.base_loss", "--checkpoint", str(full_run(runs, "fp32") / "out"), "--manifest", str(runs["corpus"] / "manifest.json"),
            "--out", str(out), "--device-batch-rows", "4", "--split-tokens", "2048", "--max-new-tokens", "8", "--prompts", '["The age of", "What is 2"]', "--device", "cpu"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -227,26 +247,44 @@ def test_base_loss_beats_unigram(runs):
     assert all(s["completion"] for s in result["samples"])
 
 
-@pytest.mark.parametrize("bf16_matmul", [False, True])
-def test_muon_on_cpu_orthogonalises_in_float32_unless_bf16_is_native(monkeypatch, bf16_matmul):
-    """The step's update is the float32 Newton–Schulz one on a CPU that emulates bf16, torch's bf16 one
-    where the CPU multiplies bf16 natively; torch's function is back in place after the step."""
-    from snakechat import optim
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_muon_orthogonalises_in_the_runs_precision(precision):
+    """The step's update is torch's bf16 Newton–Schulz one under bf16 and the float32 one under fp32;
+    torch's function is back in place after the step."""
     from snakechat.optim import Muon, newton_schulz_float32
 
-    monkeypatch.setattr(optim, "cpu_has_bf16_matmul", lambda: bf16_matmul)
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(8, 16))
     weight.grad = torch.randn(8, 16)
     start = weight.detach().clone()
-    muon = Muon([weight], lr=0.1, weight_decay=0.0, momentum=0.0, nesterov=False, adjust_lr_fn="original")
-    orthogonalise = Muon.torch_newton_schulz if bf16_matmul else newton_schulz_float32
+    muon = Muon([weight], precision, lr=0.1, weight_decay=0.0, momentum=0.0, nesterov=False, adjust_lr_fn="original")
+    orthogonalise = Muon.torch_newton_schulz if precision == "bf16" else newton_schulz_float32
     assert muon.newton_schulz() is orthogonalise
     group = muon.param_groups[0]
     settings = (group["ns_coefficients"], group["ns_steps"], group["eps"])
     expected = orthogonalise(weight.grad, *settings).float()
-    other = newton_schulz_float32 if bf16_matmul else Muon.torch_newton_schulz
+    other = newton_schulz_float32 if precision == "bf16" else Muon.torch_newton_schulz
     assert not torch.allclose(expected, other(weight.grad, *settings).float(), atol=1e-4)
     muon.step()
     assert torch.allclose(start - weight.detach(), 0.1 * expected, atol=1e-6)
     assert torch.optim._muon._zeropower_via_newtonschulz is Muon.torch_newton_schulz
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_follows_the_cpus_bf16_support(corpus, tmp_path, monkeypatch, one_thread, native):
+    """--precision auto trains in fp32 (Muon included) on a CPU that would emulate bf16, and in bf16
+    where it multiplies bf16 natively: detection is faked both ways, so both paths run on any CPU."""
+    from snakechat import base_train, optim, precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16_matmul", lambda: native)
+    float32_steps = []
+    real = optim.newton_schulz_float32
+    monkeypatch.setattr(optim, "newton_schulz_float32", lambda *a: float32_steps.append(1) or real(*a))
+    root = corpus[0]
+    args = [a for a in TRAIN_ARGS]
+    args[args.index("--steps") + 1], args[args.index("--eval-every") + 1] = "2", "0"
+    base_train.main(["--manifest", str(root / "manifest.json"), "--tokenizer", str(root / "tok"), "--out", str(tmp_path / "out"),
+                     "--state", str(tmp_path / "state"), *args, "--precision", "auto"])
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["precision"] == ("bf16" if native else "fp32") and meta["train"]["precision"] == "auto"
+    assert bool(float32_steps) != native

@@ -18,14 +18,14 @@ provenance. Under torchrun each rank scores a share of every task's items.
 import argparse
 from pathlib import Path
 
-from snakechat import core_eval
+from snakechat import core_eval, precision
 from snakechat.common import cleanup_distributed, init_distributed, is_master, print0, write_json_atomic
 from snakechat.provenance import record
 
 HF_CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length", "max_seq_len")
 
 
-def snakechat_scorer(checkpoint_dir, device):
+def snakechat_scorer(checkpoint_dir, device, precision="fp32"):
     from snakechat.checkpoint import load_model
 
     model, tokenizer, meta = load_model(checkpoint_dir, device)
@@ -36,6 +36,7 @@ def snakechat_scorer(checkpoint_dir, device):
         bos_id=tokenizer.bos_id,
         max_len=model.config.sequence_len,
         device=device,
+        precision=precision,
     )
     return scorer, {"kind": "snakechat", "path": str(checkpoint_dir), "step": meta.get("step"), "model_config": meta.get("model_config")}
 
@@ -59,7 +60,7 @@ def hf_bos_id(tokenizer, path):
     return eot
 
 
-def hf_scorer(path, device):
+def hf_scorer(path, device, precision="fp32"):
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
@@ -73,6 +74,7 @@ def hf_scorer(path, device):
         bos_id=bos,
         max_len=hf_context_length(model.config),
         device=device,
+        precision=precision,
     )
     return scorer, {"kind": "huggingface", "path": str(path), "model_type": model.config.model_type, "max_len": scorer.max_len}
 
@@ -87,6 +89,7 @@ def parse_args(argv=None):
     p.add_argument("--max-per-task", type=int, default=0, help="items per task after the fixed shuffle (0: all)")
     p.add_argument("--device-batch-tokens", type=int, default=16384, help="padded tokens per process per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", choices=precision.SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16")
     args = p.parse_args(argv)
     if args.max_per_task < 0:
         p.error(f"--max-per-task must be >= 0, got {args.max_per_task}")
@@ -103,13 +106,15 @@ def main(argv=None):
     tasks = core_eval.load_bundle(args.bundle)  # a bad bundle fails here, before the model loads
     core_eval.check_fewshot_room(tasks, args.max_per_task)
     rank, _, world_size, device = init_distributed(args.device)
-    scorer, model_info = (snakechat_scorer if args.checkpoint else hf_scorer)(model_dir, device)
-    print0(f"CORE over {len(tasks)} tasks of {args.bundle} for {model_dir} on {world_size} x {device.type}")
+    resolved = precision.resolve(args.precision, device)
+    scorer, model_info = (snakechat_scorer if args.checkpoint else hf_scorer)(model_dir, device, resolved)
+    print0(f"CORE over {len(tasks)} tasks of {args.bundle} for {model_dir} on {world_size} x {device.type} in {resolved}")
     results = core_eval.evaluate_bundle(tasks, scorer, args.max_per_task, args.device_batch_tokens, log=print0)
     core = core_eval.core_score(results)
     print0(f"CORE {core:.4f}")
     if is_master():
-        settings = {"max_per_task": args.max_per_task, "device_batch_tokens": args.device_batch_tokens, "bundle": str(args.bundle), "model": model_info}
+        settings = {"max_per_task": args.max_per_task, "device_batch_tokens": args.device_batch_tokens, "precision": args.precision, "bundle": str(args.bundle),
+                    "model": model_info}
         bundle_dir = args.bundle if args.bundle.is_dir() else args.bundle.parent
         core_eval.write_csv(args.out, results)
         write_json_atomic(f"{args.out}.meta.json", {
@@ -118,6 +123,7 @@ def main(argv=None):
             "settings": settings,
             "world_size": world_size,
             "device": device.type,
+            "precision": resolved,
             "provenance": record("snakechat.base_eval", settings, inputs=[model_dir, bundle_dir]),
         })
     cleanup_distributed()

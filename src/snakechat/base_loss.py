@@ -16,12 +16,11 @@ import json
 
 import torch
 
-from snakechat import provenance, shards
+from snakechat import precision, provenance, shards
 from snakechat.bpb import bits_per_byte
 from snakechat.checkpoint import load_model
 from snakechat.common import all_reduce_tensor, cleanup_distributed, init_distributed, print0, write_json_atomic
 from snakechat.dataloader import PackedLoader
-from snakechat.precision import autocast
 from snakechat.tokenizer import load_token_bytes
 
 DEFAULT_PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
@@ -75,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--prompts", type=json.loads, default=DEFAULT_PROMPTS, help="JSON list of prompts for greedy samples")
     p.add_argument("--seed", type=int, default=0, help="which rows of the shards are measured")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", choices=precision.SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16")
     return p.parse_args(argv)
 
 
@@ -83,6 +83,7 @@ def main(argv=None):
     if not isinstance(args.prompts, list) or not all(isinstance(p, str) for p in args.prompts):
         raise SystemExit(f"--prompts must be a JSON list of strings, got {args.prompts!r}")
     rank, _, world_size, device = init_distributed(args.device)
+    resolved = precision.resolve(args.precision, device)
     model, tokenizer, meta = load_model(args.checkpoint, device)
     model.eval()
     token_bytes = load_token_bytes(meta["tokenizer"])
@@ -94,8 +95,8 @@ def main(argv=None):
         paths = shards.shard_paths(args.manifest, split)
         return PackedLoader(paths, tokenizer, seq_len, args.device_batch_rows, rows, rank, world_size, args.seed, device)
 
-    result = {"tokens_per_split": steps * rows * seq_len}
-    with autocast(device):
+    result = {"tokens_per_split": steps * rows * seq_len, "precision": resolved}
+    with precision.autocast(device, resolved):
         for split in ("train", "val"):
             result[f"{split}_bpb"] = bits_per_byte(model, loader(split), steps, token_bytes)
             print0(f"{split} bpb: {result[f'{split}_bpb']:.4f}")
@@ -104,7 +105,7 @@ def main(argv=None):
     result["unigram_val_bpb"] = unigram_bits_per_byte(train_counts, val_counts, token_bytes)
     print0(f"unigram val bpb: {result['unigram_val_bpb']:.4f}")
     if rank == 0:
-        with autocast(device):
+        with precision.autocast(device, resolved):
             result["samples"] = [{"prompt": p, "completion": greedy_complete(model, tokenizer, p, args.max_new_tokens)} for p in args.prompts]
         for s in result["samples"]:
             print0(f"{s['prompt']!r} -> {s['completion']!r}")

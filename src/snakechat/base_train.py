@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from snakechat import shards, sizing
+from snakechat import precision, shards, sizing
 from snakechat.bpb import bits_per_byte
 from snakechat.common import cleanup_distributed, init_distributed, print0
 from snakechat.dataloader import PackedLoader
@@ -78,13 +78,15 @@ def decide_compile(setting, device, expected_seconds):
     return expected_seconds is not None and expected_seconds > CPU_COMPILE_MIN_SECONDS
 
 
-def estimate_cpu_seconds(model, s, micro_steps, steps):
-    """Predict an eager run's length from one timed forward+backward on random tokens."""
+def estimate_cpu_seconds(model, s, micro_steps, steps, device):
+    """Predict an eager run's length from one timed forward+backward on random tokens, in the run's precision."""
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randint(0, model.config.vocab_size, (s.device_batch_rows, s.sequence_len), generator=gen)
     for _ in range(2):  # the first pass pays for memory allocation
         start = time.perf_counter()
-        model(inputs, inputs).backward()
+        with precision.autocast(device, precision.resolve(s.precision, device)):
+            loss = model(inputs, inputs)
+        loss.backward()
         per_micro = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
     return per_micro * micro_steps * steps
@@ -123,7 +125,7 @@ def main(argv=None):
         steps=size.steps, **lrs, weight_decay=s.weight_decay, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac,
         final_lr_frac=s.final_lr_frac, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
     )
-    expected = estimate_cpu_seconds(model, s, micro_steps, size.steps) if s.compile == "auto" and device.type == "cpu" else None
+    expected = estimate_cpu_seconds(model, s, micro_steps, size.steps, device) if s.compile == "auto" and device.type == "cpu" else None
     schedule.compile = decide_compile(s.compile, device, expected)
     print0(f"torch.compile: {schedule.compile}" + (f" (eager run estimated at {expected:.0f}s)" if expected else ""))
 

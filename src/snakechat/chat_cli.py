@@ -42,7 +42,7 @@ def main(argv=None):
     p.add_argument("-p", "--prompt", help="answer this one message and exit")
     p.add_argument("--max-tokens", type=at_least(1), default=256, help="tokens per reply")
     args = p.parse_args(argv)
-    engine, tok = load_engine(checkpoint_dir(p, args), args.device)
+    engine, tok = load_engine(checkpoint_dir(p, args), args.device, args.precision)
     if args.prompt is not None:
         reply(engine, tok, [{"role": "user", "content": args.prompt}], args, args.seed)
         return

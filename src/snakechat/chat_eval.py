@@ -55,7 +55,7 @@ from snakechat.checkpoint import load_model
 from snakechat.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
 from snakechat.conversation import render_for_completion
 from snakechat.engine import Engine
-from snakechat.precision import autocast
+from snakechat.precision import SETTINGS, autocast
 
 EVALUATED_KINDS = ("mc", "gsm8k", "humaneval")
 COLUMNS = ["task", "kind", "protocol", "n", "test_items", "accuracy", "baseline", "centered"]
@@ -147,7 +147,7 @@ def prompt_ids(tok, record, kind, max_len):
 class Evaluator:
     def __init__(self, model, tok, device, args, sandbox=None):
         self.model, self.tok, self.device, self.args, self.sandbox = model, tok, device, args, sandbox
-        self.engine = Engine(model, tok)
+        self.engine = Engine(model, tok, precision=args.precision)  # resolves it: bf16 or fp32
         self.letter_ids = {}
         self.cuts = {}  # "reference"/"model" -> prompts cut so, since the last run_task
 
@@ -176,7 +176,7 @@ class Evaluator:
         ids = torch.zeros(len(prompts), width, dtype=torch.long)
         for i, p in enumerate(prompts):  # right padding: causal attention never looks at it
             ids[i, : len(p)] = torch.tensor(p)
-        with autocast(self.device):
+        with autocast(self.device, self.engine.precision):
             logits = self.model(ids.to(self.device))
         results = []
         for i, (p, r) in enumerate(zip(prompts, records)):
@@ -272,6 +272,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16")
     args = p.parse_args(argv)
     if args.chat_data is None and not args.task:
         p.error("give --chat-data and/or --task")
@@ -332,6 +333,7 @@ def main(argv=None):
             "checkpoint_step": meta.get("step"),
             "world_size": world_size,
             "device": str(device),
+            "precision": evaluator.engine.precision,
             "skipped_tasks": skipped,
             "protocols": PROTOCOLS,
             "tasks": details,

@@ -7,6 +7,7 @@ from pathlib import Path
 from snakechat.checkpoint import load_model
 from snakechat.common import device_type
 from snakechat.engine import Engine
+from snakechat.precision import SETTINGS
 
 STAGES = ("base", "mid", "sft", "rl")
 
@@ -33,6 +34,7 @@ def add_checkpoint_args(p):
     p.add_argument("--stage", choices=STAGES, default="sft")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively), fp32 or bf16")
     p.add_argument("--temperature", type=at_least(0.0, float), default=0.6, help="0: greedy")
     p.add_argument("--top-k", type=at_least(0), default=50, help="sample among the k most likely tokens; 0: no top-k filter")
     p.add_argument("--seed", type=at_least(0), default=0)
@@ -48,7 +50,7 @@ def checkpoint_dir(p, args):
     return directory
 
 
-def load_engine(directory, device="auto"):
-    """(engine, tokenizer) of the checkpoint in `directory`, in eval mode."""
+def load_engine(directory, device="auto", precision="fp32"):
+    """(engine, tokenizer) of the checkpoint in `directory`, in eval mode, generating in `precision`."""
     model, tok, _ = load_model(directory, device_type(device))
-    return Engine(model.eval(), tok), tok
+    return Engine(model.eval(), tok, precision=precision), tok

@@ -73,7 +73,7 @@ class Sampler:
     """
 
     def __init__(self, model, tok, s):
-        self.engine, self.tok, self.s = Engine(model, tok), tok, s
+        self.engine, self.tok, self.s = Engine(model, tok, precision=s.precision), tok, s
 
     def groups(self, problems, num_samples, seed):
         """Per problem: (sequences = prompt + completion, masks = 1 on sampled tokens, rewards)."""

@@ -500,7 +500,7 @@ def main(argv=None):
     except OSError as e:
         reason = os.strerror(e.errno) if e.errno else str(e)
         p.exit(1, f"chat_web: cannot listen on {args.host}:{args.port}: {reason}\n")
-    engine, tok = load_engine(directory, args.device)
+    engine, tok = load_engine(directory, args.device, args.precision)
     name = args.served_model_name or f"snakechat-{directory.resolve().name}-{directory.resolve().parent.name}"
     sampling = Sampling(args.temperature, args.top_k or None, args.seed)
     server = ChatServer(engine, tok, name, limits, sampling, created=(directory / "meta.json").stat().st_mtime)

@@ -254,13 +254,15 @@ class Scorer:
     """What the metric needs from a model.
 
     encode: texts -> token ids (no BOS; the metric adds `bos_id`); logits: (B, T) ids on
-    `device` -> (B, T, V) logits; max_len: the model's context length (None: no limit).
+    `device` -> (B, T, V) logits; max_len: the model's context length (None: no limit);
+    precision: what `logits` runs in (snakechat.precision; the scores read the logits in float32).
     """
     encode: Callable
     logits: Callable
     bos_id: int
     max_len: int | None
     device: torch.device
+    precision: str = "fp32"
 
 
 @dataclass
@@ -319,7 +321,7 @@ def score_rows(scorer, rows, starts, ends):
     for r, seq in enumerate(rows):
         ids[r, : len(seq)] = torch.tensor(seq)
     ids = ids.to(device)
-    with autocast(device):
+    with autocast(device, scorer.precision):
         logits = scorer.logits(ids)
     # position p predicts token p + 1, so a span [start, end) is read at positions [start - 1, end - 1)
     pos = torch.arange(width - 1, device=device)

@@ -12,6 +12,10 @@ Tool use: when a row emits <|python_start|> expr <|python_end|>, the expression 
 <|output_start|> result <|output_end|>; then sampling resumes. A row stops at <|assistant_end|>
 or <|bos|>, after `max_tokens` steps, or when the sequence reaches the last position the model has rotary angles for.
 
+Precision: `Engine(..., precision=)` takes a snakechat.precision setting (default fp32, exact;
+the stages pass their `--precision`, auto by default): under bf16 the forward passes run in bf16
+autocast and the cache holds bf16 keys and values, while logits are sampled from in float32.
+
 Sampling is deterministic for a given seed (a private torch.Generator): temperature 0 is greedy,
 top_k keeps the k most likely tokens, top_p the fewest most likely tokens whose probabilities add
 up to at least p (nucleus sampling); both may apply, top_k first.
@@ -22,7 +26,7 @@ from collections import deque
 import torch
 
 from snakechat import calculator
-from snakechat.precision import autocast
+from snakechat.precision import autocast, resolve
 
 
 class KVCache:
@@ -135,17 +139,18 @@ def sample_next(logits, generator, temperature=1.0, top_k=None, top_p=None):
 class Engine:
     """Batched, cached, seeded sampling from a GPT, with the calculator tool."""
 
-    def __init__(self, model, tokenizer, tool=calculator.run):
+    def __init__(self, model, tokenizer, tool=calculator.run, precision="fp32"):
         self.model = model
         self.tokenizer = tokenizer
         self.tool = tool
         self.config = model.config
         self.device = next(model.parameters()).device
+        self.precision = resolve(precision, self.device)
         # positions the model has rotary angles for (snakechat.gpt covers a multiple of sequence_len)
         self.max_len = model.cos.size(1) if hasattr(model, "cos") else model.config.sequence_len
 
     def _forward(self, ids, kv_cache=None):
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             return self.model(ids, kv_cache=kv_cache)[:, -1, :].float()
 
     def _new_cache(self, batch_size, capacity):

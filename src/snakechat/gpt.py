@@ -88,11 +88,14 @@ class HeadLoss(torch.autograd.Function):
     """Per-row cross-entropy of the soft-capped head logits, from the final hidden states x (N, C)
     and the head weight W (V, C): the CPU form of F.cross_entropy(softcap(x @ W.T)).
 
-    The (N, V) logits live in one buffer from a LogitBuffer: the head matmul writes into it, and
-    a few rows at a time (while they are in cache) the forward turns them into the losses and,
-    when a backward will follow, into the gradient of each row's loss with respect to its
-    logits. The backward is then two matmuls, with the upstream gradient applied to the small
-    (N, C) sides. No other (N, V) tensor is made.
+    The head's matmuls run in `dtype` (bf16 under bf16 autocast, as nn.Linear's would; else x's
+    dtype), and the (N, V) logits live in one buffer of that dtype from a LogitBuffer: the head
+    matmul writes into it, and a few rows at a time (while they are in cache) the forward turns
+    them, in float32 (float64 for float64 inputs), into the losses and, when a backward will
+    follow, into the gradient of each row's loss with respect to its logits, stored back in the
+    buffer. The backward is then two matmuls, with the upstream gradient applied to the small
+    (N, C) sides. No other (N, V) tensor is made. Losses are float32 (float64 for float64 inputs)
+    and gradients come back in the dtypes of x and W.
 
     The softcap is computed as cap × tanh(h / cap) = cap × (2σ(2h / cap) − 1): on CPU torch's
     sigmoid is about four times faster than its tanh, and the softmax of cap × (2σ − 1) is that of
@@ -102,40 +105,48 @@ class HeadLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, targets, buffers, keep_for_backward):
+    def forward(ctx, x, weight, targets, buffers, keep_for_backward, dtype=None):
+        dtype = dtype or x.dtype
+        acc = torch.promote_types(dtype, torch.float32)  # what the per-row arithmetic runs in
         n, vocab = x.size(0), weight.size(0)
-        buf = buffers.take(n, vocab, x.dtype)  # holds 2h / cap, then σ of it, then d loss / d h
-        torch.mm(x * (2.0 / LOGIT_SOFTCAP), weight.t(), out=buf)
-        losses = torch.empty(n, dtype=x.dtype)
+        buf = buffers.take(n, vocab, dtype)  # holds 2h / cap, then (in acc) σ of it, then d loss / d h
+        weight_as = weight.to(dtype)  # weight itself where it is in dtype already
+        torch.mm((x * (2.0 / LOGIT_SOFTCAP)).to(dtype), weight_as.t(), out=buf)
+        losses = torch.empty(n, dtype=acc)
         safe = targets.clamp(min=0).unsqueeze(1)
-        scaled, probs = (torch.empty(min(n, LOSS_CHUNK_ROWS), vocab, dtype=x.dtype) for _ in range(2))
+        rows_at_once = min(n, LOSS_CHUNK_ROWS)
+        scaled, probs = (torch.empty(rows_at_once, vocab, dtype=acc) for _ in range(2))
+        upcast = torch.empty(rows_at_once, vocab, dtype=acc) if dtype != acc else None
         for start in range(0, n, LOSS_CHUNK_ROWS):
             end = min(start + LOSS_CHUNK_ROWS, n)
-            sig, rows = buf[start:end].sigmoid_(), safe[start:end]
+            rows, chunk = safe[start:end], buf[start:end]
+            sig = (chunk if upcast is None else upcast[: end - start].copy_(chunk)).sigmoid_()
             p = torch.softmax(torch.mul(sig, 2 * LOGIT_SOFTCAP, out=scaled[: end - start]), dim=1, out=probs[: end - start])
             losses[start:end] = p.gather(1, rows).log_().neg_().squeeze(1)
             if keep_for_backward:
                 # d loss / d h = (p − one-hot) × d softcap / d h = (p − one-hot) × 4σ(1 − σ); the 4 waits for backward
                 p.scatter_add_(1, rows, torch.full_like(rows, -1, dtype=p.dtype))
                 sig.addcmul_(sig, sig, value=-1.0).mul_(p)
+                if upcast is not None:
+                    chunk.copy_(sig)
         losses.masked_fill_(targets < 0, 0.0)
         if keep_for_backward:
-            ctx.save_for_backward(x, weight, targets)
-            ctx.grad_logits, ctx.buffers = buf, buffers
+            ctx.save_for_backward(x, weight_as, targets)
+            ctx.grad_logits, ctx.buffers, ctx.weight_dtype = buf, buffers, weight.dtype
         else:
             buffers.give_back(buf)
         return losses
 
     @staticmethod
     def backward(ctx, grad_losses):
-        x, weight, targets = ctx.saved_tensors
+        x, weight_as, targets = ctx.saved_tensors
         grad_logits, buffers = ctx.grad_logits, ctx.buffers
         del ctx.grad_logits
         rows = (4.0 * grad_losses * (targets >= 0)).unsqueeze(1)
-        grad_x = (grad_logits @ weight).mul_(rows) if ctx.needs_input_grad[0] else None
-        grad_weight = grad_logits.t() @ (x * rows) if ctx.needs_input_grad[1] else None
+        grad_x = (grad_logits @ weight_as).to(x.dtype).mul_(rows) if ctx.needs_input_grad[0] else None
+        grad_weight = (grad_logits.t() @ (x * rows).to(grad_logits.dtype)).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
         buffers.give_back(grad_logits)
-        return grad_x, grad_weight, None, None, None
+        return grad_x, grad_weight, None, None, None, None
 
 
 class CausalSelfAttention(nn.Module):
@@ -244,10 +255,12 @@ class GPT(nn.Module):
     @torch.compiler.disable
     def cpu_head_loss(self, x, targets):
         """HeadLoss, left out of torch.compile's graph: inductor's fused version of the plain
-        expression still makes several (N, V) tensors, slower on CPU than HeadLoss's one buffer."""
+        expression still makes several (N, V) tensors, slower on CPU than HeadLoss's one buffer.
+        Its matmuls run in bf16 under bf16 autocast, as the head's nn.Linear would."""
         weight = self.lm_head.weight
         keep = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-        return HeadLoss.apply(x, weight, targets, self.logit_buffer, keep)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        return HeadLoss.apply(x, weight, targets, self.logit_buffer, keep, dtype)
 
     def forward(self, idx, targets=None, kv_cache=None, loss_reduction="mean"):
         B, T = idx.shape
@@ -265,7 +278,7 @@ class GPT(nn.Module):
             raise ValueError(f"loss_reduction must be mean, sum or none, not {loss_reduction!r}")
         targets = targets.reshape(-1)
         weight = self.lm_head.weight
-        if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32:
+        if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32:  # the residual stream stays float32 under autocast
             losses = self.cpu_head_loss(x.reshape(-1, x.size(-1)), targets)
         else:
             h = self.lm_head(x).float()

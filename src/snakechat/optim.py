@@ -1,8 +1,8 @@
 """How every training stage optimises: the schedule of a run, and its optimizers.
 
 `torch.optim.Muon` for the hidden 2-D matrices, AdamW for the embedding and the output head; the
-learning rates × a warm-up / flat / warm-down multiplier. On a CPU without native bf16 matmuls,
-Muon's orthogonalisation runs in float32 (see `Muon`).
+learning rates × a warm-up / flat / warm-down multiplier. Muon's orthogonalisation runs in the
+run's precision (snakechat.precision): torch's bf16 Newton–Schulz under bf16, float32 under fp32.
 """
 
 from dataclasses import asdict, dataclass
@@ -63,22 +63,20 @@ def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):
     return x.T if grad.size(0) > grad.size(1) else x
 
 
-def cpu_has_bf16_matmul():
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it torch emulates
-    bf16 matmuls, 50× slower than float32 on an AVX2 EPYC, while with it they run 2.5–3.5× faster."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon; on a CPU without native bf16 matmul its Newton–Schulz step runs in float32
-    instead of bfloat16 (emulated bf16 dominated such CPUs' steps)."""
+    """torch.optim.Muon whose Newton–Schulz step runs in `precision` (resolved: bf16 or fp32):
+    torch's own bf16 iteration, or the same iteration in float32 (where bf16 would be emulated it
+    dominated the step, and a float32 run should be float32 throughout)."""
 
     torch_newton_schulz = staticmethod(torch.optim._muon._zeropower_via_newtonschulz)
 
+    def __init__(self, params, precision="fp32", **kwargs):
+        super().__init__(params, **kwargs)
+        self.precision = precision
+
     def newton_schulz(self):
         """The orthogonalisation this optimizer's step runs: (grad, ns_coefficients, ns_steps, eps) -> update."""
-        on_cpu = self.param_groups[0]["params"][0].device.type == "cpu"
-        return newton_schulz_float32 if on_cpu and not cpu_has_bf16_matmul() else self.torch_newton_schulz
+        return self.torch_newton_schulz if self.precision == "bf16" else newton_schulz_float32
 
     def step(self, closure=None):
         torch.optim._muon._zeropower_via_newtonschulz = self.newton_schulz()
@@ -88,15 +86,16 @@ class Muon(torch.optim.Muon):
             torch.optim._muon._zeropower_via_newtonschulz = self.torch_newton_schulz
 
 
-def build_optimizers(model, schedule):
-    """[AdamW (embedding, head), Muon (hidden matrices)]; each group keeps its base lr in "initial_lr"."""
+def build_optimizers(model, schedule, precision="fp32"):
+    """[AdamW (embedding, head), Muon (hidden matrices, orthogonalised in `precision`: bf16 or fp32)];
+    each group keeps its base lr in "initial_lr". Their state is float32, as the weights are."""
     model = unwrap(model)
     matrices = model.matrix_params()
     adamw = torch.optim.AdamW(
         [dict(params=[model.wte.weight], lr=schedule.embedding_lr), dict(params=[model.lm_head.weight], lr=schedule.unembedding_lr)],
         betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=True,
     )
-    muon = Muon(matrices, lr=schedule.matrix_lr, momentum=0.95, nesterov=True, weight_decay=schedule.weight_decay)
+    muon = Muon(matrices, precision, lr=schedule.matrix_lr, momentum=0.95, nesterov=True, weight_decay=schedule.weight_decay)
     covered = {id(p) for opt in (adamw, muon) for g in opt.param_groups for p in g["params"]}
     missed = [name for name, p in model.named_parameters() if id(p) not in covered]
     if missed:

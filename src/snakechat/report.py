@@ -76,14 +76,14 @@ def environment_section(metas):
         except PackageNotFoundError:
             pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    trained_on = sorted({f"{m.get('device', '?')} × {m.get('world_size', 1)}" for m in metas.values()})
+    trained_on = sorted({f"{m.get('device', '?')} × {m.get('world_size', 1)}" + (f" in {m['precision']}" if m.get("precision") else "") for m in metas.values()})
     rows = [
         ("git commit", f"{commit or 'not a git checkout'}{' (dirty)' if dirty else ''}"),
         ("host", platform.node()),
         ("platform", platform.platform()),
         ("CPU", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"),
         ("GPU", gpu),
-        ("trained on (device × world size)", ", ".join(trained_on) or "–"),
+        ("trained on (device × world size, precision)", ", ".join(trained_on) or "–"),
         ("packages", ", ".join(versions)),
     ]
     return "## Environment\n\n" + table(rows, ["", ""])
@@ -200,7 +200,23 @@ def chat_metric(row, n_tasks):
     return f"chat: {row['task']} (accuracy; {row['protocol']}, {items})", row["accuracy"]
 
 
-def stages_section(metas, given):
+def recorded_precision(path):
+    """The precision an evaluation's JSON output or sidecar records, or None (older or unreadable files)."""
+    try:
+        return json.loads(Path(path).read_text()).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def eval_precisions(base_loss, base_eval, chat_evals):
+    """{evaluation: the precision it ran in}, as base_loss's JSON and the sidecars of base_eval and chat_eval record it."""
+    found = {"base_loss": base_loss and recorded_precision(base_loss), "base_eval": base_eval and recorded_precision(f"{base_eval}.meta.json")}
+    chat = sorted({recorded_precision(f"{path}.meta.json") for path in chat_evals.values()} - {None})
+    found["chat_eval"] = "/".join(chat) or None
+    return {k: v for k, v in found.items() if v}
+
+
+def stages_section(metas, given, precisions):
     lines = []
     for stage in ["tokenizer", *STAGES, "base_loss", "base_eval", "chat_eval"]:
         if stage in given:
@@ -208,7 +224,8 @@ def stages_section(metas, given):
             if stage in metas:
                 m = metas[stage]
                 extra = f": {m.get('step', '?')} steps, {human(m['tokens']) if m.get('tokens') else '?'} tokens, {m.get('elapsed_s', 0):.0f} s"
-            lines.append(f"- {stage}: done{extra}")
+                precisions = {**precisions, stage: m.get("precision")}
+            lines.append(f"- {stage}: done{extra}" + (f" (in {precisions[stage]})" if precisions.get(stage) else ""))
         else:
             lines.append(f"- {stage}: not run")
     return "## Stages\n\n" + "\n".join(lines)
@@ -234,7 +251,7 @@ def build(args):
     given |= {"chat_eval"} if chat_evals else set()
     parts = [
         f"# snakechat report card: `{args.model}`",
-        stages_section(metas, given),
+        stages_section(metas, given, eval_precisions(args.base_loss, args.base_eval, chat_evals)),
         environment_section(metas),
         model_section(metas.get("base")),
         time_section(labelled(args.benchmark), metas, args.gpu_hour_usd),

@@ -10,8 +10,9 @@ RL) and how the model is evaluated. The trainer does the rest:
   state was made under this run's identity: the settings that change what is computed, the model
   shape, the inputs (by hash) and the number of processes; otherwise it stops, naming each difference;
 - the loop: learning rate × schedule (snakechat.optim), the micro-batches with gradient
-  accumulation (DDP over NCCL or gloo, gradients synchronised on the last micro-batch), precision
-  from snakechat.precision, torch.compile where the schedule asks, clipping, the optimizer steps;
+  accumulation (DDP over NCCL or gloo, gradients synchronised on the last micro-batch), the run's
+  precision (`--precision`, resolved by snakechat.precision: bf16 autocast with float32 weights and
+  optimizer state, or float32), torch.compile where the schedule asks, clipping, the optimizer steps;
 - train_log.csv, one row per step, and a progress line every log_every steps;
 - evaluations every eval_every steps and after the last (and before the first, for a recipe that asks);
 - a resumable state every save_every steps, after the last and on SIGTERM/SIGUSR1 (the process
@@ -140,6 +141,9 @@ class RunSettings:
     out: str = settings.option(help="checkpoint directory to write", identity=False)
     state: str = settings.option(help="resumable state directory (not a Snakemake output)", identity=False)
     device: str = settings.option("auto", "auto, cpu or cuda", identity=False)
+    # resolved (auto -> bf16 or fp32 on this device) before it enters the identity and meta.json
+    precision: str = settings.option("auto", "auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16",
+                                     choices=list(precision.SETTINGS), identity=False)
 
 
 @dataclass
@@ -203,10 +207,11 @@ class Trainer:
         self.device = torch.device(device)
         self.rank, _, self.world_size = dist_info()
         precision.configure(self.device)
-        self.optimizers = build_optimizers(model, schedule)
+        self.precision = precision.resolve(run.settings.precision, self.device)
+        self.optimizers = build_optimizers(model, schedule, self.precision)
         self.store = StateStore(run.settings.state)
         self.log = TrainLog(self.store.directory / "train_log.csv", LOG_COLUMNS + list(recipe.log_columns))
-        self.identity = {**settings.identity(run.settings), "model": model.config.to_dict(), "world_size": self.world_size,
+        self.identity = {**settings.identity(run.settings), "precision": self.precision, "model": model.config.to_dict(), "world_size": self.world_size,
                          "inputs": {str(p): provenance.hash_path(p) for p in run.inputs}}
         self.step, self.tokens, self.flops, self.elapsed, self.loss = 0, 0, 0, 0.0, float("nan")
         self.evals, self.resumed_from = [], None
@@ -275,7 +280,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for i, batch in enumerate(work.batches):
             accumulate = self.world_size > 1 and i < len(work.batches) - 1
-            with (getattr(model, "_orig_mod", model).no_sync() if accumulate else contextlib.nullcontext()), precision.autocast(self.device):
+            with (getattr(model, "_orig_mod", model).no_sync() if accumulate else contextlib.nullcontext()), precision.autocast(self.device, self.precision):
                 loss = self.recipe.loss(model, batch)
             loss.backward()
             loss_sum += loss.detach()
@@ -292,7 +297,7 @@ class Trainer:
 
     def evaluate(self):
         self.model.eval()
-        with torch.no_grad(), precision.autocast(self.device):
+        with torch.no_grad(), precision.autocast(self.device, self.precision):
             result = self.recipe.evaluate(self.model)
         self.model.train()
         if result:
@@ -338,7 +343,7 @@ class Trainer:
         meta = {
             "stage": run.stage, "model_config": self.model.config.to_dict(), **run.meta, "train": train_settings,
             "schedule": self.schedule.record(), "step": self.step, "tokens": self.tokens, "flops": self.flops, "elapsed_s": self.elapsed,
-            "world_size": self.world_size, "device": str(self.device), "final_loss": self.loss, "val_bpb": val, "evals": self.evals,
+            "world_size": self.world_size, "device": str(self.device), "precision": self.precision, "final_loss": self.loss, "val_bpb": val, "evals": self.evals,
             "resumed_from": self.resumed_from, **self.recipe.meta(),
             "provenance": provenance.record(run.module, train_settings, inputs=run.inputs),
         }

@@ -13,6 +13,7 @@ rule base_train:
         tokenizer_dir=subpath(input.tokenizer, parent=True),
         state=state_dir,
         depth=model_setting("depth"),
+        precision=model_setting("precision"),
         args=model_flags("base"),
         code=code_fingerprint("snakechat.base_train"),
     resources:
@@ -25,7 +26,7 @@ rule base_train:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.base_train --manifest {input.manifest} --tokenizer {params.tokenizer_dir} "
-        "--state {params.state} --out {output} --depth {params.depth} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --depth {params.depth} --precision {params.precision} {params.args} > {log} 2>&1"
 
 
 rule base_loss:
@@ -36,6 +37,7 @@ rule base_loss:
         report("results/base_loss/{model}.json", caption="../report/metrics.rst", category="Base evaluation"),
     params:
         launch=launch,
+        precision=model_setting("precision"),
         args=model_flags("base_loss"),
         code=code_fingerprint("snakechat.base_loss"),
     resources:
@@ -48,4 +50,4 @@ rule base_loss:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.base_loss --checkpoint {input.checkpoint} --manifest {input.manifest} "
-        "--out {output} {params.args} > {log} 2>&1"
+        "--out {output} --precision {params.precision} {params.args} > {log} 2>&1"

@@ -10,6 +10,7 @@ rule base_eval:
         meta="results/base_eval/{model}.csv.meta.json",
     params:
         launch=launch,
+        precision=model_setting("precision"),
         args=model_flags("base_eval"),
         code=code_fingerprint("snakechat.base_eval"),
     resources:
@@ -22,4 +23,4 @@ rule base_eval:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.base_eval --checkpoint {input.checkpoint} --bundle {input.bundle} "
-        "--out {output.csv} {params.args} > {log} 2>&1"
+        "--out {output.csv} --precision {params.precision} {params.args} > {log} 2>&1"

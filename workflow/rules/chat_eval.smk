@@ -12,6 +12,7 @@ rule chat_eval:
         stage="base|mid|sft|rl",
     params:
         launch=launch,
+        precision=model_setting("precision"),
         args=model_flags("chat_eval"),
         chat_dir=subpath(input.chat_data, parent=True),
         code=code_fingerprint("snakechat.chat_eval"),
@@ -25,4 +26,4 @@ rule chat_eval:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.chat_eval --checkpoint {input.checkpoint} --chat-data {params.chat_dir} "
-        "--out {output.csv} {params.args} > {log} 2>&1"
+        "--out {output.csv} --precision {params.precision} {params.args} > {log} 2>&1"

@@ -14,6 +14,7 @@ rule mid_train:
         launch=launch,
         chat_dir=subpath(input.chat_data, parent=True),
         state=state_dir,
+        precision=model_setting("precision"),
         args=model_flags("mid", skip=["enabled"]),
         module="snakechat.mid_train",
         code=code_fingerprint("snakechat.mid_train"),
@@ -27,4 +28,4 @@ rule mid_train:
         "../../environment.yml"
     shell:
         "{params.launch} -m {params.module} --start {input.start} --chat-data {params.chat_dir} "
-        "--state {params.state} --out {output} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --precision {params.precision} {params.args} > {log} 2>&1"
