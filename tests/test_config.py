@@ -153,3 +153,19 @@ def test_an_overlay_drops_entries(tmp_path):
     assert run.returncode != 0
     assert "tokenizers.tinyworld-4k.dataset: 'tinyworld' is not defined in datasets" in run.stderr + run.stdout
     assert "config/local.yaml (overlay)" in run.stderr + run.stdout
+
+
+def test_a_models_precision_reaches_every_stage_it_runs(tmp_path):
+    """config -> rule params -> --precision of each module the model's rules run (schema default: auto)."""
+    work = workflow_copy(tmp_path)
+    modules = ("base_train", "base_loss", "base_eval", "mid_train", "chat_sft", "chat_rl", "chat_eval")
+    for setting in ("auto", "fp32"):
+        if setting != "auto":
+            tiny = {**good_config()["models"]["tiny"], "precision": setting}
+            (work / "config/local.yaml").write_text(yaml.safe_dump({"models": {"tiny": tiny}}))
+        run = run_in(work, "snakemake", "-n", "-p")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        for module in modules:
+            commands = shell_commands(run.stdout, module)
+            assert commands and all(f"--precision {setting} " in c for c in commands), (module, setting)
+    assert len(shell_commands(run.stdout, "chat_eval")) == 4  # one per stage

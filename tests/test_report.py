@@ -19,7 +19,7 @@ def results(tmp_path):
     meta = {
         "model_config": {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_kv_head": 4, "sequence_len": 256, "vocab_size": 4096},
         "derived": {"params": 3_200_000},
-        "tokens": 6_400_000, "flops": 1.2e14, "step": 100, "elapsed_s": 120.0, "world_size": 1, "device": "cpu",
+        "tokens": 6_400_000, "flops": 1.2e14, "step": 100, "elapsed_s": 120.0, "world_size": 1, "device": "cpu", "precision": "bf16",
     }
     (base / "meta.json").write_text(json.dumps(meta))
     steps = range(1, 11)
@@ -37,8 +37,9 @@ def results(tmp_path):
         "label": ["facts", "copy", "CORE"], "type": ["multiple_choice", "language_modeling", ""], "shots": [3, 0, None],
         "n": [100, 100, None], "accuracy": [0.55, 0.2, None], "centered": [0.4, 0.2, 0.3], "seconds": [1.0, 2.0, None],
     }).to_csv(tmp_path / "base_eval.csv", index=False)
+    (tmp_path / "base_eval.csv.meta.json").write_text(json.dumps({"core": 0.3, "precision": "fp32"}))
     (tmp_path / "base_loss.json").write_text(json.dumps({
-        "train_bpb": 1.9, "val_bpb": 2.0, "unigram_val_bpb": 4.1, "samples": [{"prompt": "The capital of", "completion": " Arlo is Venn"}]}))
+        "precision": "bf16", "train_bpb": 1.9, "val_bpb": 2.0, "unigram_val_bpb": 4.1, "samples": [{"prompt": "The capital of", "completion": " Arlo is Venn"}]}))
     pd.DataFrame({
         "task": ["facts-mc", "GSM8K", "ChatCORE"], "kind": ["mc", "gsm8k", "aggregate"], "protocol": ["world", "nanochat", "nanochat+world"],
         "n": [50, 1319, 1369], "test_items": [100, 1319, 1419],
@@ -60,6 +61,10 @@ def test_report_card_has_every_section_and_marks_missing_stages(results):
     for section in ("## Stages", "## Environment", "## Model", "## Time and cost", "## Metrics"):
         assert section in text
     assert "- mid: not run" in text and "- rl: not run" in text and "- base: done" in text
+    assert "- base: done: 100 steps, 6.40M tokens, 120 s (in bf16)" in text
+    assert "- base_loss: done (in bf16)" in text and "- base_eval: done (in fp32)" in text
+    assert "- chat_eval: done\n" in text  # its sidecar is missing: no precision to tell
+    assert "| trained on (device × world size, precision) | cpu × 1 in bf16 |" in text
     assert "3.20M" in text  # parameters
     assert "| tokens : params | 2.0 |" in text
     assert "| CORE (2 tasks, 100 items each) | – | 0.3000 |" in text

@@ -100,3 +100,16 @@ def test_the_comparison_finds_a_changed_default_and_a_missing_flag(monkeypatch):
     missing, drift = compare(path, {"chat_eval": parser})
     assert missing == ["top_k"]
     assert drift == [f"chat_eval --max-per-task: {schema_default + 1}, schema {schema_default}"]
+
+
+# a key of a model's config entry that every stage of the model takes -> the modules its rules pass it to
+MODEL_WIDE = {"precision": ["base_train", "base_loss", "base_eval", "mid_train", "chat_sft", "chat_rl", "chat_eval"]}
+
+
+@pytest.mark.parametrize("key", list(MODEL_WIDE))
+def test_model_wide_keys_are_flags_of_every_stage_with_the_schemas_default_and_choices(key, monkeypatch):
+    spec = SCHEMA["properties"]["models"]["additionalProperties"]["properties"][key]
+    for name in MODEL_WIDE[key]:
+        action = next((a for a in module_parser(name, monkeypatch)._actions if a.dest == key), None)
+        assert action is not None, f"snakechat.{name} has no --{key}"
+        assert action.default == spec["default"] and list(action.choices) == spec["enum"], name
