@@ -1,5 +1,6 @@
 """Generation speed of snakechat.engine: tokens/s for batch sizes 1 and 16, with and without the KV cache,
-and of transformers' `generate` on the same model exported by snakechat.export_hf.
+in each precision (fp32 and bf16, snakechat.precision), and of transformers' `generate` on the same
+model exported by snakechat.export_hf (float32).
 
     python bench/engine.py                                   # random depth-4 model, tiny-sized
     python bench/engine.py --checkpoint results/sft/tiny
@@ -15,9 +16,13 @@ ratio is against snakechat's engine with the cache at the same batch size, measu
 snakechat prefills the prompt once and copies its cache to every row; transformers prefills each row.
 On the 2-core VM (depth 4, 3.8M parameters, --threads 1, a busy machine) transformers made 136 vs
 242 tokens/s at batch 1 (0.56x) and 765 vs 1032 at batch 16 (0.74x).
+Every ratio is against the first precision's engine with the cache at the same batch size.
+
+Measured: FILL
 """
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +33,7 @@ from snakechat import world_corpus
 from snakechat.common import device_type
 from snakechat.engine import Engine
 from snakechat.gpt import GPT
+from snakechat.precision import SETTINGS, for_inference, resolve
 from snakechat.sizing import config_from_depth
 from snakechat.tokenizer import Tokenizer
 
@@ -45,16 +51,19 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(engine, prompt, batch, new_tokens, use_cache, device, repeats):
-    best = float("inf")
+def measure(engines, prompt, batch, new_tokens, use_cache, device, repeats):
+    """[(tokens/s, steps)] of each engine, best of `repeats` runs; the engines take turns, so a shared
+    machine's load falls on all of them alike."""
+    best, steps = [float("inf")] * len(engines), [0] * len(engines)
     for r in range(repeats + 1):  # the first run warms up
-        sync(device)
-        start = time.perf_counter()
-        steps = sum(1 for _ in engine.generate(prompt, num_samples=batch, max_tokens=new_tokens, temperature=1.0, seed=r, use_cache=use_cache))
-        sync(device)
-        if r:
-            best = min(best, time.perf_counter() - start)
-    return steps * batch / best, steps
+        for i, engine in enumerate(engines):
+            sync(device)
+            start = time.perf_counter()
+            steps[i] = sum(1 for _ in engine.generate(prompt, num_samples=batch, max_tokens=new_tokens, temperature=1.0, seed=r, use_cache=use_cache))
+            sync(device)
+            if r:
+                best[i] = min(best[i], time.perf_counter() - start)
+    return [(n * batch / t, n) for n, t in zip(steps, best)]
 
 
 def hf_export(model, tok, root):
@@ -100,6 +109,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="timed runs per setting (the best is reported)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--precision", nargs="+", choices=SETTINGS, default=["fp32", "bf16"], help="precisions to compare (the first is the baseline)")
     p.add_argument("--hf", choices=["auto", "false"], default="auto", help="auto: add the transformers row where transformers is installed (CPU only)")
     args = p.parse_args(argv)
     if args.threads:
@@ -112,7 +122,9 @@ def main(argv=None):
     else:
         model, tok = random_model(args, device)
     model.eval()
-    engine = Engine(model, tok)
+    # each precision's engine samples from the model as the stages load it (precision.for_inference: bf16 weights under bf16)
+    resolved = [resolve(setting, device) for setting in args.precision]
+    engines = [Engine(model if r == "fp32" else for_inference(copy.deepcopy(model), r), tok, precision=r) for r in resolved]
     c = model.config
     params = sum(p.numel() for p in model.parameters())
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})")
@@ -124,16 +136,16 @@ def main(argv=None):
         hf = hf_export(model, tok, Path(workdir.name))
         if hf is None:
             print("transformers is not installed (pip install 'snakechat[hf]'): no transformers row")
-    print(f"{'engine':>12} {'batch':>5} {'kv_cache':>8} {'tokens/s':>10} {'steps':>6} {'ratio':>6}")
+    print(f"{'engine':>12} {'precision':>9} {'batch':>5} {'kv_cache':>8} {'tokens/s':>10} {'steps':>6} {'ratio':>6}")
     for batch in args.batch_sizes:
+        baseline = None
         for use_cache in (True, False):
-            rate, steps = measure(engine, prompt, batch, args.new_tokens, use_cache, device, args.repeats)
-            if use_cache:
-                baseline = rate
-            print(f"{'snakechat':>12} {batch:>5} {str(use_cache):>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
+            for engine, (rate, steps) in zip(engines, measure(engines, prompt, batch, args.new_tokens, use_cache, device, args.repeats)):
+                baseline = baseline or rate
+                print(f"{'snakechat':>12} {engine.precision:>9} {batch:>5} {str(use_cache):>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
         if hf is not None:
             rate, steps = measure_hf(hf, prompt, batch, args.new_tokens, args.repeats)
-            print(f"{'transformers':>12} {batch:>5} {'True':>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
+            print(f"{'transformers':>12} {'fp32':>9} {batch:>5} {'True':>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

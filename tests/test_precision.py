@@ -124,3 +124,31 @@ def test_engine_in_bf16_caches_bf16_and_samples_from_float32_logits():
             full = gpt.double()(prompt)[0, 5:].float()
             gpt.float()
         assert relative_error(torch.cat(steps), full) < tolerance, name
+
+
+def test_a_model_for_inference_computes_what_autocast_computes():
+    """for_inference's bf16 weights give bitwise the logits and losses of autocast over the float32
+    weights, and the same greedy generations; such a model refuses to generate in fp32."""
+    import copy
+
+    gpt = model().eval()
+    cast = precision.for_inference(copy.deepcopy(gpt), "bf16")
+    assert cast.lm_head.weight.dtype == torch.bfloat16 and cast.wte.weight.dtype == torch.float32
+    assert not any(p.requires_grad for p in cast.parameters())
+    assert precision.for_inference(gpt, "fp32") is gpt and gpt.lm_head.weight.dtype == torch.float32
+    idx = torch.randint(0, 211, (2, 20))
+    with torch.no_grad(), precision.autocast("cpu", "bf16"):
+        assert torch.equal(cast(idx), gpt(idx))
+        assert torch.equal(cast(idx, idx, loss_reduction="none"), gpt(idx, idx, loss_reduction="none"))
+
+    class Tok:
+        bos_id = 0
+
+        def special_id(self, name):
+            return 200 + ["<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>", "<|assistant_end|>"].index(name)
+
+    prompts = [[0, 5, 9, 14], [0, 7, 3, 3, 8, 1]]
+    outputs = [Engine(m, Tok(), precision="bf16").generate_many(prompts, max_tokens=12, temperature=0.0) for m in (gpt, cast)]
+    assert outputs[0] == outputs[1] and all(len(tokens) == 12 for tokens, _ in outputs[0])
+    with pytest.raises(ValueError, match="precision bf16"):
+        Engine(cast, Tok(), precision="fp32")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from snakechat import core_eval, precision
 from snakechat.common import cleanup_distributed, init_distributed, is_master, print0, write_json_atomic
+from snakechat.precision import for_inference
 from snakechat.provenance import record
 
 HF_CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length", "max_seq_len")
@@ -29,7 +30,7 @@ def snakechat_scorer(checkpoint_dir, device, precision="fp32"):
     from snakechat.checkpoint import load_model
 
     model, tokenizer, meta = load_model(checkpoint_dir, device)
-    model.eval()
+    for_inference(model.eval(), precision)
     scorer = core_eval.Scorer(
         encode=tokenizer.encode_batch,
         logits=model,

@@ -85,7 +85,7 @@ def main(argv=None):
     rank, _, world_size, device = init_distributed(args.device)
     resolved = precision.resolve(args.precision, device)
     model, tokenizer, meta = load_model(args.checkpoint, device)
-    model.eval()
+    precision.for_inference(model.eval(), resolved)
     token_bytes = load_token_bytes(meta["tokenizer"])
     seq_len = model.config.sequence_len
     rows = args.device_batch_rows * world_size

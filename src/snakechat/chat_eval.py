@@ -55,7 +55,7 @@ from snakechat.checkpoint import load_model
 from snakechat.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
 from snakechat.conversation import render_for_completion
 from snakechat.engine import Engine
-from snakechat.precision import SETTINGS, autocast
+from snakechat.precision import SETTINGS, autocast, for_inference, resolve
 
 EVALUATED_KINDS = ("mc", "gsm8k", "humaneval")
 COLUMNS = ["task", "kind", "protocol", "n", "test_items", "accuracy", "baseline", "centered"]
@@ -145,9 +145,9 @@ def prompt_ids(tok, record, kind, max_len):
 
 
 class Evaluator:
-    def __init__(self, model, tok, device, args, sandbox=None):
+    def __init__(self, model, tok, device, args, sandbox=None, precision="fp32"):
         self.model, self.tok, self.device, self.args, self.sandbox = model, tok, device, args, sandbox
-        self.engine = Engine(model, tok, precision=args.precision)  # resolves it: bf16 or fp32
+        self.engine = Engine(model, tok, precision=precision)  # resolves it: bf16 or fp32
         self.letter_ids = {}
         self.cuts = {}  # "reference"/"model" -> prompts cut so, since the last run_task
 
@@ -308,8 +308,8 @@ def main(argv=None):
         raise SystemExit(f"no evaluable tasks (skipped: {skipped})")
     sandbox = open_sandbox(args) if any(task[1] == "humaneval" for task in picked) else None
     model, tok, meta = load_model(args.checkpoint, device)
-    model.eval()
-    evaluator = Evaluator(model, tok, device, args, sandbox)
+    precision = resolve(args.precision, device)
+    evaluator = Evaluator(for_inference(model.eval(), precision), tok, device, args, sandbox, precision)
     results, details = [], {}
     for name, kind, protocol, records, test_items, baseline in picked:
         start = time.time()

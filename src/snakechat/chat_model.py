@@ -7,7 +7,7 @@ from pathlib import Path
 from snakechat.checkpoint import load_model
 from snakechat.common import device_type
 from snakechat.engine import Engine
-from snakechat.precision import SETTINGS
+from snakechat.precision import SETTINGS, for_inference, resolve
 
 STAGES = ("base", "mid", "sft", "rl")
 
@@ -52,5 +52,7 @@ def checkpoint_dir(p, args):
 
 def load_engine(directory, device="auto", precision="fp32"):
     """(engine, tokenizer) of the checkpoint in `directory`, in eval mode, generating in `precision`."""
-    model, tok, _ = load_model(directory, device_type(device))
-    return Engine(model.eval(), tok, precision=precision), tok
+    device = device_type(device)
+    model, tok, _ = load_model(directory, device)
+    precision = resolve(precision, device)
+    return Engine(for_inference(model.eval(), precision), tok, precision=precision), tok

@@ -15,6 +15,9 @@ or <|bos|>, after `max_tokens` steps, or when the sequence reaches the last posi
 Precision: `Engine(..., precision=)` takes a snakechat.precision setting (default fp32, exact;
 the stages pass their `--precision`, auto by default): under bf16 the forward passes run in bf16
 autocast and the cache holds bf16 keys and values, while logits are sampled from in float32.
+autocast casts the model's weights once per `generate_many` call (its whole loop is one autocast
+region), but at every step of `generate` (whose consumer runs between steps): a model that is only
+sampled from should be put `precision.for_inference` first, as chat_model.load_engine does.
 
 Sampling is deterministic for a given seed (a private torch.Generator): temperature 0 is greedy,
 top_k keeps the k most likely tokens, top_p the fewest most likely tokens whose probabilities add
@@ -146,6 +149,8 @@ class Engine:
         self.config = model.config
         self.device = next(model.parameters()).device
         self.precision = resolve(precision, self.device)
+        if self.precision == "fp32" and any(p.dtype != torch.float32 for p in model.parameters()):
+            raise ValueError("the model's weights are not float32 (cast for bf16 inference?): generate from it with precision bf16")
         # positions the model has rotary angles for (snakechat.gpt covers a multiple of sequence_len)
         self.max_len = model.cos.size(1) if hasattr(model, "cos") else model.config.sequence_len
 
@@ -241,6 +246,10 @@ class Engine:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)
         rows = [ToolState(self.tokenizer, self.tool) for _ in prompts]
+        with autocast(self.device, self.precision):  # one region: each weight is cast once, not at every step
+            return self._generate_many(prompts, rows, longest, max_tokens, temperature, top_k, generator)
+
+    def _generate_many(self, prompts, rows, longest, max_tokens, temperature, top_k, generator):
         outputs = [([], []) for _ in prompts]
         pos = min(len(p) for p in prompts)
         cache = self._new_cache(len(prompts), min(longest + max_tokens, self.max_len))

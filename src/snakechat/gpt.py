@@ -277,8 +277,7 @@ class GPT(nn.Module):
         if loss_reduction not in ("mean", "sum", "none"):
             raise ValueError(f"loss_reduction must be mean, sum or none, not {loss_reduction!r}")
         targets = targets.reshape(-1)
-        weight = self.lm_head.weight
-        if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32:  # the residual stream stays float32 under autocast
+        if x.device.type == "cpu" and x.dtype == torch.float32:  # the residual stream stays float32 under autocast
             losses = self.cpu_head_loss(x.reshape(-1, x.size(-1)), targets)
         else:
             h = self.lm_head(x).float()

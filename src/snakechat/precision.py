@@ -14,6 +14,8 @@ A stage's `--precision` (config: a model's `precision`) is one of:
 `resolve(setting, device)` turns a setting into `bf16` or `fp32`; a stage resolves once, records
 the result (meta.json, sidecars) and hands it to `autocast`, `snakechat.optim` and the engine.
 Logits leave the model in float32 in both precisions, so evaluations compare them in float32.
+A model that only runs forward passes is put `for_inference`: under bf16 its matmul weights are
+cast once instead of at every call (decoding makes one call per token).
 """
 
 import contextlib
@@ -53,6 +55,19 @@ def configure(device):
     """Once per process: TF32 matmuls on CUDA for what stays float32."""
     if torch.device(device).type == "cuda":
         torch.set_float32_matmul_precision("high")
+
+
+def for_inference(model, precision):
+    """`model` for forward passes only, in `precision` (resolved). Under bf16 its nn.Linear weights
+    are cast to bf16 once, in place: autocast casts them to the same values at every call, which in
+    decoding (one call per token) costs as much as the small matmuls themselves. Such a model then
+    runs only under `autocast(device, "bf16")`, and is no longer trained (no gradients)."""
+    if precision == "bf16":
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.to(torch.bfloat16)
+        model.requires_grad_(False)
+    return model
 
 
 def autocast(device, precision):
