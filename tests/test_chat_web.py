@@ -19,7 +19,9 @@ import pytest
 
 from snakechat import calculator
 from snakechat.chat_model import load_engine
-from snakechat.chat_web import ChatServer, Limits, Sampling, listen, make_server
+from snakechat.chat_api import Limits, Sampling
+from snakechat.chat_app import ChatServer
+from snakechat.chat_web import listen, make_server
 from snakechat.checkpoint import save_checkpoint
 from snakechat.conversation import render_conversation, render_for_completion
 from snakechat.engine import Engine
