@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from snakechat import export_hf, world_corpus
+from snakechat import export_hf, hf_mapping, world_corpus
 from snakechat.checkpoint import load_model
 from snakechat.conversation import render_conversation, render_for_completion
 from snakechat.engine import Engine
@@ -202,7 +202,7 @@ def test_rms_norm_epsilon_is_snakechats():
     from transformers.models.nanochat.modeling_nanochat import NanoChatRMSNorm
 
     x = torch.randn(4, 64, generator=torch.Generator().manual_seed(0)) * 1e-4
-    assert torch.allclose(NanoChatRMSNorm(eps=export_hf.RMS_NORM_EPS)(x), norm(x), rtol=1e-6, atol=0)
+    assert torch.allclose(NanoChatRMSNorm(eps=hf_mapping.RMS_NORM_EPS)(x), norm(x), rtol=1e-6, atol=0)
     assert not torch.allclose(NanoChatRMSNorm(eps=1e-6)(x), norm(x), rtol=1e-2, atol=0)
 
 
