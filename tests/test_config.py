@@ -169,3 +169,23 @@ def test_a_models_precision_reaches_every_stage_it_runs(tmp_path):
             commands = shell_commands(run.stdout, module)
             assert commands and all(f"--precision {setting} " in c for c in commands), (module, setting)
     assert len(shell_commands(run.stdout, "chat_eval")) == 4  # one per stage
+
+
+@pytest.mark.parametrize(
+    "overlay, target, expected",
+    [
+        (None, "results/base/nope", "model 'nope' is not in the config (known: d20, tiny)"),
+        ({"models": {"tiny": None}, "default_models": ["d20"]}, "results/sft/tiny", "model 'tiny' is not in the config (known: d20)"),
+    ],
+)
+def test_a_target_of_a_model_the_config_lacks_names_it_and_where_models_are_defined(tmp_path, overlay, target, expected):
+    """Asked for by its path, a model that is not in the config (never was, or config/local.yaml
+    dropped it) fails the dry run naming the model and the files that define models."""
+    work = workflow_copy(tmp_path)
+    if overlay is not None:
+        (work / "config/local.yaml").write_text(yaml.safe_dump(overlay))
+    run = run_in(work, "snakemake", "-n", target)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert expected in out and "models are defined under `models:` in config/config.yaml, and config/local.yaml adds" in out, out[-3000:]
+    assert "KeyError" not in out

@@ -101,6 +101,22 @@ def with_local_overlay(config, overlay_path, command_line):
     return config
 
 
+# what one entry of each named section is, in an error's words
+ENTRY_KINDS = {"datasets": "dataset", "tokenizers": "tokenizer", "eval_bundles": "eval bundle", "chat_data": "chat data", "models": "model"}
+
+
+def entry(config, section, name, config_path="config/config.yaml"):
+    """config[section][name]: the entry a target's wildcard names, or ConfigError naming it, the
+    entries there are and the files where they are defined (a target Snakemake was asked for can
+    name anything; a plain KeyError would say only the name)."""
+    entries = config.get(section) or {}
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise ConfigError(f"{ENTRY_KINDS[section]} {name!r} is not in the config (known: {known}); {section} are defined under `{section}:` in "
+                          f"{config_path}, and {LOCAL_OVERLAY} adds, replaces or removes them (docs/configuration.md)")
+    return entries[name]
+
+
 def load(config, schema_path, configfiles=(), command_line=None, overlay_path=LOCAL_OVERLAY):
     """The Snakefile's config: the local overlay applied (when the file exists), then validated;
     errors name every file the config came from."""

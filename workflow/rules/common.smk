@@ -11,28 +11,41 @@ from snakechat.provenance import code_fingerprint
 
 # --- config look-ups ---
 
+# the files the config came from, as errors name them (Snakemake reads --configfile instead of the shipped one)
+CONFIG_FILES = ", ".join(map(str, workflow.overwrite_configfiles or ["config/config.yaml"]))
+
+
+def config_entry(section, name):
+    """The entry `name` of a named config section; a name the config lacks (a target asked for
+    results/base/nope, say) is an error naming it and where such entries are defined."""
+    return configcheck.entry(config, section, name, CONFIG_FILES)
+
+
+def model_config(model):
+    return config_entry("models", model)
+
 
 def tokenizer_of(model):
-    return config["models"][model]["tokenizer"]
+    return model_config(model)["tokenizer"]
 
 
 def dataset_of_tokenizer(tokenizer):
-    return config["tokenizers"][tokenizer]["dataset"]
+    return config_entry("tokenizers", tokenizer)["dataset"]
 
 
 def model_names(model):
     """The names a model's paths use: its tokenizer, dataset and eval bundle."""
-    m = config["models"][model]
+    m = model_config(model)
     return {"tokenizer": m["tokenizer"], "dataset": dataset_of_tokenizer(m["tokenizer"]), "eval_bundle": m["eval_bundle"]}
 
 
 def chat_data_of(model):
     """The chat data a model's chat stages train and are evaluated on (only they need one)."""
-    return config["models"][model]["chat_data"]
+    return model_config(model)["chat_data"]
 
 
 def mid_enabled(model):
-    return config["models"][model]["mid"]["enabled"]
+    return model_config(model)["mid"]["enabled"]
 
 
 def chat_stages(model):
@@ -92,7 +105,7 @@ def stage_checkpoints(model):
 def hf_exports(model):
     """The transformers exports (results/hf/<model>/<stage>) the config's export_hf asks for; a stage
     the model does not train is an error."""
-    stages = config["models"][model]["export_hf"]
+    stages = model_config(model)["export_hf"]
     missing = [s for s in stages if s not in chat_stages(model)]
     if missing:
         raise ValueError(f"models.{model}.export_hf lists {', '.join(missing)}, which {model} does not train (its stages: {', '.join(chat_stages(model))})")
@@ -150,7 +163,7 @@ def config_flags(section, wildcard, keys=None):
     (only `keys` of it where given)."""
 
     def flags(wildcards):
-        entry = config[section][wildcards[wildcard]]
+        entry = config_entry(section, wildcards[wildcard])
         return stage_flags({k: entry[k] for k in keys} if keys else entry)
 
     return flags
@@ -158,12 +171,12 @@ def config_flags(section, wildcard, keys=None):
 
 def model_flags(stage, skip=()):
     """A params function: the `stage` section of the rule's model in the config, as module flags."""
-    return lambda wildcards: stage_flags(config["models"][wildcards.model][stage], skip)
+    return lambda wildcards: stage_flags(model_config(wildcards.model)[stage], skip)
 
 
 def model_setting(key):
     """A params function: the rule's model's `key` in the config (its depth, say)."""
-    return lambda wildcards: config["models"][wildcards.model][key]
+    return lambda wildcards: model_config(wildcards.model)[key]
 
 
 def labelled(pairs, inside=""):
@@ -188,7 +201,7 @@ def launch(wildcards, resources, output):
     trainer = next((r for r in TRAINING_RULES if workflow.get_rule(r).is_producer(output[0])), None)
     if trainer is not None:
         per_node, nodes, source = launcher.processes_of(resources, cpu_processes)
-        problem = configcheck.batch_division(wildcards.model, config["models"][wildcards.model], TRAINING_RULES[trainer], per_node * nodes)
+        problem = configcheck.batch_division(wildcards.model, model_config(wildcards.model), TRAINING_RULES[trainer], per_node * nodes)
         if problem:
             raise configcheck.ConfigError(
                 f"{trainer} of model {wildcards.model!r} cannot run on {per_node * nodes} processes "
@@ -199,7 +212,7 @@ def launch(wildcards, resources, output):
     return launcher.prefix_for(resources, cpu_processes=cpu_processes)
 
 
-configcheck.check_batches(config, ", ".join(map(str, workflow.overwrite_configfiles or ["config/config.yaml"])))
+configcheck.check_batches(config, CONFIG_FILES)
 
 
 def state_dir(wildcards, output):
@@ -273,12 +286,12 @@ PLANNED_STAGES = ("tokenizer", "eval_bundle", "chat_data", "depth", "base", "bas
 
 def plan_config(wildcards):
     """The parts of the config a model's plan reads, as JSON: a change elsewhere does not re-plan it."""
-    names = model_names(wildcards.model)
+    names, model = model_names(wildcards.model), model_config(wildcards.model)
     return json.dumps({
-        "models": {wildcards.model: {k: v for k, v in config["models"][wildcards.model].items() if k in PLANNED_STAGES}},
+        "models": {wildcards.model: {k: v for k, v in model.items() if k in PLANNED_STAGES}},
         "tokenizers": {names["tokenizer"]: config["tokenizers"][names["tokenizer"]]},
         "datasets": {names["dataset"]: config["datasets"][names["dataset"]]},
-        "chat_data": {c: config["chat_data"][c] for c in [config["models"][wildcards.model].get("chat_data")] if c},
+        "chat_data": {c: config["chat_data"][c] for c in [model.get("chat_data")] if c},
         "plan": config["plan"],
     }, sort_keys=True)
 
