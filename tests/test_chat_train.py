@@ -126,18 +126,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # for the stages and Snakemake run as subprocesses
 MIXTURE = {"world_chat": {"weight": 200}, "arithmetic_tool": {"weight": 100}, "identity": {"weight": 60}, "world_mc": {"weight": 100}, "word_problems": {"weight": 100}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is as fast as several, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +220,18 @@ def test_sft_lowers_the_assistant_loss_and_writes_a_checkpoint(world, sft):
     assert meta["base_lrs"]["matrix_lr"] == 0.02  # carried forward from the base checkpoint
 
 
+def interrupt(module, args, state_dir):
+    """Run a training module with `args` in a subprocess and send it a real SIGTERM once it has saved
+    its second state in `state_dir`; it must stop as an interrupted run does."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (state_dir / "state_00000002.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+
+
 def test_sft_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run(world, mid, tmp_path):
     """Interrupt SFT (a real SIGTERM, handled by the shared loop), re-run it, compare with one clean run."""
     from snakechat import chat_sft
@@ -236,14 +241,7 @@ def test_sft_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run(worl
     chat_sft.main(sft_args(mid, world, tmp_path / "clean", tmp_path / "state_clean", steps=steps))
     args = sft_args(mid, world, tmp_path / "resumed", tmp_path / "state", steps=steps)
     args[args.index("--save-every") + 1] = "1"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "snakechat.chat_sft", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "state" / "state_00000002.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, out
+    interrupt("snakechat.chat_sft", args, tmp_path / "state")
     assert not (tmp_path / "resumed").exists()
     chat_sft.main(args)
     rows = read_log(tmp_path / "resumed")
@@ -279,18 +277,11 @@ def test_rl_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run_bit_f
     from snakechat.checkpoint import load_gpt
 
     steps = 8
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = lambda args: subprocess.run([sys.executable, "-m", "snakechat.chat_rl", *args], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    run = lambda args: subprocess.run([sys.executable, "-m", "snakechat.chat_rl", *args], env=ONE_THREAD, capture_output=True, text=True, timeout=300)  # noqa: E731
     clean = run(rl_args(world, sft, tmp_path / "clean", tmp_path / "state_clean", steps, 0))
     assert clean.returncode == 0, clean.stdout + clean.stderr
     args = rl_args(world, sft, tmp_path / "resumed", tmp_path / "state", steps, 1)
-    proc = subprocess.Popen([sys.executable, "-m", "snakechat.chat_rl", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "state" / "state_00000002.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, out
+    interrupt("snakechat.chat_rl", args, tmp_path / "state")
     resumed = run(args)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stdout + resumed.stderr
     assert [int(r["step"]) for r in read_log(tmp_path / "resumed")] == list(range(1, steps + 1))
@@ -334,8 +325,7 @@ def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
 def snakemake(workdir, configfile, *args):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile),
            "--allowed-rules", "mid_train", "chat_sft", "chat_rl", "-c1", *args, "results/rl/tiny"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ONE_THREAD)
 
 
 def planned_rules(dry_run_output):

@@ -6,8 +6,6 @@ import csv
 import json
 import sys
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -17,6 +15,8 @@ from snakechat.conversation import render_conversation, render_for_completion
 from snakechat.engine import Engine
 from snakechat.gpt import norm
 from snakechat.provenance import hash_file
+from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
+from world_dataset import write_world_dataset
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'snakechat[hf]')")
 
@@ -33,31 +33,14 @@ MIXED_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: one thread is as fast as several on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A base model trained by base_train on the built-in world (GQA: 2 query heads, 1 kv head, 512
     positions), an SFT model trained from it by chat_sft, and both exported."""
     from snakechat import base_train, chat_sft, world_chat
-    from snakechat.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("export")
-    docs = list(world_corpus.corpus_documents(0, 900))
-    shards = []
-    for i in range(3):
-        name = f"shard_{i:05d}.parquet"
-        pq.write_table(pa.table({"text": docs[i * 300:(i + 1) * 300]}), root / name, row_group_size=64)
-        shards.append({"file": name})
-    (root / "manifest.json").write_text(json.dumps({"shards": shards}))
-    Tokenizer.train(docs[:600], 512).save(root / "tok")
+    write_world_dataset(root)
     base_train.main([
         "--manifest", str(root / "manifest.json"), "--tokenizer", str(root / "tok"), "--out", str(root / "base"),
         "--state", str(root / "state_base"), "--depth", "2", "--aspect-ratio", "32", "--head-dim", "32", "--n-kv-head", "1",

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from snakechat import checkpoint
-from snakechat.gpt import GPT, GPTConfig
+from snakechat.gpt import GPT
 from snakechat.sizing import config_from_depth
+from tiny_chat_model import perturbed_gpt
 
 
 class ListCache:
@@ -29,19 +30,8 @@ class ListCache:
         return k, v
 
 
-def small(n_kv_head=2, **kw):
-    cfg = dict(sequence_len=32, vocab_size=97, n_layer=2, n_head=4, n_kv_head=n_kv_head, n_embd=64)
-    cfg.update(kw)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(**cfg))
-    with torch.no_grad():  # zero-initialised projections hide bugs; make every path matter
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
-
-
 def test_shapes_and_loss():
-    model = small()
+    model = perturbed_gpt()
     idx = torch.randint(0, 97, (3, 16))
     logits = model(idx)
     assert logits.shape == (3, 16, 97) and logits.dtype == torch.float32
@@ -56,7 +46,7 @@ def test_shapes_and_loss():
 
 
 def test_causal():
-    model = small()
+    model = perturbed_gpt()
     idx = torch.randint(0, 97, (1, 20))
     changed = idx.clone()
     changed[0, 12:] = (changed[0, 12:] + 1) % 97
@@ -68,7 +58,7 @@ def test_causal():
 @pytest.mark.parametrize("n_kv_head", [4, 2, 1])
 def test_kv_cache_matches_full_forward(n_kv_head):
     """Prefill of a prompt, then a chunk of 3 and single tokens, equals one full forward pass."""
-    model = small(n_kv_head=n_kv_head)
+    model = perturbed_gpt(n_kv_head=n_kv_head)
     idx = torch.randint(0, 97, (2, 14))
     full = model(idx)
     cache = ListCache(model.config.n_layer)
@@ -97,7 +87,7 @@ def test_param_and_flop_count():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = small()
+    model = perturbed_gpt()
     meta = {"model_config": model.config.to_dict(), "step": 7, "tokenizer": "tok"}
     out = tmp_path / "ckpt"
     checkpoint.save_checkpoint(out, torch.compile(model, backend="eager"), meta)
@@ -112,7 +102,7 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="meta.json"):
         checkpoint.load_gpt(tmp_path)
-    model = small()
+    model = perturbed_gpt()
     checkpoint.save_checkpoint(tmp_path / "c", model, {"model_config": model.config.to_dict()})
     (tmp_path / "c" / "model.pt").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="model.pt"):
@@ -145,7 +135,7 @@ def test_cpu_head_loss_matches_plain_cross_entropy():
 
 
 def test_model_loss_on_cpu_is_the_plain_loss():
-    model = small()
+    model = perturbed_gpt()
     idx = torch.randint(0, model.config.vocab_size, (2, 12))
     targets = torch.randint(0, model.config.vocab_size, (2, 12))
     targets[0, :3] = -1

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from snakechat import precision
 from snakechat.engine import KVCache, Engine
-from snakechat.gpt import GPT, LOGIT_SOFTCAP, GPTConfig, HeadLoss, LogitBuffer
+from snakechat.gpt import LOGIT_SOFTCAP, HeadLoss, LogitBuffer
+from tiny_chat_model import perturbed_gpt
 
 # bf16 keeps 8 significant bits: one rounding is up to 2^-9 relative, and a matmul's inputs are
 # each rounded once, so products carry ~0.3% relative error, and results after several bf16
@@ -73,25 +74,14 @@ def test_head_loss_matches_float64_in_each_precision(dtype):
     assert (losses[[3, 40]] == 0).all()
 
 
-def model(**kw):
-    cfg = dict(sequence_len=32, vocab_size=211, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
-    cfg.update(kw)
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(**cfg))
-    with torch.no_grad():  # zero-initialised projections hide bugs; make every path matter
-        for p in gpt.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return gpt
-
-
 def test_model_under_bf16_autocast_is_the_float64_model_within_bf16_rounding():
     """The loss, every weight's gradient and the logits under bf16 autocast, against the same model
     in float64; weights and gradients stay float32 and logits leave in float32."""
-    gpt = model()
+    gpt = perturbed_gpt(vocab_size=211)
     idx = torch.randint(0, 211, (3, 24))
     targets = torch.randint(0, 211, (3, 24))
     targets[0, :5] = -1
-    exact = model().double()
+    exact = perturbed_gpt(vocab_size=211).double()
     loss64 = exact(idx, targets)
     loss64.backward()
     with precision.autocast("cpu", "bf16"):
@@ -113,7 +103,7 @@ def test_model_under_bf16_autocast_is_the_float64_model_within_bf16_rounding():
 def test_engine_in_bf16_caches_bf16_and_samples_from_float32_logits():
     """The cached bf16 decode gives the uncached bf16 forward's logits (within bf16 rounding, in float32);
     the fp32 engine stays exact."""
-    gpt = model().eval()
+    gpt = perturbed_gpt(vocab_size=211).eval()
     prompt = torch.randint(0, 211, (1, 10))
     for name, tolerance in (("bf16", BF16_REL), ("fp32", 1e-5)):
         engine = Engine(gpt, tokenizer=None, precision=name)
@@ -131,7 +121,7 @@ def test_a_model_for_inference_computes_what_autocast_computes():
     weights, and the same greedy generations; such a model refuses to generate in fp32."""
     import copy
 
-    gpt = model().eval()
+    gpt = perturbed_gpt(vocab_size=211).eval()
     cast = precision.for_inference(copy.deepcopy(gpt), "bf16")
     assert cast.lm_head.weight.dtype == torch.bfloat16 and cast.wte.weight.dtype == torch.float32
     assert not any(p.requires_grad for p in cast.parameters())

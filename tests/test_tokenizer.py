@@ -5,13 +5,12 @@ import csv
 import json
 import random
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from snakechat import tok_eval, tok_train, world_corpus
 from snakechat.tokenizer import SPECIAL_TOKENS, TRAINERS, Tokenizer, _empty_hf_tokenizer, byte_to_char, capped_documents, load_token_bytes
+from world_dataset import write_dataset
 
 WORDS = (
     "the a river city north market old bridge people were and of to in is was she he they walked "
@@ -243,17 +242,6 @@ def test_doc_cap_and_max_chars():
 
 
 # ---- the stages ----
-
-
-def write_dataset(root, shards):
-    root.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i, texts in enumerate(shards):
-        name = f"shard_{i:05d}.parquet"
-        pq.write_table(pa.table({"text": texts}), root / name, row_group_size=1024)
-        entries.append({"file": name, "rows": len(texts), "bytes": (root / name).stat().st_size})
-    (root / "manifest.json").write_text(json.dumps({"shards": entries}))
-    return root / "manifest.json"
 
 
 def test_tok_train_and_tok_eval_stages(tmp_path):

@@ -10,17 +10,14 @@ import subprocess
 import sys
 import warnings
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from snakechat import world_corpus
 from snakechat.dataloader import PackedLoader, list_units, pack_rows
-from snakechat.tokenizer import Tokenizer
 from snakechat.optim import Schedule, lr_multiplier
 from snakechat.sizing import grad_accum_steps
 from snakechat.train_state import StateError, StateStore
+from world_dataset import write_world_dataset
 
 # One thread per process: on a shared 2-core machine, OpenMP threads that wait for each other are
 # far slower than one thread, and two training processes run at once in the gloo test.
@@ -36,16 +33,7 @@ TRAIN_ARGS = [
 def corpus(tmp_path_factory):
     """Three shards of built-in world documents (the last one validation) and a 512-id tokenizer."""
     root = tmp_path_factory.mktemp("corpus")
-    docs = list(world_corpus.corpus_documents(0, 900))
-    shards = []
-    for i in range(3):
-        name = f"shard_{i:05d}.parquet"
-        pq.write_table(pa.table({"text": docs[i * 300:(i + 1) * 300]}), root / name, row_group_size=64)
-        shards.append({"file": name})
-    (root / "manifest.json").write_text(json.dumps({"shards": shards}))
-    tok = Tokenizer.train(docs[:600], 512)
-    tok.save(root / "tok")
-    return root, tok
+    return root, write_world_dataset(root)
 
 
 def shard_list(root, split):

@@ -1,4 +1,5 @@
-"""Small real pieces for the engine, chat-eval and web-chat tests: a tokenizer, a GPT, a checkpoint."""
+"""Small real pieces for the tests that run tiny models: one torch thread, a tokenizer, GPTs with
+random weights, a checkpoint."""
 
 import pytest
 import torch
@@ -38,6 +39,17 @@ def random_gpt(vocab_size, seed=0, sequence_len=128, n_layer=2, n_head=2, n_kv_h
         for p in model.parameters():
             p.normal_(0.0, scale)
     return model.eval()
+
+
+def perturbed_gpt(vocab_size=97, **config):
+    """A small GPT (2 layers, 4 heads, 2 kv heads, 64 wide, 32 positions unless `config` says) with
+    its initial weights nudged at random: zero-initialised projections hide bugs, so every path matters."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{"sequence_len": 32, "vocab_size": vocab_size, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 64, **config}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
 
 
 def memorize(model, sequence, steps=300, lr=1e-2):
