@@ -97,9 +97,12 @@ def test_slurm_profile_plans_every_training_stage_of_d20():
     assert {"base_train", "mid_train", "chat_sft", "chat_rl"} <= set(re.findall(r"^rule (\w+):", out, re.M))
 
 
-def test_several_nodes_multiply_the_processes():
-    rc, out = dry_run("--profile", str(ROOT / "profiles" / "slurm"), "results/base/d20",
-                      "--set-resources", "base_train:nodes=2", "base_train:gres=gpu:8", "base_train:gpu=0")
+def test_several_nodes_multiply_the_processes(tmp_path):
+    """base_train on 2 nodes of 8 GPUs, set up in a copy of the profile as docs/cluster.md says."""
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["set-resources"]["base_train"].update(nodes=2, gres="gpu:8", gpu=0)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(profile))
+    rc, out = dry_run("--profile", str(tmp_path), "results/base/d20")
     assert rc != 0
     assert "base_train of model 'd20' cannot run on 16 processes (8 GPUs per node (the rule's gpu or gres resource) × 2 nodes)" in out
     assert "= 32 × 2048 × 16 = 1048576" in out

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +63,17 @@ def merged_profile(dest, rules=None):
     return dest
 
 
+def profile_copy(dest, rules):
+    """profiles/slurm as it is but for the named rules' resources, as a user edits it (a command
+    line --set-resources would replace the profile's whole set-resources, every rule's)."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    for rule, res in rules.items():
+        profile["set-resources"][rule].update(res)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return dest
+
+
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
@@ -76,7 +88,10 @@ def snakemake(args, cwd, timeout):
 
 
 def after_kill(args, cwd):
-    subprocess.run(["scancel", "--user=root"], capture_output=True)
+    out = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True).stdout
+    jobs = [j for j, wd in (line.split(maxsplit=1) for line in out.splitlines()) if Path(wd) == Path(cwd)]
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True)
     subprocess.run([sys.executable, "-m", "snakemake", *args, "--unlock"], cwd=cwd, env=ENV, capture_output=True)
 
 
@@ -228,6 +243,22 @@ def test_two_node_launch_meets_across_the_nodes(two_nodes, tmp_path):
         assert re.search(rf"launch: {host} is node {node} of 2, rendezvous scnode1:{port}, interface eth0 \(10\.213\.77\.1{node + 1}, towards scnode{2 - node}\)", log), log
 
 
+@pytest.mark.slurm
+def test_no_target_on_8_gpu_nodes_stops_before_submitting(slurm, tmp_path):
+    """`snakemake --profile profiles/slurm` with no target and the shipped config (default_models:
+    tiny) on the test cluster with the profile's 8 GPUs per rule: Snakemake stops while it plans,
+    saying why, and nothing is submitted or run (docs/cluster.md)."""
+    profile = merged_profile(tmp_path / "profile", rules={rule: {"gpu": 8} for rule in GPU_RULES})
+    args = ["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--profile", str(profile), "--configfile", str(ROOT / "config" / "config.yaml")]
+    result = snakemake(args, cwd=tmp_path, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "base_train of model 'tiny' cannot run on 8 processes" in output and "models.tiny.base.step_tokens 4096" in output
+    assert "name a target or set default_models" in output
+    assert "submitted with SLURM jobid" not in output and not (tmp_path / "results").exists()
+    assert jobs_in(tmp_path) == {}
+
+
 def submitted_jobs(snakemake_output):
     """rule -> Slurm job ids, from the plugin's "submitted with SLURM jobid N (log: .../rule_<rule>/...)" lines."""
     jobs = {}
@@ -236,9 +267,10 @@ def submitted_jobs(snakemake_output):
     return jobs
 
 
-def pipeline_args(workdir, *extra):
-    config = workdir / "test_config.yaml"
-    config.write_text(yaml.safe_dump(TINY_TEST_CONFIG))
+def pipeline_args(workdir, *extra, config=TINY_TEST_CONFIG):
+    path = workdir / "test_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    config = path
     return ["-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(ROOT / "config" / "config.yaml"), str(config), *extra]
 
 
@@ -327,23 +359,244 @@ def test_outputs_have_the_shape_of_a_local_run(tiny_through_slurm, tmp_path):
     assert slurm_eval[-1].startswith("CORE,")
 
 
+D20_TWO_NODES = {"models": {"d20": {"base": {"device_batch_rows": 16}}}}  # 2^19 tokens = 16 rows × 2048 × 16 processes
+
+
 @pytest.mark.slurm
-def test_d20_base_train_submits_a_whole_gpu_node(slurm, tmp_path):
-    """The real profile's sbatch line for base_train of d20. The test Slurm has no `gpu` partition
-    and 2 CPUs, so sbatch refuses it, and the plugin reports the line it tried."""
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_d20_base_train_submits_whole_gpu_nodes(slurm, tmp_path, nodes):
+    """The real profile's sbatch line for base_train of d20, on one node and, as docs/cluster.md says
+    a multi-node stage is set up, on two. The test cluster has no `gpu` partition, so sbatch refuses
+    it, and the plugin reports the line it tried."""
     for path, text in [("results/data/fineweb-edu/manifest.json", "{}"), ("results/tokenizer/fineweb-64k/tokenizer.json", "{}"),
                        ("results/tokenizer/fineweb-64k/token_bytes.json", "[]"), ("results/tokenizer/fineweb-64k/meta.json", "{}")]:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
+    configs, profile = [str(ROOT / "config" / "config.yaml")], ROOT / "profiles" / "slurm"
+    if nodes > 1:
+        (tmp_path / "two_nodes.yaml").write_text(yaml.safe_dump(D20_TWO_NODES))
+        configs.append(str(tmp_path / "two_nodes.yaml"))
+        profile = profile_copy(tmp_path / "profile", {"base_train": {"nodes": 2, "gres": "gpu:8", "gpu": 0}})
     # Only settings that leave the sbatch line alone: no account look-up, no retry, and a short
     # first status wait (the plugin sleeps it out before it exits).
-    args = ["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml"),
-            "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-no-account", "--retries", "0",
-            "--slurm-init-seconds-before-status-checks", "1", "results/base/d20"]
+    args = ["results/base/d20", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", *configs,
+            "--profile", str(profile), "--slurm-no-account", "--retries", "0",
+            "--slurm-init-seconds-before-status-checks", "1"]
     result = snakemake(args, cwd=tmp_path, timeout=180)
     assert result.returncode != 0
-    sbatch = re.search(r"sbatch call:\s*\n\s*(sbatch .*)", result.stdout + result.stderr).group(1)
-    for flag in ("-p gpu", "-t 360", "--mem 480000", "--nodes=1", "--cpus-per-task=64", "--signal=USR1@600", "--requeue", "--gpus=8"):
+    output = result.stdout + result.stderr
+    sbatch = re.search(r"sbatch call:\s*\n\s*(sbatch .*)", output).group(1)
+    gpus = "--gpus=8" if nodes == 1 else "--gres=gpu:8"
+    for flag in ("-p gpu", "-t 360", "--mem 480000", f"--nodes={nodes}", "--cpus-per-task=64", "--signal=USR1@600", "--requeue", gpus):
         assert f" {flag} " in sbatch, (flag, sbatch)
     assert "--ntasks" not in sbatch.split("--wrap")[0]
-    assert "torchrun --standalone --nproc_per_node=8 -m snakechat.base_train" in result.stdout + result.stderr
+    if nodes == 1:
+        assert "torchrun --standalone --nproc_per_node=8 -m snakechat.base_train" in output
+    else:
+        assert "--gpus" not in sbatch.split("--wrap")[0]
+        assert ("env -u SLURM_JOB_NODELIST srun --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=1 "
+                "python -m snakechat.launcher torchrun --nnodes=2 --nproc_per_node=8 -m snakechat.base_train") in output
+
+
+# --- one training job across two nodes ------------------------------------------------------------
+
+TWO_NODES = {"nodes": 2, "gres": "gpu:2", "gpu": 0}  # 2 nodes × 2 processes, as docs/cluster.md sets a stage up
+MULTI_NODE_STEPS = 1000
+# tiny as in TINY_TEST_CONFIG, with a step that splits over 4 processes (one 64-token row each) and
+# enough steps that a 2-node run sharing the machine with two others outlasts a 1-minute time limit.
+MULTI_NODE_CONFIG = {
+    **TINY_TEST_CONFIG,
+    "models": {"tiny": {**TINY_TEST_CONFIG["models"]["tiny"],
+                        "base": {**TINY_TEST_CONFIG["models"]["tiny"]["base"], "steps": MULTI_NODE_STEPS, "device_batch_rows": 1, "log_every": 100}}},
+}
+JOBCOMP_LOG = Path("/var/log/slurm/jobcomp.log")  # one line per finished job (tests/slurm/setup.sh)
+
+
+def finished_jobs():
+    """Job id -> the test cluster's record of it when it ended (jobcomp/filetxt: state, node list, times)."""
+    return {m["JobId"]: m for m in (dict(re.findall(r"(\w+)=(\S*)", line)) for line in JOBCOMP_LOG.read_text().splitlines()) if "JobId" in m}
+
+
+def jobs_in(workdir, rule=None):
+    """{job id: state} of `rule`'s jobs (any rule's: None) from `workdir` in the queue now."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%Z|%k|%T"], capture_output=True, text=True, check=True).stdout
+    prefix = f"rule_{rule}_" if rule else "rule_"
+    return {j: state for j, wd, comment, state in (line.split("|") for line in out.splitlines())
+            if Path(wd) == workdir and comment.startswith(prefix)}
+
+
+def workdir_with_inputs(source, dest):
+    """A work directory holding `source`'s data, tokenizer and eval bundle (mtimes kept)."""
+    for name in ("data", "tokenizer", "eval_bundle"):
+        shutil.copytree(source / "results" / name, dest / "results" / name)
+    return dest
+
+
+def start(work, profile_rules, target, *extra):
+    profile = merged_profile(work / "profile", rules=profile_rules)
+    args = pipeline_args(work, "--profile", str(profile), target, "--rerun-triggers", "mtime", *extra, config=MULTI_NODE_CONFIG)
+    run = subprocess.Popen(["timeout", "-k", "10", "1500", sys.executable, "-m", "snakemake", *args], cwd=work, env=ENV,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return run, args
+
+
+def state_steps(work):
+    return [int(p.stem.split("_")[1]) for p in sorted((work / "results" / "state" / "base" / "tiny").glob("state_*.pt"))]
+
+
+def interrupt_twice(work, run):
+    """Drive the interrupted run's base_train: its first job gets a real 1-minute time limit
+    (scontrol), the second `scancel --signal=USR1` once it has trained 3 steps past its resume
+    point, the third finishes. Returns, per job in order, (job id, its log and the saved states'
+    steps when it ended)."""
+    log, train_log = work / "logs" / "base_train" / "tiny.log", work / "results" / "state" / "base" / "tiny" / "train_log.csv"
+    order, ended = [], {}
+    deadline = time.time() + 1400
+    while run.poll() is None:
+        assert time.time() < deadline, "the interrupted two-node run did not finish"
+        queued = jobs_in(work, "base_train")
+        for job, state in queued.items():
+            if job not in order:
+                order.append(job)
+                if len(order) == 1:
+                    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
+            if len(order) == 2 and job == order[1] and state == "RUNNING" and "signalled" not in ended:
+                resumed_at = max(ended[order[0]][1]) if ended.get(order[0]) and ended[order[0]][1] else 0
+                rows = len(train_log.read_text().splitlines()) - 1 if train_log.exists() else 0
+                if rows >= resumed_at + 3:
+                    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+                    ended["signalled"] = job
+        for job in order:
+            if job not in queued and job not in ended:
+                ended[job] = (log.read_text() if log.exists() else "", state_steps(work))
+        time.sleep(0.3)
+    return [(job, *ended.get(job, ("", []))) for job in order]
+
+
+@pytest.fixture(scope="module")
+def two_node_runs(two_nodes, tiny_through_slurm, tmp_path_factory):
+    """tiny's base_train (MULTI_NODE_CONFIG) through profiles/slurm three times at once, on the Slurm
+    run's data and tokenizer: on 2 nodes × 2 processes, then base_eval on 2 nodes ("two"); on
+    1 node × 4 processes ("one"); on 2 nodes × 2 processes interrupted twice ("interrupted", see
+    interrupt_twice; no warning signal asked for, so the time limit's own SIGTERM must save the
+    state). Then base_eval on 1 node of the "two" checkpoint ("eval_one"). Returns {name: (workdir,
+    Snakemake's output)} and the interrupted run's jobs."""
+    source = tiny_through_slurm[0]
+    work = {name: workdir_with_inputs(source, tmp_path_factory.mktemp(name)) for name in ("two", "one", "interrupted", "eval_one")}
+    started = time.time()
+    runs = {
+        "two": start(work["two"], {"base_train": TWO_NODES, "base_eval": TWO_NODES}, "results/base_eval/tiny.csv"),
+        "one": start(work["one"], {"base_train": {"gpu": 4}}, "results/base/tiny"),
+        "interrupted": start(work["interrupted"], {"base_train": {**TWO_NODES, "slurm_extra": "'--requeue'"}}, "results/base/tiny"),
+    }
+    outputs = {}
+    try:
+        interrupted_jobs = interrupt_twice(work["interrupted"], runs["interrupted"][0])
+        for name, (run, _) in runs.items():
+            outputs[name] = run.communicate(timeout=1500)[0]
+        shutil.copytree(work["two"] / "results" / "base", work["eval_one"] / "results" / "base")
+        run, args = start(work["eval_one"], {}, "results/base_eval/tiny.csv")
+        runs["eval_one"] = (run, args)
+        outputs["eval_one"] = run.communicate(timeout=900)[0]
+    finally:
+        for name, (run, args) in runs.items():
+            if run.poll() is None:
+                run.kill()
+                after_kill(args, work[name])
+    for name, (run, _) in runs.items():
+        assert run.returncode == 0, f"{name}:\n{outputs[name][-8000:]}"
+    print(f"two-node runs: {time.time() - started:.0f} s")
+    return {name: (work[name], outputs[name]) for name in work}, interrupted_jobs
+
+
+def weights(checkpoint):
+    return torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slurm
+def test_two_nodes_train_as_one_node_with_as_many_processes(two_node_runs):
+    runs, _ = two_node_runs
+    (two, two_out), (one, one_out) = runs["two"], runs["one"]
+    a, b = weights(two / "results" / "base" / "tiny"), weights(one / "results" / "base" / "tiny")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.linalg.norm((a[name] - b[name]).float()) <= 1e-4 * torch.linalg.norm(b[name].float()), name
+    for work in (two, one):
+        meta = json.loads((work / "results" / "base" / "tiny" / "meta.json").read_text())
+        assert meta["world_size"] == 4
+    # Slurm's records: the 2-node job held both nodes, the 1-node one a single node.
+    records = finished_jobs()
+    (two_job,), (one_job,) = submitted_jobs(two_out)["base_train"], submitted_jobs(one_out)["base_train"]
+    assert (records[two_job]["NodeCnt"], records[two_job]["NodeList"], records[two_job]["JobState"]) == ("2", "scnode[1-2]", "COMPLETED")
+    assert records[one_job]["NodeCnt"] == "1" and records[one_job]["JobState"] == "COMPLETED"
+    # The 2-node job's log: a torchrun per node, at one rendezvous, and two ranks on each node.
+    log = (two / "logs" / "base_train" / "tiny.log").read_text()
+    port = 10000 + int(two_job) % 20000
+    for node, host in enumerate(["scnode1", "scnode2"]):
+        assert f"launch: {host} is node {node} of 2, rendezvous scnode1:{port}, interface eth0" in log, log[:3000]
+    ranks = dict(re.findall(r"^rank (\d) of 4 on (scnode\d)$", log, re.M))
+    assert sorted(ranks) == ["0", "1", "2", "3"] and sorted(ranks.values()) == ["scnode1", "scnode1", "scnode2", "scnode2"], ranks
+    assert "rank " not in (one / "logs" / "base_train" / "tiny.log").read_text()
+
+
+@pytest.mark.slurm
+def test_two_node_jobs_at_once_meet_on_their_own_ports(two_node_runs):
+    """The uninterrupted and the interrupted 2-node base_train ran at the same time with the same
+    first node; each met at its own rendezvous port."""
+    runs, interrupted_jobs = two_node_runs
+    records = finished_jobs()
+    (two_job,) = submitted_jobs(runs["two"][1])["base_train"]
+    first = interrupted_jobs[0][0]
+    assert records[two_job]["StartTime"] < records[first]["EndTime"] and records[first]["StartTime"] < records[two_job]["EndTime"]
+    assert 10000 + int(two_job) % 20000 != 10000 + int(first) % 20000
+    assert f"rendezvous scnode1:{10000 + int(first) % 20000}" in interrupted_jobs[0][1]
+
+
+@pytest.mark.slurm
+def test_time_limit_and_warning_signal_on_two_nodes_resume_to_the_same_weights(two_node_runs):
+    """The first job reached its time limit (Slurm's SIGTERM: the state saved once, job TIMEOUT),
+    the second got the warning signal (state saved once, job FAILED), Snakemake's retries resumed
+    each time and the third finished: weights bitwise equal to the uninterrupted 2-node run."""
+    runs, jobs = two_node_runs
+    work = runs["interrupted"][0]
+    assert len(jobs) == 3, jobs
+    records = finished_jobs()
+    (limited, limited_log, after_limit), (signalled, signalled_log, after_signal), (last, _, _) = jobs
+    assert [records[j]["JobState"] for j, _, _ in jobs] == ["TIMEOUT", "FAILED", "COMPLETED"]
+    assert all(records[j]["NodeCnt"] == "2" and records[j]["NodeList"] == "scnode[1-2]" for j, _, _ in jobs)
+    assert records[limited]["TimeLimit"] == "1"
+
+    k1 = int(re.search(r"stopping after step (\d+) on signal SIGTERM", limited_log).group(1))
+    assert limited_log.count("saved training state") == 1 and after_limit == [k1]
+    assert 0 < k1 < MULTI_NODE_STEPS
+    assert re.search(rf"resuming from \S+state_{k1:08d}\.pt at step {k1}", signalled_log)
+    k2 = int(re.search(r"stopping after step (\d+) on signal SIGUSR1", signalled_log).group(1))
+    assert signalled_log.count("saved training state") == 1 and after_signal == [k1, k2] and k2 > k1
+    final_log = (work / "logs" / "base_train" / "tiny.log").read_text()
+    assert re.search(rf"resuming from \S+state_{k2:08d}\.pt at step {k2}", final_log)
+
+    rows = (work / "results" / "base" / "tiny" / "train_log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, MULTI_NODE_STEPS + 1))
+    resumed, uninterrupted = weights(work / "results" / "base" / "tiny"), weights(runs["two"][0] / "results" / "base" / "tiny")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+@pytest.mark.slurm
+def test_two_node_base_eval_writes_the_one_node_csv(two_node_runs):
+    """base_eval of one checkpoint on 2 nodes × 2 processes and on 1 node × 2: the same CSV but for
+    the seconds it took."""
+    runs, _ = two_node_runs
+    (two, two_out), (one, one_out) = runs["two"], runs["eval_one"]
+    records = finished_jobs()
+    (two_job,), (one_job,) = submitted_jobs(two_out)["base_eval"], submitted_jobs(one_out)["base_eval"]
+    assert records[two_job]["NodeCnt"] == "2" and records[one_job]["NodeCnt"] == "1"
+    assert "base_train" not in submitted_jobs(one_out)
+
+    def without_seconds(work):
+        rows = (work / "results" / "base_eval" / "tiny.csv").read_text().splitlines()
+        seconds = rows[0].split(",").index("seconds")
+        return [[v for i, v in enumerate(r.split(",")) if i != seconds] for r in rows]
+
+    assert without_seconds(two) == without_seconds(one)
+    assert len(without_seconds(two)) > 2
