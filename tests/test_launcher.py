@@ -53,7 +53,8 @@ def fake_job(monkeypatch, tmp_path, nodelist, job_id, hosts):
 def test_node_entry_adds_the_rendezvous_and_becomes_torchrun(monkeypatch, tmp_path, capsys):
     """Every node computes the same endpoint (first host, port from the job id) and execs torchrun with it."""
     fake_job(monkeypatch, tmp_path, "gpu[07-08]", 123457, ["gpu07", "gpu08"])
-    monkeypatch.setattr(launcher.socket, "gethostname", lambda: "gpu08")
+    monkeypatch.setenv("SLURMD_NODENAME", "gpu08")
+    monkeypatch.setattr(launcher.socket, "gethostname", lambda: "gpu08.cluster.example")  # not what the node list says
     monkeypatch.setattr(launcher, "interface_towards", lambda host: ("ib0", "10.1.0.8") if host == "gpu07" else None)
     monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "eth9")  # a site's own setting wins

@@ -401,7 +401,7 @@ def test_d20_base_train_submits_whole_gpu_nodes(slurm, tmp_path, nodes):
 # --- one training job across two nodes ------------------------------------------------------------
 
 TWO_NODES = {"nodes": 2, "gres": "gpu:2", "gpu": 0}  # 2 nodes × 2 processes, as docs/cluster.md sets a stage up
-MULTI_NODE_STEPS = 1000
+MULTI_NODE_STEPS = 800
 # tiny as in TINY_TEST_CONFIG, with a step that splits over 4 processes (one 64-token row each) and
 # enough steps that a 2-node run sharing the machine with two others outlasts a 1-minute time limit.
 MULTI_NODE_CONFIG = {
@@ -435,8 +435,9 @@ def workdir_with_inputs(source, dest):
 def start(work, profile_rules, target, *extra):
     profile = merged_profile(work / "profile", rules=profile_rules)
     args = pipeline_args(work, "--profile", str(profile), target, "--rerun-triggers", "mtime", *extra, config=MULTI_NODE_CONFIG)
-    run = subprocess.Popen(["timeout", "-k", "10", "1500", sys.executable, "-m", "snakemake", *args], cwd=work, env=ENV,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(work / "snakemake.out", "w") as out:  # a file: several runs at once would fill their pipes unread
+        run = subprocess.Popen(["timeout", "-k", "10", "1500", sys.executable, "-m", "snakemake", *args], cwd=work, env=ENV,
+                               stdout=out, stderr=subprocess.STDOUT)
     return run, args
 
 
@@ -444,33 +445,36 @@ def state_steps(work):
     return [int(p.stem.split("_")[1]) for p in sorted((work / "results" / "state" / "base" / "tiny").glob("state_*.pt"))]
 
 
-def interrupt_twice(work, run):
-    """Drive the interrupted run's base_train: its first job gets a real 1-minute time limit
-    (scontrol), the second `scancel --signal=USR1` once it has trained 3 steps past its resume
-    point, the third finishes. Returns, per job in order, (job id, its log and the saved states'
-    steps when it ended)."""
-    log, train_log = work / "logs" / "base_train" / "tiny.log", work / "results" / "state" / "base" / "tiny" / "train_log.csv"
-    order, ended = [], {}
-    deadline = time.time() + 1400
-    while run.poll() is None:
-        assert time.time() < deadline, "the interrupted two-node run did not finish"
-        queued = jobs_in(work, "base_train")
+class InterruptTwice:
+    """Drives the interrupted run's base_train, one `poll()` at a time: its first job gets a real
+    1-minute time limit (scontrol), the second `scancel --signal=USR1` once it has trained 3 steps
+    past its resume point, the third finishes. `jobs()`: per job in order, (job id, its log and the
+    saved states' steps when it ended)."""
+
+    def __init__(self, work):
+        self.work, self.order, self.ended, self.signalled = work, [], {}, None
+        self.log = work / "logs" / "base_train" / "tiny.log"
+        self.train_log = work / "results" / "state" / "base" / "tiny" / "train_log.csv"
+
+    def poll(self):
+        queued = jobs_in(self.work, "base_train")
         for job, state in queued.items():
-            if job not in order:
-                order.append(job)
-                if len(order) == 1:
+            if job not in self.order:
+                self.order.append(job)
+                if len(self.order) == 1:
                     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
-            if len(order) == 2 and job == order[1] and state == "RUNNING" and "signalled" not in ended:
-                resumed_at = max(ended[order[0]][1]) if ended.get(order[0]) and ended[order[0]][1] else 0
-                rows = len(train_log.read_text().splitlines()) - 1 if train_log.exists() else 0
+            if len(self.order) == 2 and job == self.order[1] and state == "RUNNING" and self.signalled is None:
+                resumed_at = max(self.ended.get(self.order[0], ("", [0]))[1] or [0])
+                rows = len(self.train_log.read_text().splitlines()) - 1 if self.train_log.exists() else 0
                 if rows >= resumed_at + 3:
                     subprocess.run(["scancel", "--signal=USR1", job], check=True)
-                    ended["signalled"] = job
-        for job in order:
-            if job not in queued and job not in ended:
-                ended[job] = (log.read_text() if log.exists() else "", state_steps(work))
-        time.sleep(0.3)
-    return [(job, *ended.get(job, ("", []))) for job in order]
+                    self.signalled = job
+        for job in self.order:
+            if job not in queued and job not in self.ended:
+                self.ended[job] = (self.log.read_text() if self.log.exists() else "", state_steps(self.work))
+
+    def jobs(self):
+        return [(job, *self.ended.get(job, ("", []))) for job in self.order]
 
 
 @pytest.fixture(scope="module")
@@ -478,9 +482,9 @@ def two_node_runs(two_nodes, tiny_through_slurm, tmp_path_factory):
     """tiny's base_train (MULTI_NODE_CONFIG) through profiles/slurm three times at once, on the Slurm
     run's data and tokenizer: on 2 nodes × 2 processes, then base_eval on 2 nodes ("two"); on
     1 node × 4 processes ("one"); on 2 nodes × 2 processes interrupted twice ("interrupted", see
-    interrupt_twice; no warning signal asked for, so the time limit's own SIGTERM must save the
-    state). Then base_eval on 1 node of the "two" checkpoint ("eval_one"). Returns {name: (workdir,
-    Snakemake's output)} and the interrupted run's jobs."""
+    InterruptTwice; no warning signal asked for, so the time limit's own SIGTERM must save the
+    state). Once "two" is done, base_eval of its checkpoint on 1 node ("eval_one"). Returns {name:
+    (workdir, Snakemake's output)} and the interrupted run's jobs."""
     source = tiny_through_slurm[0]
     work = {name: workdir_with_inputs(source, tmp_path_factory.mktemp(name)) for name in ("two", "one", "interrupted", "eval_one")}
     started = time.time()
@@ -489,15 +493,20 @@ def two_node_runs(two_nodes, tiny_through_slurm, tmp_path_factory):
         "one": start(work["one"], {"base_train": {"gpu": 4}}, "results/base/tiny"),
         "interrupted": start(work["interrupted"], {"base_train": {**TWO_NODES, "slurm_extra": "'--requeue'"}}, "results/base/tiny"),
     }
+    interrupted = InterruptTwice(work["interrupted"])
     outputs = {}
     try:
-        interrupted_jobs = interrupt_twice(work["interrupted"], runs["interrupted"][0])
-        for name, (run, _) in runs.items():
-            outputs[name] = run.communicate(timeout=1500)[0]
-        shutil.copytree(work["two"] / "results" / "base", work["eval_one"] / "results" / "base")
-        run, args = start(work["eval_one"], {}, "results/base_eval/tiny.csv")
-        runs["eval_one"] = (run, args)
-        outputs["eval_one"] = run.communicate(timeout=900)[0]
+        deadline = time.time() + 1400
+        while any(run.poll() is None for run, _ in runs.values()):
+            assert time.time() < deadline, f"the two-node runs did not finish: {[n for n, (r, _) in runs.items() if r.poll() is None]}"
+            interrupted.poll()
+            if runs["two"][0].poll() is not None and "eval_one" not in runs:
+                # base_eval of the 2-node checkpoint on one node, while the interrupted run goes on
+                shutil.copytree(work["two"] / "results" / "base", work["eval_one"] / "results" / "base")
+                runs["eval_one"] = start(work["eval_one"], {}, "results/base_eval/tiny.csv")
+            time.sleep(0.3)
+        interrupted.poll()
+        outputs = {name: (work[name] / "snakemake.out").read_text() for name in runs}
     finally:
         for name, (run, args) in runs.items():
             if run.poll() is None:
@@ -506,7 +515,7 @@ def two_node_runs(two_nodes, tiny_through_slurm, tmp_path_factory):
     for name, (run, _) in runs.items():
         assert run.returncode == 0, f"{name}:\n{outputs[name][-8000:]}"
     print(f"two-node runs: {time.time() - started:.0f} s")
-    return {name: (work[name], outputs[name]) for name in work}, interrupted_jobs
+    return {name: (work[name], outputs[name]) for name in work}, interrupted.jobs()
 
 
 def weights(checkpoint):

@@ -194,7 +194,7 @@ def node_main(argv=None):
     if not job_id or not hosts:
         p.error("run under srun in a Slurm job (SLURM_JOB_ID and SLURM_JOB_NODELIST are needed)")
     ignore_warning_signal()
-    me = socket.gethostname()
+    me = os.environ.get("SLURMD_NODENAME") or socket.gethostname()  # the node's name as in the node list
     peer = peer_of(hosts, me)
     chosen = interface_towards(peer) if peer else None
     if chosen:
