@@ -6,7 +6,9 @@ model exported by snakechat.export_hf (float32).
     python bench/engine.py --checkpoint results/sft/tiny
     python bench/engine.py --depth 20 --vocab-size 65536 --sequence-len 2048 --new-tokens 256
 
-Tokens/s counts generated tokens over all rows (batch 16 makes 16 per step). Sampling runs at
+Tokens/s counts generated tokens over all rows (batch 16 makes 16 per step), per second of wall
+time on GPU and per CPU-second of this process on CPU (a shared machine's load disturbs that much
+less; with --threads 1 it is what one quiet core would do). Sampling runs at
 temperature 1 so no row stops early on a stop token it happens to like; rows keep going to
 --new-tokens (a stop token ends only that row's reading, the batch keeps stepping).
 
@@ -51,6 +53,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def clock(device):
+    return time.perf_counter() if device.type == "cuda" else time.process_time()
+
+
 def measure(engines, prompt, batch, new_tokens, use_cache, device, repeats):
     """[(tokens/s, steps)] of each engine, best of `repeats` runs; the engines take turns, so a shared
     machine's load falls on all of them alike."""
@@ -58,11 +64,11 @@ def measure(engines, prompt, batch, new_tokens, use_cache, device, repeats):
     for r in range(repeats + 1):  # the first run warms up
         for i, engine in enumerate(engines):
             sync(device)
-            start = time.perf_counter()
+            start = clock(device)
             steps[i] = sum(1 for _ in engine.generate(prompt, num_samples=batch, max_tokens=new_tokens, temperature=1.0, seed=r, use_cache=use_cache))
             sync(device)
             if r:
-                best[i] = min(best[i], time.perf_counter() - start)
+                best[i] = min(best[i], clock(device) - start)
     return [(n * batch / t, n) for n, t in zip(steps, best)]
 
 
@@ -87,12 +93,12 @@ def measure_hf(hf, prompt, batch, new_tokens, repeats):
     best = float("inf")
     for r in range(repeats + 1):
         torch.manual_seed(r)
-        start = time.perf_counter()
+        start = time.process_time()  # CPU only
         with torch.inference_mode():
             out = hf.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                               max_new_tokens=new_tokens, min_new_tokens=new_tokens)
         if r:
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
     steps = out.shape[1] - len(prompt)
     return steps * batch / best, steps
 

@@ -16,8 +16,9 @@ Precision: `Engine(..., precision=)` takes a snakechat.precision setting (defaul
 the stages pass their `--precision`, auto by default): under bf16 the forward passes run in bf16
 autocast and the cache holds bf16 keys and values, while logits are sampled from in float32.
 autocast casts the model's weights once per `generate_many` call (its whole loop is one autocast
-region), but at every step of `generate` (whose consumer runs between steps): a model that is only
-sampled from should be put `precision.for_inference` first, as chat_model.load_engine does.
+region, under no_grad: autocast caches no casts in inference mode), but at every step of `generate`
+(whose consumer runs between steps): a model that is only sampled from should be put
+`precision.for_inference` first, as chat_model.load_engine does.
 
 Sampling is deterministic for a given seed (a private torch.Generator): temperature 0 is greedy,
 top_k keeps the k most likely tokens, top_p the fewest most likely tokens whose probabilities add
@@ -228,7 +229,7 @@ class Engine:
                 break
         return sequences, masks
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode, where autocast would cast every weight again at every step
     def generate_many(self, prompts, max_tokens=256, temperature=1.0, top_k=None, seed=42):
         """Completions of several different prompts in one batch: [(tokens, masks)] per prompt.
 

@@ -268,6 +268,9 @@ class GPT(nn.Module):
         if start + T > self.cos.size(1):
             raise ValueError(f"position {start + T} exceeds the rotary table ({self.cos.size(1)} positions)")
         cos, sin = self.cos[:, start:start + T], self.sin[:, start:start + T]
+        if torch.is_autocast_enabled(idx.device.type):  # queries and keys come out of autocast's matmuls in its dtype: cast the angles once, not per layer
+            dtype = torch.get_autocast_dtype(idx.device.type)
+            cos, sin = cos.to(dtype), sin.to(dtype)
         x = norm(self.wte(idx))
         for block in self.blocks:
             x = block(x, cos, sin, kv_cache)
