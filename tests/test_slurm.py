@@ -1,7 +1,10 @@
-"""The cluster path against a real Slurm: profiles/slurm, the launcher under Slurm, preemption.
+"""The cluster path against a real Slurm: profiles/slurm, the launcher under Slurm on one and two
+nodes, preemption and time limits.
 
-Tests marked `slurm` use a single-node Slurm on this machine that tests/slurm/setup.sh installs
-and starts (root and apt-get needed; CI has both) and tests/slurm/teardown.sh stops. Every
+Tests marked `slurm` use a two-node Slurm on this machine (each slurmd in its own network
+namespace) that tests/slurm/setup.sh installs and starts (root and apt-get needed; CI has both)
+and tests/slurm/teardown.sh stops; where namespaces cannot be made it is one node, and the
+two-node tests skip saying why. Every
 Snakemake call runs under `timeout`: with a status command that cannot answer, Snakemake would
 wait forever on a finished job and ignore SIGTERM. Each test works in its own temporary directory
 with the slurm profile merged with tests/slurm/profile-overrides.yaml.
