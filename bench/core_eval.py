@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from snakechat import core_eval
+from snakechat import core_bundle, core_eval
 from snakechat.common import device_type
 from snakechat.gpt import GPT
 from snakechat.sizing import config_from_depth
@@ -40,7 +40,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
 
-    tasks = [t for t in core_eval.load_bundle(args.bundle) if not args.tasks or t.label in args.tasks]
+    tasks = [t for t in core_bundle.load_bundle(args.bundle) if not args.tasks or t.label in args.tasks]
     device = torch.device(device_type(args.device))
     tok = Tokenizer.load(args.tokenizer) if args.tokenizer else Tokenizer.train(bundle_texts(tasks), args.vocab_size)
     config = config_from_depth(args.depth, tok.vocab_size, args.sequence_len)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from core_bundle_fixture import CORPUS, NGramModel, char_encode, small_tasks, write_bundle
-from snakechat import core_eval as ce
+from snakechat import core_bundle, core_eval as ce
 
 
 def char_scorer(model):
@@ -127,13 +127,13 @@ def test_centered_accuracy_and_core():
 
 def test_load_bundle_reads_the_dclm_layout(tmp_path):
     write_bundle(tmp_path, small_tasks(), baselines={"mc": 25})
-    tasks = ce.load_bundle(tmp_path / "core.yaml")
+    tasks = core_bundle.load_bundle(tmp_path / "core.yaml")
     assert [(t.label, t.kind, t.shots, t.delimiter, t.baseline, len(t.items)) for t in tasks] == [
         ("mc", "multiple_choice", 0, " ", 25.0, 4),
         ("schema", "schema", 0, " ", 50.0, 3),
         ("lm", "language_modeling", 0, " ", 0.0, 4),
     ]
-    assert [t.label for t in ce.load_bundle(tmp_path)] == ["mc", "schema", "lm"]
+    assert [t.label for t in core_bundle.load_bundle(tmp_path)] == ["mc", "schema", "lm"]
 
 
 @pytest.mark.parametrize("breakage, message", [
@@ -142,21 +142,22 @@ def test_load_bundle_reads_the_dclm_layout(tmp_path):
     (lambda root: (root / "eval_data/language_modeling/lm.jsonl").unlink(), r"lm\.jsonl"),
     (lambda root: (root / "eval_meta_data.csv").write_text("Eval Task,Random baseline\nmc,25\n"), r"eval_meta_data\.csv: no `Random baseline` for task 'schema'"),
     (lambda root: (root / "core.yaml").write_text((root / "core.yaml").read_text().replace("icl_task_type: schema", "icl_task_type: ranking")), r"icl_task_type 'ranking'"),
+    (lambda root: (root / "core.yaml").write_text((root / "core.yaml").read_text().replace("multiple_choice/mc.jsonl", "../../mc.jsonl")), r"dataset_uri '\.\./\.\./mc\.jsonl' leaves the bundle's eval_data"),
 ])
 def test_load_bundle_names_the_problem(tmp_path, breakage, message):
     write_bundle(tmp_path, small_tasks())
     breakage(tmp_path)
-    with pytest.raises(ce.BundleError, match=message):
-        ce.load_bundle(tmp_path)
+    with pytest.raises(core_bundle.BundleError, match=message):
+        core_bundle.load_bundle(tmp_path)
 
 
 def test_fewshot_room_is_checked_before_scoring(tmp_path):
     tasks = small_tasks()
     tasks["mc"] = ("multiple_choice", 3, None, tasks["mc"][3])
     write_bundle(tmp_path, tasks)
-    loaded = ce.load_bundle(tmp_path)
+    loaded = core_bundle.load_bundle(tmp_path)
     ce.check_fewshot_room(loaded, 0)
-    with pytest.raises(ce.BundleError, match="'mc': 3 rows .* 3 few-shot"):
+    with pytest.raises(core_bundle.BundleError, match="'mc': 3 rows .* 3 few-shot"):
         ce.check_fewshot_room(loaded, 3)
 
 
@@ -168,7 +169,7 @@ def evaluate(tasks, model, **kw):
 
 def test_three_task_types_on_known_answers(tmp_path):
     write_bundle(tmp_path, small_tasks(), baselines={"mc": 50, "schema": 50})
-    results = evaluate(ce.load_bundle(tmp_path), NGramModel())
+    results = evaluate(core_bundle.load_bundle(tmp_path), NGramModel())
     assert results["mc"].accuracy == 1.0
     assert results["schema"].accuracy == 1.0
     assert results["lm"].accuracy == pytest.approx(3 / 4)  # "3+3= 7." is wrong
@@ -182,14 +183,14 @@ def test_wrong_gold_scores_zero(tmp_path):
         for item in tasks[label][3]:
             item["gold"] = 1 - item["gold"]
     write_bundle(tmp_path, tasks)
-    results = evaluate(ce.load_bundle(tmp_path), NGramModel())
+    results = evaluate(core_bundle.load_bundle(tmp_path), NGramModel())
     assert results["mc"].accuracy == 0.0 and results["schema"].accuracy == 0.0
     assert results["mc"].centered == -1.0
 
 
 def test_a_model_that_knows_nothing_is_at_chance(tmp_path):
     write_bundle(tmp_path, small_tasks())
-    results = evaluate(ce.load_bundle(tmp_path), NGramModel(corpus="."))
+    results = evaluate(core_bundle.load_bundle(tmp_path), NGramModel(corpus="."))
     assert results["lm"].accuracy == 0.0
     assert results["mc"].accuracy < 1.0
 
@@ -198,7 +199,7 @@ def test_fewshot_prompts_reach_the_model(tmp_path):
     tasks = small_tasks()
     tasks["lm"] = ("language_modeling", 2, "=>", tasks["lm"][3])
     write_bundle(tmp_path, tasks)
-    lm = [t for t in ce.load_bundle(tmp_path) if t.label == "lm"]
+    lm = [t for t in core_bundle.load_bundle(tmp_path) if t.label == "lm"]
     model = NGramModel()
     seen = []
     recording = lambda ids: seen.extend(ids.tolist()) or model(ids)
@@ -222,7 +223,7 @@ def test_empty_span_items_give_finite_scores(tmp_path):
         {"query": "it is", "choices": ["C", "Co"], "gold": 0},
     ]
     write_bundle(tmp_path, {"piqa": ("multiple_choice", 0, None, items)})
-    task = ce.load_bundle(tmp_path)[0]
+    task = core_bundle.load_bundle(tmp_path)[0]
     scorer = char_scorer(NGramModel(corpus="the fruit is watermelon. the fruit is wates. the fruit is watex. "))
     prepared = [ce.prepare_item(task, task.items, i, scorer) for i in range(3)]
     for p in prepared:
@@ -240,7 +241,7 @@ def test_long_prompts_are_cropped_to_the_context(tmp_path):
     tasks["lm"] = ("language_modeling", 3, None, tasks["lm"][3])
     write_bundle(tmp_path, tasks)
     model = NGramModel(max_len=24)
-    results = evaluate(ce.load_bundle(tmp_path), model)
+    results = evaluate(core_bundle.load_bundle(tmp_path), model)
     assert max(model.widths) <= 24
     assert results["mc"].accuracy == 1.0  # the choices survive the crop
     assert results["lm"].accuracy == pytest.approx(3 / 4)
@@ -267,7 +268,7 @@ def test_padding_and_batching_do_not_change_scores(tmp_path):
     assert exact_together[0] == exact_alone[0]
 
     write_bundle(tmp_path, small_tasks())
-    tasks = ce.load_bundle(tmp_path)
+    tasks = core_bundle.load_bundle(tmp_path)
     for task in tasks:
         prepared = [ce.prepare_item(task, task.items, i, scorer) for i in range(len(task.items))]
         one_by_one = ce.score_items(task.kind, prepared, scorer, batch_tokens=1)
@@ -335,7 +336,7 @@ def test_cli_rejects_a_bad_bundle_before_loading_the_model(tmp_path):
     write_bundle(tmp_path / "bundle", small_tasks())
     (tmp_path / "bundle" / "eval_meta_data.csv").unlink()
     (tmp_path / "model").mkdir()  # not a checkpoint: loading it would fail differently
-    with pytest.raises(ce.BundleError, match="eval_meta_data.csv: missing"):
+    with pytest.raises(core_bundle.BundleError, match="eval_meta_data.csv: missing"):
         base_eval.main(["--checkpoint", str(tmp_path / "model"), "--bundle", str(tmp_path / "bundle"), "--out", str(tmp_path / "x.csv")])
     assert not (tmp_path / "x.csv").exists()
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from http_server import http_server  # noqa: F401  (fixture)
 
-from snakechat import eval_bundle
+from snakechat import core_bundle, eval_bundle
 from snakechat.download import DownloadError
 
 CORE = {"icl_tasks": [
@@ -72,7 +72,7 @@ def test_incomplete_bundle_is_rejected_naming_the_task(http_server, tmp_path):
     files = {k: v for k, v in FILES.items() if "lambada" not in k}
     make_zip(http_server.root / "eval_bundle.zip", files=files)
     out = tmp_path / "eval_bundle" / "core" / "core.yaml"
-    with pytest.raises(ValueError, match="task 'lambada_openai' names eval_data/language_understanding/lambada_openai.jsonl, which is not in the bundle"):
+    with pytest.raises(ValueError, match=r"core.yaml: icl_tasks\[1\] \(lambada_openai\): dataset_uri 'language_understanding/lambada_openai.jsonl' not found"):
         run(out, http_server.url("eval_bundle.zip"))
     assert [p.name for p in (tmp_path / "eval_bundle").iterdir()] == []
 
@@ -98,7 +98,7 @@ def test_synthetic_bundle_is_complete(tmp_path):
     eval_bundle.main(["--out", str(out), "--kind", "synthetic", "--seed", "0"])
     rows = eval_bundle.check_bundle(out.parent)
     types = {t["icl_task_type"] for t in yaml.safe_load(out.read_text())["icl_tasks"]}
-    assert types == set(eval_bundle.TASK_TYPES) and all(n > 0 for n in rows.values())
+    assert types == set(core_bundle.TASK_TYPES) and all(n > 0 for n in rows.values())
 
 
 def test_a_cached_zip_with_one_byte_flipped_is_named_and_fetched_again(http_server, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core_bundle_fixture import CORPUS, small_tasks, write_bundle
-from snakechat import base_eval, core_eval as ce
+from snakechat import base_eval, core_bundle, core_eval as ce
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'snakechat[hf]')")
 
@@ -75,7 +75,7 @@ def test_batched_scores_match_one_sequence_at_a_time(gpt2_dir, bundle):
     scorer, _ = base_eval.hf_scorer(gpt2_dir, torch.device("cpu"))
     model = transformers.AutoModelForCausalLM.from_pretrained(gpt2_dir).eval()
     widths = []
-    for task in ce.load_bundle(bundle):
+    for task in core_bundle.load_bundle(bundle):
         prepared = [ce.prepare_item(task, task.items, i, scorer) for i in range(len(task.items))]
         expected = []
         for p in prepared:

@@ -346,8 +346,8 @@ def test_chat_world_questions_hold_out_facts(chat):
 
 def test_the_plan_knows_the_bundle_size(bundle):
     """config.yaml's plan.bundle_items.tinyworld (the plan prices base_eval with it) is the generated bundle's size."""
-    from snakechat import core_eval
+    from snakechat import core_bundle
 
-    tasks_ = core_eval.load_bundle(bundle)
+    tasks_ = core_bundle.load_bundle(bundle)
     facts = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/config.yaml").read_text())["plan"]["bundle_items"]["tinyworld"]
     assert facts == {"tasks": len(tasks_), "items": sum(len(t.items) for t in tasks_)}

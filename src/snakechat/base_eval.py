@@ -18,7 +18,7 @@ provenance. Under torchrun each rank scores a share of every task's items.
 import argparse
 from pathlib import Path
 
-from snakechat import core_eval, precision
+from snakechat import core_bundle, core_eval, precision
 from snakechat.common import cleanup_distributed, init_distributed, is_master, print0, write_json_atomic
 from snakechat.precision import for_inference
 from snakechat.provenance import record
@@ -104,7 +104,7 @@ def main(argv=None):
     model_dir = args.checkpoint or args.hf_path
     if not model_dir.is_dir():
         raise SystemExit(f"model directory {model_dir} does not exist")
-    tasks = core_eval.load_bundle(args.bundle)  # a bad bundle fails here, before the model loads
+    tasks = core_bundle.load_bundle(args.bundle)  # a bad bundle fails here, before the model loads
     core_eval.check_fewshot_room(tasks, args.max_per_task)
     rank, _, world_size, device = init_distributed(args.device)
     resolved = precision.resolve(args.precision, device)

@@ -19,131 +19,23 @@ A model enters through a `Scorer`, so snakechat checkpoints and Hugging Face mod
 """
 
 import csv
-import json
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 
 from snakechat.common import atomic_path
+from snakechat.core_bundle import BundleError
 from snakechat.precision import autocast
 
-TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
-ITEM_FIELDS = {
-    "multiple_choice": ("query", "choices", "gold"),
-    "schema": ("context_options", "continuation", "gold"),
-    "language_modeling": ("context", "continuation"),
-}
-DEFAULT_DELIMITER = " "  # llm-foundry's default when a task names none
 SHUFFLE_SEED = 1337
 FEWSHOT_SEED = 1234
 CSV_COLUMNS = ("label", "type", "shots", "n", "accuracy", "centered", "seconds")
 CHUNK_ITEMS = 1024  # items tokenized, sorted by length and packed together
-
-
-class BundleError(ValueError):
-    """An eval bundle that does not follow the DCLM layout; the message names the file."""
-
-
-# -----------------------------------------------------------------------------
-# The bundle
-
-@dataclass
-class Task:
-    label: str
-    kind: str  # one of TASK_TYPES
-    shots: int
-    delimiter: str
-    baseline: float  # random baseline, in percent as in eval_meta_data.csv
-    items: list
-
-
-def read_baselines(path):
-    """`Eval Task` -> `Random baseline` (percent) from eval_meta_data.csv."""
-    path = Path(path)
-    if not path.exists():
-        raise BundleError(f"{path}: missing (the bundle's random baselines)")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"Eval Task", "Random baseline"} - set(reader.fieldnames or ())
-        if missing:
-            raise BundleError(f"{path}: missing column(s) {sorted(missing)}")
-        baselines = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                baselines[row["Eval Task"]] = float(row["Random baseline"])
-            except (TypeError, ValueError):
-                raise BundleError(f"{path}:{line}: Random baseline {row['Random baseline']!r} is not a number") from None
-    return baselines
-
-
-def read_items(path, kind):
-    """The rows of one task file, checked for the fields its task type needs."""
-    fields = ITEM_FIELDS[kind]
-    items = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BundleError(f"{where}: not JSON ({e.msg})") from None
-            missing = [k for k in fields if k not in item]
-            if missing:
-                raise BundleError(f"{where}: {kind} item lacks {missing}")
-            options = item.get("choices", item.get("context_options"))
-            if options is not None:
-                if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
-                    raise BundleError(f"{where}: needs a list of at least two strings, got {options!r}")
-                gold = item["gold"]
-                if not isinstance(gold, int) or not 0 <= gold < len(options):
-                    raise BundleError(f"{where}: gold {gold!r} is not an index into its {len(options)} options")
-            items.append(item)
-    if not items:
-        raise BundleError(f"{path}: no items")
-    return items
-
-
-def load_bundle(path):
-    """The tasks of a bundle: `path` is its directory or its core.yaml."""
-    path = Path(path)
-    spec_path = path / "core.yaml" if path.is_dir() else path
-    root = spec_path.parent
-    if not spec_path.exists():
-        raise BundleError(f"{spec_path}: missing (an eval bundle needs core.yaml)")
-    spec = yaml.safe_load(spec_path.read_text())
-    if not isinstance(spec, dict) or not isinstance(spec.get("icl_tasks"), list) or not spec["icl_tasks"]:
-        raise BundleError(f"{spec_path}: needs a non-empty list `icl_tasks`")
-    baselines = read_baselines(root / "eval_meta_data.csv")
-    tasks = []
-    for n, entry in enumerate(spec["icl_tasks"]):
-        where = f"{spec_path}: icl_tasks[{n}]"
-        missing = [k for k in ("label", "icl_task_type", "dataset_uri", "num_fewshot") if k not in entry]
-        if missing:
-            raise BundleError(f"{where}: missing {missing}")
-        label, kind = entry["label"], entry["icl_task_type"]
-        if kind not in TASK_TYPES:
-            raise BundleError(f"{where} ({label}): icl_task_type {kind!r} is not one of {list(TASK_TYPES)}")
-        shots = entry["num_fewshot"]
-        shots = shots[0] if isinstance(shots, list) and len(shots) == 1 else shots
-        if not isinstance(shots, int) or shots < 0:
-            raise BundleError(f"{where} ({label}): num_fewshot {entry['num_fewshot']!r} is not one count")
-        if label not in baselines:
-            raise BundleError(f"{root / 'eval_meta_data.csv'}: no `Random baseline` for task {label!r}")
-        data_path = root / "eval_data" / entry["dataset_uri"]
-        if not data_path.exists():
-            raise BundleError(f"{where} ({label}): dataset_uri {entry['dataset_uri']!r} not found at {data_path}")
-        delimiter = entry.get("continuation_delimiter", DEFAULT_DELIMITER)
-        tasks.append(Task(label, kind, shots, delimiter, baselines[label], read_items(data_path, kind)))
-    return tasks
 
 
 def evaluation_subset(items, max_per_task):

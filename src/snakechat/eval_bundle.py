@@ -16,55 +16,20 @@ the record of its download (size and sha256); a zip that does not is named and f
 """
 
 import argparse
-import csv
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
-import yaml
-
 from snakechat import download
 from snakechat.common import write_json_atomic
+from snakechat.core_bundle import load_bundle
 from snakechat.provenance import record
 
-TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
-
-
 def check_bundle(root):
-    """{label: rows} of a bundle directory; raises ValueError naming the file and task at fault."""
-    root = Path(root)
-    core = root / "core.yaml"
-    if not core.is_file():
-        raise ValueError(f"{root}: no core.yaml")
-    spec = yaml.safe_load(core.read_text())
-    if not isinstance(spec, dict) or not isinstance(spec.get("icl_tasks"), list) or not spec["icl_tasks"]:
-        raise ValueError(f"{core}: expected a non-empty `icl_tasks` list")
-    meta_path = root / "eval_meta_data.csv"
-    if not meta_path.is_file():
-        raise ValueError(f"{root}: no eval_meta_data.csv")
-    with open(meta_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"Eval Task", "Random baseline"} <= set(reader.fieldnames or []):
-            raise ValueError(f"{meta_path}: needs the columns 'Eval Task' and 'Random baseline'")
-        baselines = {row["Eval Task"]: row["Random baseline"] for row in reader}
-    rows = {}
-    for n, task in enumerate(spec["icl_tasks"]):
-        missing = [k for k in ("label", "dataset_uri", "icl_task_type", "num_fewshot") if k not in task]
-        if missing:
-            raise ValueError(f"{core}: icl_tasks[{n}] lacks {', '.join(missing)}")
-        label = task["label"]
-        if task["icl_task_type"] not in TASK_TYPES:
-            raise ValueError(f"{core}: task {label!r} has icl_task_type {task['icl_task_type']!r}, not one of {TASK_TYPES}")
-        data = root / "eval_data" / task["dataset_uri"]
-        if not data.is_file():
-            raise ValueError(f"{core}: task {label!r} names eval_data/{task['dataset_uri']}, which is not in the bundle")
-        if label not in baselines:
-            raise ValueError(f"{meta_path}: no row for task {label!r}")
-        float(baselines[label])
-        with open(data, "rb") as f:
-            rows[label] = sum(1 for line in f if line.strip())
-    return rows
+    """{label: rows} of a bundle directory, every task file read and checked as base_eval will read
+    it (snakechat.core_bundle); raises BundleError (a ValueError) naming the file and task at fault."""
+    return {task.label: len(task.items) for task in load_bundle(root)}
 
 
 def bundle_root(extracted):
