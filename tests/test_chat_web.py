@@ -438,6 +438,44 @@ def test_stalled_body_times_out_and_frees_its_connection(engine):
         assert status == 200
 
 
+def dribble_until_closed(sock, data, every=0.2):
+    """Send `data` a byte every `every` seconds until the server closes: seconds it took, or None if it never did."""
+    started = time.monotonic()
+    sock.settimeout(every)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            if sock.recv(65536) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+    return None
+
+
+def test_slow_headers_are_cut_off_and_free_their_connection(engine):
+    """A client sending its request line and headers a byte at a time (slowloris) is disconnected
+    after --body-timeout, on a new connection and on a kept-alive one after a reply; a request
+    that keeps to the limit is answered."""
+    limits = Limits(max_message_chars=200, max_turns=3, max_tokens=5, max_concurrent=1, max_connections=3, body_timeout=1.0)
+    headers = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n"
+    with serving(engine, limits) as chat:
+        with socket.create_connection(("127.0.0.1", chat.port), timeout=10) as s:
+            took = dribble_until_closed(s, headers)
+        assert took is not None and 0.9 < took < 3
+        with socket.create_connection(("127.0.0.1", chat.port), timeout=10) as s:
+            s.sendall(post(chat.port, {"model": MODEL, "messages": [user("hi")]}))
+            reply = s.recv(65536)
+            while len(reply.partition(b"\r\n\r\n")[2]) < int(responses(reply)[0][1].get("content-length", 0)):
+                reply += s.recv(65536)
+            assert responses(reply)[0][0] == 200
+            took = dribble_until_closed(s, headers)
+        assert took is not None and took < 3
+        ((status, _, _),) = responses(exchange(chat.port, post(chat.port, {"model": MODEL, "messages": [user("hi")]}, headers=[("Connection", "close")])))
+        assert status == 200
+
+
 def test_client_leaving_a_stream_stops_its_generation_and_frees_the_slot(engine):
     """The calculator here takes 1 s: the client leaves during it; the reply stops at the next token
     instead of running to its end, and the slot is given back."""

@@ -44,7 +44,10 @@ Served by uvicorn (h11) in one process; the model is loaded once and replies are
 worker threads, off the event loop. Protocol errors (bad or conflicting Content-Length, bad
 chunking) get 400 from h11 and the connection is closed; a body sent to an unknown path is read
 and dropped, so the connection's next request parses correctly. --max-connections open
-connections at most (uvicorn answers 503 beyond), idle keep-alive connections close after 5 s.
+connections at most (uvicorn answers 503 beyond), idle keep-alive connections close after 5 s,
+and a connection whose request line and headers take longer than --body-timeout to arrive is
+closed (uvicorn alone stops its keep-alive timer at a request's first byte, so a client sending a
+header byte a second would hold its connection slot forever).
 
 bench/serve.py compares the server with the engine called directly (its docstring has the
 figures): on the shared 2-core machine a 1-token request costs about 4 ms more through the
@@ -57,6 +60,7 @@ import os
 import socket
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from snakechat.chat_api import MINIMUM, Limits, Sampling
 from snakechat.chat_app import ChatServer, make_app
@@ -79,11 +83,31 @@ def listen(host, port):
     return sock
 
 
+class HeaderDeadline(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's line and headers: `header_timeout`
+    seconds from the connection's start, or from the previous response's end, until a request has
+    begun (a body then has its own deadline, in snakechat.chat_app.read_body)."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.arm_header_deadline()
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        self.arm_header_deadline()
+
+    def arm_header_deadline(self):
+        waiting_after = self.cycle  # the request before the one awaited (None on a new connection)
+        self.loop.call_later(self.header_timeout, lambda: self.cycle is waiting_after and self.transport.close())
+
+
 def make_server(server: ChatServer, log_level="warning"):
     """The uvicorn server for `server` (run it with .run(sockets=[listen(host, port)]))."""
     config = uvicorn.Config(
         make_app(server),
-        http="h11",
+        http=type("ChatH11Protocol", (HeaderDeadline,), {"header_timeout": server.limits.body_timeout}),
         loop="asyncio",
         lifespan="off",
         ws="none",
@@ -109,7 +133,7 @@ def main(argv=None):
     p.add_argument("--max-tokens", type=at_least(1), default=d.max_tokens, help="most tokens per reply")
     p.add_argument("--max-concurrent", type=at_least(1), default=d.max_concurrent, help="replies generated at once; more get 503")
     p.add_argument("--max-connections", type=at_least(MINIMUM["max_connections"]), default=d.max_connections, help="open connections; more get 503")
-    p.add_argument("--body-timeout", type=at_least(MINIMUM["body_timeout"], float), default=d.body_timeout, help="seconds a request body may take to arrive")
+    p.add_argument("--body-timeout", type=at_least(MINIMUM["body_timeout"], float), default=d.body_timeout, help="seconds a request's headers, and then its body, may each take to arrive")
     args = p.parse_args(argv)
     directory = checkpoint_dir(p, args)
     limits = Limits(args.max_message_chars, args.max_turns, args.max_tokens, args.max_concurrent, args.max_connections, args.body_timeout)
