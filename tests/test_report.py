@@ -98,6 +98,21 @@ def test_report_card_rl_held_out_pass_at_k_and_stage_order(results):
     assert time_rows[1:-1] == ["base_train", "mid_train", "chat_sft", "chat_rl", "chat_eval:mid", "chat_eval:rl"]
 
 
+def test_rl_plot_draws_the_held_out_evaluations(results):
+    rl = results / "rl"
+    rl.mkdir()
+    evals = [{"step": 0, "pass_at_1": 0.125, "pass_at_4": 0.25, "n": 40}, {"step": 30, "pass_at_1": 0.375, "pass_at_4": 0.625, "n": 40}]
+    (rl / "meta.json").write_text(json.dumps({"evals": evals}))
+    pd.DataFrame({"step": [1, 2], "reward": [0.1, 0.3], "pass_at_k": [0.2, 0.4]}).to_csv(rl / "train_log.csv", index=False)
+    fig = plots.plot_rl(argparse.Namespace(logs=[f"rl:tiny={rl / 'train_log.csv'}"]))
+    held_out = fig.axes[2]
+    drawn = {tuple(zip(*line.get_data())) for line in held_out.get_lines()}
+    assert ((0, 0.125), (30, 0.375)) in drawn and ((0, 0.25), (30, 0.625)) in drawn
+    labels = [text.get_text() for text in held_out.get_legend().get_texts()]
+    assert "held-out pass@1" in labels and "held-out pass@4" in labels
+    assert overlapping_texts(fig) == []
+
+
 def test_report_card_rejects_unknown_stage(results):
     with pytest.raises(SystemExit, match="unknown stage"):
         report.main(["--model", "x", "--checkpoint", f"bsae={results / 'base'}", "--gpu-hour-usd", "1", "--out", str(results / "x.md")])

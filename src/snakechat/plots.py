@@ -170,14 +170,28 @@ def plot_chat_eval(args):
     return fig
 
 
+def held_out_evals(log_path):
+    """The held-out evaluations an RL checkpoint records in the meta.json beside its train_log.csv,
+    one row per step and metric (pass@1, pass@k)."""
+    evals = json.loads((Path(log_path).parent / "meta.json").read_text()).get("evals", [])
+    rows = [{"step": e["step"], "metric": "held-out " + k.replace("pass_at_", "pass@"), "value": v}
+            for e in evals for k, v in e.items() if k.startswith("pass_at_")]
+    return pd.DataFrame(rows, columns=["step", "metric", "value"])
+
+
 def plot_rl(args):
-    """Mean reward and pass@k over RL steps."""
+    """Mean reward and pass@k of the sampled training problems over RL steps, and pass@1 and pass@k
+    on the held-out problems at each evaluation."""
     df = read_labelled(args.logs)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
+    held_out = read_labelled(args.logs, reader=held_out_evals)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     sns.lineplot(data=df, x="step", y="reward", hue="run", ax=axes[0])
-    axes[0].set_title("RL mean reward")
+    axes[0].set_title("RL mean reward (training samples)")
     sns.lineplot(data=df, x="step", y="pass_at_k", hue="run", ax=axes[1])
-    axes[1].set_title("RL pass@k")
+    axes[1].set_title("RL pass@k (training samples)")
+    if not held_out.empty:
+        sns.lineplot(data=held_out, x="step", y="value", hue="run", style="metric", markers=True, ax=axes[2])
+    axes[2].set(title="RL held-out pass@1 and pass@k", ylabel="fraction of problems")
     return fig
 
 
