@@ -142,6 +142,10 @@ def test_load_bundle_reads_the_dclm_layout(tmp_path):
     (lambda root: (root / "eval_data/language_modeling/lm.jsonl").unlink(), r"lm\.jsonl"),
     (lambda root: (root / "eval_meta_data.csv").write_text("Eval Task,Random baseline\nmc,25\n"), r"eval_meta_data\.csv: no `Random baseline` for task 'schema'"),
     (lambda root: (root / "core.yaml").write_text((root / "core.yaml").read_text().replace("icl_task_type: schema", "icl_task_type: ranking")), r"icl_task_type 'ranking'"),
+    (lambda root: (root / "eval_data/multiple_choice/mc.jsonl").write_text('[1, 2]\n'), r"mc\.jsonl:1: an item is a JSON object, not list"),
+    (lambda root: (root / "eval_data/multiple_choice/mc.jsonl").write_bytes(b'{"query": "\xff"}\n'), r"mc\.jsonl:1: not UTF-8"),
+    (lambda root: (root / "core.yaml").write_text("icl_tasks: [unclosed\n"), r"core\.yaml: not valid YAML"),
+    (lambda root: (root / "core.yaml").write_text("icl_tasks: [mc]\n"), r"core\.yaml: icl_tasks\[0\]: a task is a mapping"),
     (lambda root: (root / "core.yaml").write_text((root / "core.yaml").read_text().replace("multiple_choice/mc.jsonl", "../../mc.jsonl")), r"dataset_uri '\.\./\.\./mc\.jsonl' leaves the bundle's eval_data"),
 ])
 def test_load_bundle_names_the_problem(tmp_path, breakage, message):

@@ -59,15 +59,20 @@ def read_items(path, kind):
     """The rows of one task file, checked for the fields its task type needs."""
     fields = ITEM_FIELDS[kind]
     items = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
             where = f"{path}:{line_no}"
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 item = json.loads(line)
+            except UnicodeDecodeError:
+                raise BundleError(f"{where}: not UTF-8") from None
             except json.JSONDecodeError as e:
                 raise BundleError(f"{where}: not JSON ({e.msg})") from None
+            if not isinstance(item, dict):
+                raise BundleError(f"{where}: an item is a JSON object, not {type(item).__name__}")
             missing = [k for k in fields if k not in item]
             if missing:
                 raise BundleError(f"{where}: {kind} item lacks {missing}")
@@ -91,13 +96,18 @@ def load_bundle(path):
     root = spec_path.parent
     if not spec_path.exists():
         raise BundleError(f"{spec_path}: missing (an eval bundle needs core.yaml)")
-    spec = yaml.safe_load(spec_path.read_text())
+    try:
+        spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise BundleError(f"{spec_path}: not valid YAML ({e})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("icl_tasks"), list) or not spec["icl_tasks"]:
         raise BundleError(f"{spec_path}: needs a non-empty list `icl_tasks`")
     baselines = read_baselines(root / "eval_meta_data.csv")
     tasks = []
     for n, entry in enumerate(spec["icl_tasks"]):
         where = f"{spec_path}: icl_tasks[{n}]"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where}: a task is a mapping (label, icl_task_type, ...), not {entry!r}")
         missing = [k for k in ("label", "icl_task_type", "dataset_uri", "num_fewshot") if k not in entry]
         if missing:
             raise BundleError(f"{where}: missing {missing}")
