@@ -99,8 +99,13 @@ class HeaderDeadline(H11Protocol):
         self.arm_header_deadline()
 
     def arm_header_deadline(self):
-        waiting_after = self.cycle  # the request before the one awaited (None on a new connection)
-        self.loop.call_later(self.header_timeout, lambda: self.cycle is waiting_after and self.transport.close())
+        self.loop.call_later(self.header_timeout, self.close_unless_a_request_began, self.cycle)
+
+    def close_unless_a_request_began(self, previous):
+        """Close the connection if no request has begun since `previous` (the request before the
+        one awaited; None on a new connection)."""
+        if self.cycle is previous:
+            self.transport.close()
 
 
 def make_server(server: ChatServer, log_level="warning"):

@@ -123,7 +123,7 @@ def load_bundle(path):
         data_path = root / "eval_data" / str(entry["dataset_uri"])
         if not data_path.resolve().is_relative_to((root / "eval_data").resolve()):
             raise BundleError(f"{where} ({label}): dataset_uri {entry['dataset_uri']!r} leaves the bundle's eval_data")
-        if not data_path.exists():
+        if not data_path.is_file():
             raise BundleError(f"{where} ({label}): dataset_uri {entry['dataset_uri']!r} not found at {data_path}")
         delimiter = entry.get("continuation_delimiter", DEFAULT_DELIMITER)
         tasks.append(Task(label, kind, shots, delimiter, baselines[label], read_items(data_path, kind)))

@@ -26,6 +26,7 @@ from snakechat.common import write_json_atomic
 from snakechat.core_bundle import load_bundle
 from snakechat.provenance import record
 
+
 def check_bundle(root):
     """{label: rows} of a bundle directory, every task file read and checked as base_eval will read
     it (snakechat.core_bundle); raises BundleError (a ValueError) naming the file and task at fault."""
