@@ -150,3 +150,20 @@ def test_model_loss_on_cpu_is_the_plain_loss():
     plain.backward()
     assert torch.allclose(loss, plain, atol=1e-6)
     assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(fused_grads, model.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_relu_squared_is_bitwise_the_plain_expression(dtype):
+    """The MLP's fused relu² gives exactly F.relu(h).square() and its gradient, zeros included."""
+    from snakechat.gpt import ReluSquared
+
+    torch.manual_seed(0)
+    h = torch.randn(33, 70, dtype=dtype)
+    h[0, :4] = 0.0
+    grad = torch.randn(33, 70, dtype=dtype)
+    plain, fused = h.clone().requires_grad_(), h.clone().requires_grad_()
+    torch.nn.functional.relu(plain).square().backward(grad)
+    out = ReluSquared.apply(fused)
+    out.backward(grad)
+    assert torch.equal(out, torch.nn.functional.relu(h).square())
+    assert torch.equal(fused.grad, plain.grad) and fused.grad[h <= 0].abs().sum() == 0

@@ -149,6 +149,25 @@ class HeadLoss(torch.autograd.Function):
         return grad_x, grad_weight, None, None, None, None
 
 
+class ReluSquared(torch.autograd.Function):
+    """relu(h)², whose backward is one product, 2·relu(h)·grad, from the one saved tensor.
+
+    Autograd's own chain (clamp_min, then pow, each with its backward) makes three more passes
+    over the MLP's widest activation, a tenth of a bf16 CPU step at depth 4. The values are
+    bitwise those of `F.relu(h).square()` and its gradient (a doubling is exact)."""
+
+    @staticmethod
+    def forward(ctx, h):
+        r = F.relu(h)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, grad):
+        (r,) = ctx.saved_tensors
+        return (grad * r).mul_(2.0)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -192,7 +211,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x):
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        return self.c_proj(ReluSquared.apply(self.c_fc(x)))
 
 
 class Block(nn.Module):
