@@ -20,16 +20,23 @@ On the 2-core VM (depth 4, 3.8M parameters, --threads 1, a busy machine) transfo
 242 tokens/s at batch 1 (0.56x) and 765 vs 1032 at batch 16 (0.74x).
 Every ratio is against the first precision's engine with the cache at the same batch size.
 
-Measured (`--threads 1 --repeats 1 --hf false`, the random depth-4 model, 3.8M parameters, on a
-2-core AMD EPYC with AVX2 only, where bf16 is emulated; 2026-12-02), tokens per CPU-second:
+Measured with the random depth-4 model (3.8M parameters), `--threads 1`, tokens per CPU-second,
+2026-12-02:
 
-| precision | batch 1, KV cache | batch 16, KV cache | batch 1, no cache | batch 16, no cache |
-|---|---|---|---|---|
-| fp32 | 282.9 | 1566.0 | 53.6 | 53.9 |
-| bf16 | 243.8 (0.86×) | 724.5 (0.46×) | 9.2 | 8.4 |
+| CPU | precision | batch 1, KV cache | batch 16, KV cache | batch 1, no cache | batch 16, no cache |
+|---|---|---|---|---|---|
+| Xeon, AMX + AVX512-BF16 (native bf16) | fp32 | 365.8 | 2129.9 | 68.3 | 92.0 |
+| | bf16 | 265.0 (0.72×) | 2564.9 (1.20×) | 98.9 | 195.0 |
+| EPYC, AVX2 only (emulated bf16; `--repeats 1`) | fp32 | 282.9 | 1566.0 | 53.6 | 53.9 |
+| | bf16 | 243.8 (0.86×) | 724.5 (0.46×) | 9.2 | 8.4 |
 
-Emulated bf16 costs little at batch 1, where decoding is bound by other work than the matmuls,
-and half the speed at batch 16; `auto` picks fp32 there. Not yet recorded on a CPU with native bf16.
+With native bf16, batch 16 and the uncached forwards (whole-sequence matmuls) gain, but one row's
+decoding is slower: each of its matrix-vector products costs oneDNN's bf16 path a fixed 30–40 µs
+(a 256 × 256 one: 38 µs in bf16, 8 µs in fp32), and this model's products are that small. At
+depth 12 (87M parameters; `--depth 12 --new-tokens 32 --prompt-tokens 16 --repeats 1`, while
+other work ran on the second core) bf16 breaks even at batch 1 (27.2 vs 27.0 tokens per CPU-s)
+and makes 1.87× fp32's at batch 16 (359.3 vs 191.7). Emulated bf16 costs half the speed at
+batch 16; `auto` picks fp32 there.
 """
 
 import argparse

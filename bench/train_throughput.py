@@ -22,17 +22,33 @@ shapes), attention's forward and backward, and Muon's Newton–Schulz orthogonal
 hidden matrix. Their sum bounds tokens/s from above on this device, whatever the implementation:
 the fraction of it a step reaches is the overhead left to win.
 
-Measured on a 2-core AMD EPYC with AVX2 only (no AVX512-BF16, no AMX), torch 2.13 CPU, seq 512,
-batch 8, --grad-accum 1, eager, quiet machine, 2026-12-02 (`--depth 4 --vocab 32768 --floor
---steps 3 --warmup 1`):
+Measured with torch 2.13 CPU, seq 512, batch 8, --grad-accum 1, eager, 2026-12-02, both
+precisions in one invocation (`--floor`, 5 timed steps after 2 warm-up steps, the defaults):
+
+On a 2-core Intel Xeon with AMX and AVX512-BF16 (bf16 native, so `auto` trains in bf16):
+
+| model | fp32 tok/s (% of its floor) | bf16 tok/s (% of its floor) | bf16 / fp32 tok/s | floors' ratio |
+|---|---|---|---|---|
+| d4, vocab 32k | 2,210 (77%) | 4,818 (56%) | 2.18× | 2.99× |
+| d4, vocab 8k | 4,152 (70%) | 8,083 (37%) | 1.95× | 3.73× |
+| d6, vocab 32k | 1,131 (77%) | 2,739 (51%) | 2.42× | 3.69× |
+
+bf16 trains 2–2.4× faster, and its floor is 3–3.7× higher than fp32's. What keeps a bf16 step at
+37–56% of its floor is the elementwise work around the kernels (norms, rotary, relu², autocast's
+casts, the head's per-row softmax in float32), which costs about the same CPU time in either
+precision (0.6–1.5 CPU-s per step here) and is a larger share once the matmuls are 3–4× faster;
+torch.compile fuses part of it (`base_train --compile`). The MLP's fused relu² (gpt.ReluSquared)
+took 11% off a bf16 and 6% off an fp32 d4/8k forward + backward. The figures are one run each
+on a shared VM; the floors themselves moved by up to 25% between two runs, the ratios by 0.1–0.2.
+
+On a 2-core AMD EPYC with AVX2 only (no AVX512-BF16, no AMX), where bf16 is emulated
+(`--depth 4 --vocab 32768 --floor --steps 3 --warmup 1`):
 
 | model | fp32 tok/s (% of its floor) | bf16 tok/s | bf16 / fp32 |
 |---|---|---|---|
 | d4, vocab 32k | 1,305 (79%: floor 837 tok per CPU-s, the step 663) | 27 (Muon alone 9.9 s of a 151 s step) | 0.021 |
 
-There bf16 is emulated, 48× slower than fp32, which is why `--precision auto` trains in fp32 on
-such a CPU. The comparison this benchmark exists for, fp32 against bf16 and their floors on a CPU
-that multiplies bf16 natively (AVX512-BF16 or AMX), has not been recorded yet.
+There bf16 is 48× slower than fp32, which is why `--precision auto` trains in fp32 on such a CPU.
 """
 
 import argparse
