@@ -1,3 +1,4 @@
+import statistics
 import subprocess
 import sys
 
@@ -14,33 +15,40 @@ if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.manual_seed(0)
 model = GPT(config_from_depth(2, 4096, 256))
-tokens = torch.randint(0, 4096, (8, 257))
+tokens = torch.randint(0, 4096, (16, 257))
 
 def step():
     model(tokens[:, :-1], tokens[:, 1:]).backward()
     model.zero_grad(set_to_none=True)
 
-for _ in range(3):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(*faults)
 """
 
 
 def page_faults(mode):
+    """The page faults of each of 8 training steps after 5 warm-up steps."""
     out = subprocess.run([sys.executable, "-c", TRAIN_AND_COUNT_FAULTS, mode], capture_output=True, text=True, check=True)
-    return int(out.stdout)
+    return [int(n) for n in out.stdout.split()]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_kept_memory_is_reused_without_page_faults():
-    """By default glibc hands freed activations back and each training step faults them in again
-    (30-40k faults over these 5 steps); kept, the steps reuse them."""
+    """By default glibc hands freed activations back and the training steps fault them in again
+    (measured: 18-68k faults over these 8 steps); kept, a typical step faults none. Kept steps
+    still fault now and then, a burst of up to 4k pages in one or two steps (an arena growing),
+    so the kept median is checked and the totals are compared loosely (measured ratio
+    9 and up)."""
     default, kept = page_faults("default"), page_faults("keep")
-    assert default > 10_000
-    assert kept < default / 10
+    assert sum(default) > 10_000, default
+    assert statistics.median(kept) < 50, kept
+    assert sum(kept) < sum(default) / 3, (kept, default)
 
 
 def test_keep_freed_memory_says_whether_it_applied():
