@@ -42,9 +42,8 @@ def page_faults(mode):
 def test_kept_memory_is_reused_without_page_faults():
     """By default glibc hands freed activations back and the training steps fault them in again
     (measured: 18-68k faults over these 8 steps); kept, a typical step faults none. Kept steps
-    still fault now and then, a burst of up to 4k pages in one or two steps (an arena growing),
-    so the kept median is checked and the totals are compared loosely (measured ratio
-    9 and up)."""
+    still fault now and then, a burst of up to 4k pages in one or two of the 8, so the kept
+    median is checked and the totals are compared loosely (measured ratio 9 and up)."""
     default, kept = page_faults("default"), page_faults("keep")
     assert sum(default) > 10_000, default
     assert statistics.median(kept) < 50, kept
