@@ -2,7 +2,7 @@
 
 from snakemake.utils import min_version
 
-from snakechat import configcheck
+from snakechat.pipeline import configcheck
 
 min_version("9.0")
 

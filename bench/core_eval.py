@@ -14,11 +14,12 @@ import time
 
 import torch
 
-from snakechat import core_bundle, core_eval
-from snakechat.common import device_type
-from snakechat.gpt import GPT
-from snakechat.sizing import config_from_depth
-from snakechat.tokenizer import Tokenizer
+from snakechat.evaluate import core_bundle
+from snakechat.evaluate import core_eval
+from snakechat.runtime.common import device_type
+from snakechat.model.gpt import GPT
+from snakechat.model.sizing import config_from_depth
+from snakechat.model.tokenizer import Tokenizer
 
 
 def bundle_texts(tasks):

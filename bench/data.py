@@ -18,8 +18,9 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from snakechat import dataset, download
-from snakechat.shards import iter_texts
+from snakechat import dataset
+from snakechat.data import download
+from snakechat.data.shards import iter_texts
 
 
 def timed(fn):

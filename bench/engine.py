@@ -1,5 +1,5 @@
-"""Generation speed of snakechat.engine: tokens/s for batch sizes 1 and 16, with and without the KV cache,
-in each precision (fp32 and bf16, snakechat.precision), and of transformers' `generate` on the same
+"""Generation speed of snakechat.model.engine: tokens/s for batch sizes 1 and 16, with and without the KV cache,
+in each precision (fp32 and bf16, snakechat.model.precision), and of transformers' `generate` on the same
 model exported by snakechat.export_hf (float32).
 
     python bench/engine.py                                   # random depth-4 model, tiny-sized
@@ -47,13 +47,13 @@ from pathlib import Path
 
 import torch
 
-from snakechat import world_corpus
-from snakechat.common import device_type
-from snakechat.engine import Engine
-from snakechat.gpt import GPT
-from snakechat.precision import SETTINGS, for_inference, resolve
-from snakechat.sizing import config_from_depth
-from snakechat.tokenizer import Tokenizer
+from snakechat.world import corpus as world_corpus
+from snakechat.runtime.common import device_type
+from snakechat.model.engine import Engine
+from snakechat.model.gpt import GPT
+from snakechat.model.precision import SETTINGS, for_inference, resolve
+from snakechat.model.sizing import config_from_depth
+from snakechat.model.tokenizer import Tokenizer
 
 
 def random_model(args, device):
@@ -94,7 +94,7 @@ def hf_export(model, tok, root):
         import transformers
     except ImportError:
         return None
-    from snakechat.checkpoint import save_checkpoint
+    from snakechat.model.checkpoint import save_checkpoint
     from snakechat.export_hf import export
 
     tok.save(root / "tok")
@@ -138,7 +138,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(device_type(args.device))
     if args.checkpoint:
-        from snakechat.checkpoint import load_model
+        from snakechat.model.checkpoint import load_model
 
         model, tok, _ = load_model(args.checkpoint, device)
     else:

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from snakechat import tasks
-from snakechat.humaneval_sandbox import Sandbox
+from snakechat.evaluate import tasks
+from snakechat.evaluate.humaneval_sandbox import Sandbox
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/chat/humaneval/original/HumanEval.jsonl.gz"
 

@@ -5,7 +5,7 @@
     OMP_NUM_THREADS=2 python bench/serve.py                 # torch threads per generation (default 1)
 
 Each setting runs the same requests (same prompt, same seeds, so the same tokens) twice: through
-`snakechat.reply.Reply` in worker threads of this process ("direct"), and through the real server
+`snakechat.serve.reply.Reply` in worker threads of this process ("direct"), and through the real server
 (`python -m snakechat.chat_web` in a subprocess, --max-concurrent at least the clients) with
 streaming HTTP clients on keep-alive connections. Each client sends its requests one after another.
 Figures: requests/s over all clients, median time to the first content piece, median time per
@@ -52,13 +52,13 @@ from pathlib import Path
 
 import torch
 
-from snakechat import world_corpus
-from snakechat.chat_model import load_engine
-from snakechat.checkpoint import save_checkpoint
-from snakechat.conversation import render_for_completion
-from snakechat.gpt import GPT, config_from_depth
-from snakechat.reply import Reply
-from snakechat.tokenizer import Tokenizer
+from snakechat.world import corpus as world_corpus
+from snakechat.serve.chat_model import load_engine
+from snakechat.model.checkpoint import save_checkpoint
+from snakechat.model.conversation import render_for_completion
+from snakechat.model.gpt import GPT, config_from_depth
+from snakechat.serve.reply import Reply
+from snakechat.model.tokenizer import Tokenizer
 
 QUESTION = "Who is the mayor of the town by the river, and how many people live there? Answer in one sentence."
 

@@ -24,8 +24,8 @@ import time
 import pyarrow.parquet as pq
 import rustbpe
 
-from snakechat import world_corpus
-from snakechat.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, TRAINERS, Tokenizer, capped_documents
+from snakechat.world import corpus as world_corpus
+from snakechat.model.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, TRAINERS, Tokenizer, capped_documents
 
 
 def read_shards(paths, doc_cap):

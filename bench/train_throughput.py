@@ -1,6 +1,6 @@
 """Training throughput of the GPT in each precision: tokens/s and MFU of full optimizer steps
 (forward, backward, Muon + AdamW) on random tokens, after warm-up, on the current device, with
-fp32 and bf16 (snakechat.precision) measured in the same invocation and compared as ratios.
+fp32 and bf16 (snakechat.model.precision) measured in the same invocation and compared as ratios.
 
     python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 32768 --floor
     python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 8192 --grad-accum 8
@@ -59,12 +59,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from snakechat.common import device_type, keep_freed_memory
-from snakechat.gpt import GPT
-from snakechat.optim import Schedule, build_optimizers
-from snakechat.precision import DTYPES, SETTINGS, autocast, configure, resolve
-from snakechat.sizing import config_from_depth
-from snakechat.trainer import peak_flops
+from snakechat.runtime.common import device_type, keep_freed_memory
+from snakechat.model.gpt import GPT
+from snakechat.train.optim import Schedule, build_optimizers
+from snakechat.model.precision import DTYPES, SETTINGS, autocast, configure, resolve
+from snakechat.model.sizing import config_from_depth
+from snakechat.train.trainer import peak_flops
 
 
 def best_time(fn, device, repeats=3):

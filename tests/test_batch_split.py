@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snakechat import configcheck
+from snakechat.pipeline import configcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

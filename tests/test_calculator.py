@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from snakechat import calculator
+from snakechat.model import calculator
 
 
 @pytest.mark.parametrize(

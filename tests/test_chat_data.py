@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from http_server import http_server  # noqa: F401  (fixture)
 
-from snakechat import chat_data, tasks
-from snakechat.download import DownloadError
+from snakechat import chat_data
+from snakechat.evaluate import tasks
+from snakechat.data.download import DownloadError
 
 MESSAGES = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from snakechat import chat_eval, humaneval_sandbox, tasks
-from snakechat.conversation import render_conversation
+from snakechat import chat_eval
+from snakechat.evaluate import humaneval_sandbox
+from snakechat.evaluate import tasks
+from snakechat.model.conversation import render_conversation
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import memorize, random_gpt, tokenizer, write_checkpoint
 

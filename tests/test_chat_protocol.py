@@ -11,9 +11,10 @@ special-token layout or cut shows up as a changed id.
 import numpy as np
 import pytest
 
-from snakechat import chat_eval, tasks
-from snakechat.conversation import render_conversation
-from snakechat.tokenizer import Tokenizer
+from snakechat import chat_eval
+from snakechat.evaluate import tasks
+from snakechat.model.conversation import render_conversation
+from snakechat.model.tokenizer import Tokenizer
 
 BOS, USER_START, USER_END, ASSISTANT_START, ASSISTANT_END = 0, 1, 2, 3, 4
 PYTHON_START, PYTHON_END, OUTPUT_START, OUTPUT_END = 5, 6, 7, 8

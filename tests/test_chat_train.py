@@ -2,8 +2,8 @@
 
 import torch
 
-from snakechat import chat_batches
-from snakechat.chat_batches import IGNORE
+from snakechat.train import chat_batches
+from snakechat.train.chat_batches import IGNORE
 
 
 def test_pad_rows_targets_only_assistant_tokens_and_never_padding():
@@ -25,7 +25,7 @@ class FakeTok:
 
 def fake_render(monkeypatch):
     """render() stand-in: ids [bos, user chars..., reply chars...], mask 1 on the reply."""
-    import snakechat.chat_batches as cb
+    import snakechat.train.chat_batches as cb
 
     def render(tok, conv, max_tokens):
         user, reply = conv["messages"][0]["content"], conv["messages"][1]["content"]
@@ -85,7 +85,7 @@ def test_packed_loader_is_contiguous_shifted_and_wraps():
 
 
 def test_group_advantages_by_hand():
-    from snakechat.rl_math import group_advantages
+    from snakechat.train.rl_math import group_advantages
 
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
     adv = group_advantages(rewards)
@@ -93,7 +93,7 @@ def test_group_advantages_by_hand():
 
 
 def test_pass_at_k_by_hand():
-    from snakechat.rl_math import pass_at_k
+    from snakechat.train.rl_math import pass_at_k
 
     assert pass_at_k(4, 0, 2) == 0.0
     assert pass_at_k(4, 4, 1) == 1.0
@@ -103,7 +103,7 @@ def test_pass_at_k_by_hand():
 
 
 def test_sample_rows_train_only_on_sampled_tokens():
-    from snakechat.rl_math import sample_rows
+    from snakechat.train.rl_math import sample_rows
 
     # prompt of 3 tokens; second sample has a forced tool output (mask 0) in the middle
     seqs = [[1, 2, 3, 40, 41], [1, 2, 3, 50, 51, 52, 53]]
@@ -136,11 +136,12 @@ MIXTURE = {"world_chat": {"weight": 200}, "arithmetic_tool": {"weight": 100}, "i
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Chat data of the built-in world, a tokenizer trained on its corpus and a small base checkpoint."""
-    from snakechat import world_chat, world_corpus
-    from snakechat.checkpoint import save_checkpoint
-    from snakechat.gpt import GPT, GPTConfig
-    from snakechat.tokenizer import Tokenizer
-    from snakechat.sizing import adamw_lr_scale
+    from snakechat.world import chat as world_chat
+    from snakechat.world import corpus as world_corpus
+    from snakechat.model.checkpoint import save_checkpoint
+    from snakechat.model.gpt import GPT, GPTConfig
+    from snakechat.model.tokenizer import Tokenizer
+    from snakechat.model.sizing import adamw_lr_scale
 
     root = tmp_path_factory.mktemp("chat_world")
     world_chat.write_chat_data(root / "chat", 0)
@@ -193,7 +194,7 @@ def sft(world, mid):
 
 
 def check_checkpoint(directory, stage, steps):
-    from snakechat.checkpoint import load_model
+    from snakechat.model.checkpoint import load_model
 
     model, tok, meta = load_model(directory)
     assert meta["stage"] == stage and meta["step"] == steps
@@ -235,7 +236,7 @@ def interrupt(module, args, state_dir):
 def test_sft_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run(world, mid, tmp_path):
     """Interrupt SFT (a real SIGTERM, handled by the shared loop), re-run it, compare with one clean run."""
     from snakechat import chat_sft
-    from snakechat.checkpoint import load_gpt
+    from snakechat.model.checkpoint import load_gpt
 
     steps = 24  # long enough that the signal lands mid-run on a quiet machine
     chat_sft.main(sft_args(mid, world, tmp_path / "clean", tmp_path / "state_clean", steps=steps))
@@ -274,7 +275,7 @@ def rl_args(world, sft, out, state, steps, save_every):
 def test_rl_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run_bit_for_bit(world, sft, tmp_path):
     """RL's position is its step: a run interrupted by a real SIGTERM and re-run samples the same
     problems with the same seeds and ends with exactly the weights and evaluations of a clean run."""
-    from snakechat.checkpoint import load_gpt
+    from snakechat.model.checkpoint import load_gpt
 
     steps = 8
     run = lambda args: subprocess.run([sys.executable, "-m", "snakechat.chat_rl", *args], env=ONE_THREAD, capture_output=True, text=True, timeout=300)  # noqa: E731
@@ -294,9 +295,9 @@ def test_rl_resumes_after_sigterm_with_the_weights_of_an_uninterrupted_run_bit_f
 
 def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
     """Two samples of one prompt, one rewarded: a step must make the rewarded one likelier and the other less likely."""
-    from snakechat.checkpoint import load_gpt
-    from snakechat.rl_math import group_advantages, policy_gradient_loss, sample_rows
-    from snakechat.optim import Schedule, build_optimizers
+    from snakechat.model.checkpoint import load_gpt
+    from snakechat.train.rl_math import group_advantages, policy_gradient_loss, sample_rows
+    from snakechat.train.optim import Schedule, build_optimizers
 
     model, _ = load_gpt(world / "base")
     prompt = [5, 6, 7, 8]

@@ -17,15 +17,15 @@ import time
 import openai
 import pytest
 
-from snakechat import calculator
-from snakechat.chat_model import load_engine
-from snakechat.chat_api import Limits, Sampling
-from snakechat.chat_app import ChatServer
+from snakechat.model import calculator
+from snakechat.serve.chat_model import load_engine
+from snakechat.serve.chat_api import Limits, Sampling
+from snakechat.serve.chat_app import ChatServer
 from snakechat.chat_web import listen, make_server
-from snakechat.checkpoint import save_checkpoint
-from snakechat.conversation import render_conversation, render_for_completion
-from snakechat.engine import Engine
-from snakechat.reply import Reply
+from snakechat.model.checkpoint import save_checkpoint
+from snakechat.model.conversation import render_conversation, render_for_completion
+from snakechat.model.engine import Engine
+from snakechat.serve.reply import Reply
 from tiny_chat_model import memorize, one_torch_thread, random_gpt, tokenizer  # noqa: F401 (autouse fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from snakechat.common import keep_freed_memory
+from snakechat.runtime.common import keep_freed_memory
 
 TRAIN_AND_COUNT_FAULTS = """
 import resource, sys, torch
-from snakechat.common import keep_freed_memory
-from snakechat.gpt import GPT
-from snakechat.sizing import config_from_depth
+from snakechat.runtime.common import keep_freed_memory
+from snakechat.model.gpt import GPT
+from snakechat.model.sizing import config_from_depth
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.manual_seed(0)

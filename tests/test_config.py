@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from snakechat import configcheck
+from snakechat.pipeline import configcheck
 from shipped_workflow import ROOT, SCHEMA, good_config, refusal, run_in, workflow_copy
 
 

@@ -5,7 +5,7 @@ duplicate YAML keys and YAML syntax errors - each named by key (or line) and fil
 import pytest
 import yaml
 
-from snakechat import configcheck
+from snakechat.pipeline import configcheck
 from shipped_workflow import ROOT, SCHEMA, dry_run, good_config, refusal, workflow_copy
 
 
@@ -64,7 +64,7 @@ def test_the_shipped_config_passes_every_check():
 
 
 def test_world_task_list_is_the_worlds():
-    from snakechat import world_chat
+    from snakechat.world import chat as world_chat
 
     assert configcheck.WORLD_CHAT_TASKS == {name: kind for name, kind, *_ in world_chat.TASKS}
 

@@ -3,8 +3,8 @@ prompts and clear errors for malformed conversations."""
 
 import pytest
 
-from snakechat.conversation import render_conversation, render_for_completion
-from snakechat.tokenizer import Tokenizer
+from snakechat.model.conversation import render_conversation, render_for_completion
+from snakechat.model.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

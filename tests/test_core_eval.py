@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from core_bundle_fixture import CORPUS, NGramModel, char_encode, small_tasks, write_bundle
-from snakechat import core_bundle, core_eval as ce
+from snakechat.evaluate import core_bundle
+from snakechat.evaluate import core_eval as ce
 
 
 def char_scorer(model):
@@ -254,7 +255,7 @@ def test_long_prompts_are_cropped_to_the_context(tmp_path):
 # ---------------------------------------------------------------------------- batching
 
 def random_gpt(seed=0):
-    from snakechat.gpt import GPT, GPTConfig
+    from snakechat.model.gpt import GPT, GPTConfig
 
     torch.manual_seed(seed)
     model = GPT(GPTConfig(sequence_len=64, vocab_size=128, n_layer=2, n_head=2, n_kv_head=2, n_embd=32))
@@ -295,9 +296,9 @@ def test_pack_respects_the_token_budget():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A random snakechat checkpoint with a tokenizer trained on the corpus."""
-    from snakechat.checkpoint import save_checkpoint
-    from snakechat.gpt import GPT, GPTConfig
-    from snakechat.tokenizer import Tokenizer
+    from snakechat.model.checkpoint import save_checkpoint
+    from snakechat.model.gpt import GPT, GPTConfig
+    from snakechat.model.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("ckpt")
     tok = Tokenizer.train([CORPUS * 3] * 20, vocab_size=300)

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from http_server import http_server  # noqa: F401  (fixture)
 
-from snakechat import dataset, shards
-from snakechat.download import DownloadError
+from snakechat import dataset
+from snakechat.data import shards
+from snakechat.data.download import DownloadError
 
 DOCS = [[f"shard {s} document {i}: " + "words " * (i % 7) for i in range(1500 + 100 * s)] for s in range(3)]
 

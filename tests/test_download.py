@@ -1,4 +1,4 @@
-"""snakechat.download against a real HTTP server on 127.0.0.1: resume, retry, verify, atomic rename."""
+"""snakechat.data.download against a real HTTP server on 127.0.0.1: resume, retry, verify, atomic rename."""
 
 import email.utils
 import hashlib
@@ -11,7 +11,7 @@ import time
 import pytest
 from http_server import http_server  # noqa: F401  (fixture)
 
-from snakechat.download import DownloadError, fetch, part_path, record_path
+from snakechat.data.download import DownloadError, fetch, part_path, record_path
 
 PAYLOAD = os.urandom(300_000)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

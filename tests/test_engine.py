@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from snakechat.engine import Engine, KVCache, ToolState, sample_next
+from snakechat.model.engine import Engine, KVCache, ToolState, sample_next
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import memorize, random_gpt, tokenizer
 

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from http_server import http_server  # noqa: F401  (fixture)
 
-from snakechat import core_bundle, eval_bundle
-from snakechat.download import DownloadError
+from snakechat import eval_bundle
+from snakechat.evaluate import core_bundle
+from snakechat.data.download import DownloadError
 
 CORE = {"icl_tasks": [
     {"label": "arc_easy", "dataset_uri": "world_knowledge/arc_easy.jsonl", "num_fewshot": [10], "icl_task_type": "multiple_choice", "continuation_delimiter": "\nAnswer: "},

@@ -9,12 +9,14 @@ import sys
 import pytest
 import torch
 
-from snakechat import export_hf, hf_mapping, world_corpus
-from snakechat.checkpoint import load_model
-from snakechat.conversation import render_conversation, render_for_completion
-from snakechat.engine import Engine
-from snakechat.gpt import norm
-from snakechat.provenance import hash_file
+from snakechat import export_hf
+from snakechat.export import hf_mapping
+from snakechat.world import corpus as world_corpus
+from snakechat.model.checkpoint import load_model
+from snakechat.model.conversation import render_conversation, render_for_completion
+from snakechat.model.engine import Engine
+from snakechat.model.gpt import norm
+from snakechat.runtime.provenance import hash_file
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from world_dataset import write_world_dataset
 
@@ -37,7 +39,8 @@ MIXED_TEXTS = [
 def trained(tmp_path_factory):
     """A base model trained by base_train on the built-in world (GQA: 2 query heads, 1 kv head, 512
     positions), an SFT model trained from it by chat_sft, and both exported."""
-    from snakechat import base_train, chat_sft, world_chat
+    from snakechat import base_train, chat_sft
+    from snakechat.world import chat as world_chat
 
     root = tmp_path_factory.mktemp("export")
     write_world_dataset(root)
@@ -77,7 +80,7 @@ def test_the_folder_is_a_nanochat_model_with_its_tokenizer(trained, stage):
     assert meta["checkpoint"] == str(trained / stage) and meta["verification"]["max_abs_logit_diff"] <= 1e-4
     assert {"config", "config_hash", "inputs", "code_fingerprint", "git_commit"} <= set(meta["provenance"])
     assert set(meta["provenance"]["inputs"]) == {str(trained / stage), str(trained / "tok")}
-    from snakechat.provenance import hash_file
+    from snakechat.runtime.provenance import hash_file
     assert meta["files"] == {p.name: hash_file(p) for p in out.iterdir() if p.name != export_hf.EXPORT_META}
 
 
@@ -166,7 +169,8 @@ def test_chat_template_renders_snakechat_tokens(trained):
 
 def test_base_eval_on_the_export_writes_the_same_core_csv(trained, tmp_path):
     """Both scored in fp32, where the export is exact (bf16 rounds the two models' different op orders differently)."""
-    from snakechat import base_eval, world_bundle
+    from snakechat import base_eval
+    from snakechat.world import bundle as world_bundle
 
     bundle = tmp_path / "bundle"
     world_bundle.write_bundle(bundle, 0)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from snakechat import checkpoint
-from snakechat.gpt import GPT
-from snakechat.sizing import config_from_depth
+from snakechat.model import checkpoint
+from snakechat.model.gpt import GPT
+from snakechat.model.sizing import config_from_depth
 from tiny_chat_model import perturbed_gpt
 
 
@@ -112,7 +112,7 @@ def test_checkpoint_errors_name_the_file(tmp_path):
 def test_cpu_head_loss_matches_plain_cross_entropy():
     """HeadLoss gives F.cross_entropy's losses and gradients, also when its buffer is reused and
     when a forward's graph is dropped without backward (its buffer must not be shared then)."""
-    from snakechat.gpt import LOGIT_SOFTCAP, HeadLoss, LogitBuffer
+    from snakechat.model.gpt import LOGIT_SOFTCAP, HeadLoss, LogitBuffer
 
     torch.manual_seed(0)
     x = torch.randn(70, 16, dtype=torch.float64, requires_grad=True)  # 70 rows: a last, partial chunk
@@ -155,7 +155,7 @@ def test_model_loss_on_cpu_is_the_plain_loss():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_relu_squared_is_bitwise_the_plain_expression(dtype):
     """The MLP's fused relu² gives exactly F.relu(h).square() and its gradient, zeros included."""
-    from snakechat.gpt import ReluSquared
+    from snakechat.model.gpt import ReluSquared
 
     torch.manual_seed(0)
     h = torch.randn(33, 70, dtype=dtype)

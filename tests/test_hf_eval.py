@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from core_bundle_fixture import CORPUS, small_tasks, write_bundle
-from snakechat import base_eval, core_bundle, core_eval as ce
+from snakechat import base_eval
+from snakechat.evaluate import core_bundle
+from snakechat.evaluate import core_eval as ce
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'snakechat[hf]')")
 

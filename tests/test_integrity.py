@@ -11,11 +11,11 @@ import warnings
 import pytest
 import torch
 
-from snakechat.checkpoint import CheckpointError, load_gpt, save_checkpoint
-from snakechat.gpt import GPT, GPTConfig
-from snakechat.optim import Schedule
-from snakechat.train_state import StateStore
-from snakechat.trainer import Run, RunSettings, TokenRecipe, Trainer
+from snakechat.model.checkpoint import CheckpointError, load_gpt, save_checkpoint
+from snakechat.model.gpt import GPT, GPTConfig
+from snakechat.train.optim import Schedule
+from snakechat.train.train_state import StateStore
+from snakechat.train.trainer import Run, RunSettings, TokenRecipe, Trainer
 
 CONFIG = GPTConfig(sequence_len=16, vocab_size=64, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
 
@@ -118,7 +118,7 @@ class DiesAtStep(TokenRecipe):
 def train(tmp_path, name, recipe):
     torch.manual_seed(0)
     model = GPT(CONFIG)
-    run = Run("test", "snakechat.trainer", RunSettings(out=str(tmp_path / name / "out"), state=str(tmp_path / name / "state")), inputs=[])
+    run = Run("test", "snakechat.train.trainer", RunSettings(out=str(tmp_path / name / "out"), state=str(tmp_path / name / "state")), inputs=[])
     Trainer(model, recipe, Schedule(steps=6, save_every=1, seed=0), run, "cpu").train()
     return load_gpt(tmp_path / name / "out")
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from snakechat import launcher
+from snakechat.pipeline import launcher
 
 
 def test_one_process_is_plain_python():
@@ -34,7 +34,7 @@ def test_several_nodes_start_one_torchrun_per_node_under_srun():
     assert "--nodes=4" in args and "--ntasks=4" in args and "--ntasks-per-node=1" in args
     # On each node the launcher's node entry point becomes torchrun.
     node = args.index("python")
-    assert args[node : node + 4] == ["python", "-m", "snakechat.launcher", "torchrun"]
+    assert args[node : node + 4] == ["python", "-m", "snakechat.pipeline.launcher", "torchrun"]
     torchrun = args[node + 3 :]
     assert "--nnodes=4" in torchrun and "--nproc_per_node=8" in torchrun
 
@@ -146,7 +146,7 @@ def _usr1_disposition_in(cmd):
 
 def test_ignoring_the_warning_signal_is_inherited_by_children():
     probe = "import signal; print(signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN)"
-    code = f"from snakechat import launcher; import subprocess, sys; launcher.ignore_warning_signal(); subprocess.run([sys.executable, '-c', {probe!r}])"
+    code = f"from snakechat.pipeline import launcher; import subprocess, sys; launcher.ignore_warning_signal(); subprocess.run([sys.executable, '-c', {probe!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"
     assert signal.getsignal(signal.SIGUSR1) != signal.SIG_IGN

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from snakechat import configcheck, plan
+from snakechat import plan
+from snakechat.pipeline import configcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 

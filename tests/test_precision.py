@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from snakechat import precision
-from snakechat.engine import KVCache, Engine
-from snakechat.gpt import LOGIT_SOFTCAP, HeadLoss, LogitBuffer
+from snakechat.model import precision
+from snakechat.model.engine import KVCache, Engine
+from snakechat.model.gpt import LOGIT_SOFTCAP, HeadLoss, LogitBuffer
 from tiny_chat_model import perturbed_gpt
 
 # bf16 keeps 8 significant bits: one rounding is up to 2^-9 relative, and a matmul's inputs are

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from snakechat.provenance import git_state
+from snakechat.runtime.provenance import git_state
 
 
 def git(repo, *args):

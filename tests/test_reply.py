@@ -2,9 +2,9 @@
 
 import pytest
 
-from snakechat.conversation import render_conversation, render_for_completion
-from snakechat.engine import Engine
-from snakechat.reply import Reply
+from snakechat.model.conversation import render_conversation, render_for_completion
+from snakechat.model.engine import Engine
+from snakechat.serve.reply import Reply
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import memorize, random_gpt, tokenizer
 

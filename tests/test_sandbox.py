@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from snakechat import humaneval_sandbox, tasks
-from snakechat.humaneval_sandbox import Sandbox, SandboxUnavailable
+from snakechat.evaluate import humaneval_sandbox
+from snakechat.evaluate import tasks
+from snakechat.evaluate.humaneval_sandbox import Sandbox, SandboxUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 3.0  # seconds of wall clock per run
@@ -539,12 +540,13 @@ def shared_dir():
 def _copy_modules(directory):
     """The sandbox modules where another user can read them (the checkout may be private)."""
     package = directory / "snakechat"
-    package.mkdir()
+    (package / "evaluate").mkdir(parents=True)
     src = Path(humaneval_sandbox.__file__).parent
+    shutil.copy(src.parent / "__init__.py", package / "__init__.py")
     for name in ("__init__.py", "humaneval_sandbox.py", "sandbox_harness.py"):
-        shutil.copy(src / name, package / name)
+        shutil.copy(src / name, package / "evaluate" / name)
     os.chmod(directory, 0o755)
-    for p in [package, *package.iterdir()]:
+    for p in [package, *package.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     return directory
 
@@ -552,7 +554,7 @@ def _copy_modules(directory):
 USER_SCRIPT = textwrap.dedent("""
     import json, os, sys
     THEFT = json.loads(sys.argv[1])
-    from snakechat.humaneval_sandbox import Sandbox, SandboxUnavailable
+    from snakechat.evaluate.humaneval_sandbox import Sandbox, SandboxUnavailable
     box = Sandbox(timeout=3)
     out = {"uid": os.getuid()}
     try:

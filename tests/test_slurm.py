@@ -398,7 +398,7 @@ def test_d20_base_train_submits_whole_gpu_nodes(slurm, tmp_path, nodes):
     else:
         assert "--gpus" not in sbatch.split("--wrap")[0]
         assert ("env -u SLURM_JOB_NODELIST srun --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=1 "
-                "python -m snakechat.launcher torchrun --nnodes=2 --nproc_per_node=8 -m snakechat.base_train") in output
+                "python -m snakechat.pipeline.launcher torchrun --nnodes=2 --nproc_per_node=8 -m snakechat.base_train") in output
 
 
 # --- one training job across two nodes ------------------------------------------------------------

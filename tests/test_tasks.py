@@ -1,4 +1,4 @@
-"""snakechat.tasks: readers of the published formats (hand-made files in each layout), prompts, mixtures."""
+"""snakechat.evaluate.tasks: readers of the published formats (hand-made files in each layout), prompts, mixtures."""
 
 import gzip
 import json
@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from snakechat import tasks
+from snakechat.evaluate import tasks
 
 GSM_ANSWER = "She has 3 * 4 = <<3*4=12>>12 apples.\nThen 12 - 2 = <<12-2=10>>10.\n#### 10"
 HUMANEVAL = {"task_id": "HumanEval/0", "prompt": "def add(a, b):\n", "canonical_solution": "    return a + b\n", "test": "def check(c):\n    assert c(1, 2) == 3\n", "entry_point": "add"}

@@ -8,8 +8,9 @@ import random
 import pytest
 import torch
 
-from snakechat import tok_eval, tok_train, world_corpus
-from snakechat.tokenizer import SPECIAL_TOKENS, TRAINERS, Tokenizer, _empty_hf_tokenizer, byte_to_char, capped_documents, load_token_bytes
+from snakechat import tok_eval, tok_train
+from snakechat.world import corpus as world_corpus
+from snakechat.model.tokenizer import SPECIAL_TOKENS, TRAINERS, Tokenizer, _empty_hf_tokenizer, byte_to_char, capped_documents, load_token_bytes
 from world_dataset import write_dataset
 
 WORDS = (

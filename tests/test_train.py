@@ -13,10 +13,10 @@ import warnings
 import pytest
 import torch
 
-from snakechat.dataloader import PackedLoader, list_units, pack_rows
-from snakechat.optim import Schedule, lr_multiplier
-from snakechat.sizing import grad_accum_steps
-from snakechat.train_state import StateError, StateStore
+from snakechat.train.dataloader import PackedLoader, list_units, pack_rows
+from snakechat.train.optim import Schedule, lr_multiplier
+from snakechat.model.sizing import grad_accum_steps
+from snakechat.train.train_state import StateError, StateStore
 from world_dataset import write_world_dataset
 
 # One thread per process: on a shared 2-core machine, OpenMP threads that wait for each other are
@@ -239,7 +239,7 @@ def test_base_loss_beats_unigram(runs):
 def test_muon_orthogonalises_in_the_runs_precision(precision):
     """The step's update is torch's bf16 Newton–Schulz one under bf16 and the float32 one under fp32;
     torch's function is back in place after the step."""
-    from snakechat.optim import Muon, newton_schulz_float32
+    from snakechat.train.optim import Muon, newton_schulz_float32
 
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(8, 16))
@@ -262,7 +262,9 @@ def test_muon_orthogonalises_in_the_runs_precision(precision):
 def test_auto_precision_follows_the_cpus_bf16_support(corpus, tmp_path, monkeypatch, one_thread, native):
     """--precision auto trains in fp32 (Muon included) on a CPU that would emulate bf16, and in bf16
     where it multiplies bf16 natively: detection is faked both ways, so both paths run on any CPU."""
-    from snakechat import base_train, optim, precision
+    from snakechat import base_train
+    from snakechat.train import optim
+    from snakechat.model import precision
 
     monkeypatch.setattr(precision, "cpu_has_bf16_matmul", lambda: native)
     float32_steps = []

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snakechat import calculator, tasks, world, world_bundle, world_chat, world_corpus, world_phrases, world_skills
+from snakechat.model import calculator
+from snakechat.evaluate import tasks
+from snakechat.world import entities as world
+from snakechat.world import bundle as world_bundle
+from snakechat.world import chat as world_chat
+from snakechat.world import corpus as world_corpus
+from snakechat.world import phrases as world_phrases
+from snakechat.world import skills as world_skills
 
 N_DOCS = 1500
 
@@ -77,7 +84,7 @@ def test_same_seed_same_bytes_across_processes(tmp_path):
     script = (
         "import hashlib, sys\n"
         "from pathlib import Path\n"
-        "from snakechat import world_bundle, world_chat, world_corpus\n"
+        "from snakechat.world import bundle as world_bundle, chat as world_chat, corpus as world_corpus\n"
         "out = Path(sys.argv[1])\n"
         "(out / 'corpus.txt').write_text('\\x00'.join(world_corpus.corpus_documents(3, 300)))\n"
         "world_bundle.write_bundle(out / 'bundle', 3)\n"
@@ -346,7 +353,7 @@ def test_chat_world_questions_hold_out_facts(chat):
 
 def test_the_plan_knows_the_bundle_size(bundle):
     """config.yaml's plan.bundle_items.tinyworld (the plan prices base_eval with it) is the generated bundle's size."""
-    from snakechat import core_bundle
+    from snakechat.evaluate import core_bundle
 
     tasks_ = core_bundle.load_bundle(bundle)
     facts = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/config.yaml").read_text())["plan"]["bundle_items"]["tinyworld"]

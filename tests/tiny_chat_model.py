@@ -4,9 +4,9 @@ random weights, a checkpoint."""
 import pytest
 import torch
 
-from snakechat.checkpoint import save_checkpoint
-from snakechat.gpt import GPT, GPTConfig
-from snakechat.tokenizer import Tokenizer
+from snakechat.model.checkpoint import save_checkpoint
+from snakechat.model.gpt import GPT, GPTConfig
+from snakechat.model.tokenizer import Tokenizer
 
 TEXTS = [
     "what is 6*7? it is 42. so the answer is 42.",

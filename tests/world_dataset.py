@@ -7,8 +7,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from snakechat import world_corpus
-from snakechat.tokenizer import Tokenizer
+from snakechat.world import corpus as world_corpus
+from snakechat.model.tokenizer import Tokenizer
 
 
 def write_dataset(root, shards, row_group_size=1024):

@@ -18,16 +18,18 @@ provenance. Under torchrun each rank scores a share of every task's items.
 import argparse
 from pathlib import Path
 
-from snakechat import core_bundle, core_eval, precision
-from snakechat.common import cleanup_distributed, init_distributed, is_master, print0, write_json_atomic
-from snakechat.precision import for_inference
-from snakechat.provenance import record
+from snakechat.evaluate import core_bundle
+from snakechat.evaluate import core_eval
+from snakechat.model import precision
+from snakechat.runtime.common import cleanup_distributed, init_distributed, is_master, print0, write_json_atomic
+from snakechat.model.precision import for_inference
+from snakechat.runtime.provenance import record
 
 HF_CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length", "max_seq_len")
 
 
 def snakechat_scorer(checkpoint_dir, device, precision="fp32"):
-    from snakechat.checkpoint import load_model
+    from snakechat.model.checkpoint import load_model
 
     model, tokenizer, meta = load_model(checkpoint_dir, device)
     for_inference(model.eval(), precision)

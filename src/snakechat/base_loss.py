@@ -7,7 +7,7 @@ same for a unigram model of the training tokens (the baseline to beat), and gree
     torchrun --nproc_per_node=8 -m snakechat.base_loss --checkpoint results/base/d20 ...
 
 Needs a base checkpoint (its meta.json names the tokenizer directory, whose token_bytes.json gives
-each token's length in bytes) and the data manifest. Bits per byte as snakechat.bpb measures it;
+each token's length in bytes) and the data manifest. Bits per byte as snakechat.evaluate.bpb measures it;
 each split is measured over `--split-tokens` tokens, spread over the processes.
 """
 
@@ -16,12 +16,14 @@ import json
 
 import torch
 
-from snakechat import precision, provenance, shards
-from snakechat.bpb import bits_per_byte
-from snakechat.checkpoint import load_model
-from snakechat.common import all_reduce_tensor, cleanup_distributed, init_distributed, print0, write_json_atomic
-from snakechat.dataloader import PackedLoader
-from snakechat.tokenizer import load_token_bytes
+from snakechat.model import precision
+from snakechat.runtime import provenance
+from snakechat.data import shards
+from snakechat.evaluate.bpb import bits_per_byte
+from snakechat.model.checkpoint import load_model
+from snakechat.runtime.common import all_reduce_tensor, cleanup_distributed, init_distributed, print0, write_json_atomic
+from snakechat.train.dataloader import PackedLoader
+from snakechat.model.tokenizer import load_token_bytes
 
 DEFAULT_PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
                    "The opposite of hot is", "The planets of the solar system are:"]

@@ -7,15 +7,15 @@
 
 Needs the data manifest (shards beside it; the last shard is validation) and a tokenizer
 directory. Depth is the one dial: width, heads, tokens per step and steps derive from it unless
-given (0 = derived), as snakechat.sizing works them out; the AdamW learning rates are given at
+given (0 = derived), as snakechat.model.sizing works them out; the AdamW learning rates are given at
 width 768 and scaled by 1/sqrt(width/768). The derived numbers are printed and stored in
 meta.json under "derived".
 
 A step takes `--step-tokens` tokens in rows of `--sequence-len` packed documents (see
-snakechat.dataloader), `--device-batch-rows` rows per process and forward/backward pass, with
+snakechat.train.dataloader), `--device-batch-rows` rows per process and forward/backward pass, with
 gradient accumulation for the rest. Validation bits per byte on the last shard every
 `--eval-every` steps. The loop, resumable state under `--state`, signals and the checkpoint in
-`--out` (model.pt, meta.json, train_log.csv) are snakechat.trainer's.
+`--out` (model.pt, meta.json, train_log.csv) are snakechat.train.trainer's.
 """
 
 import time
@@ -23,15 +23,17 @@ from dataclasses import dataclass
 
 import torch
 
-from snakechat import precision, shards, sizing
-from snakechat.bpb import bits_per_byte
-from snakechat.common import cleanup_distributed, init_distributed, print0
-from snakechat.dataloader import PackedLoader
-from snakechat.gpt import GPT
-from snakechat.optim import Schedule
-from snakechat.settings import option, parse
-from snakechat.tokenizer import Tokenizer, load_token_bytes
-from snakechat.trainer import Run, RunSettings, TokenRecipe, Trainer
+from snakechat.model import precision
+from snakechat.data import shards
+from snakechat.model import sizing
+from snakechat.evaluate.bpb import bits_per_byte
+from snakechat.runtime.common import cleanup_distributed, init_distributed, print0
+from snakechat.train.dataloader import PackedLoader
+from snakechat.model.gpt import GPT
+from snakechat.train.optim import Schedule
+from snakechat.runtime.settings import option, parse
+from snakechat.model.tokenizer import Tokenizer, load_token_bytes
+from snakechat.train.trainer import Run, RunSettings, TokenRecipe, Trainer
 
 CPU_COMPILE_MIN_SECONDS = 900  # `--compile auto` on CPU: compile only runs expected to take longer (see decide_compile)
 

@@ -13,9 +13,9 @@ turn's prompt has the model's own tool tokens in it.
 import argparse
 import sys
 
-from snakechat.chat_model import add_checkpoint_args, at_least, checkpoint_dir, load_engine
-from snakechat.conversation import render_for_completion
-from snakechat.reply import Reply
+from snakechat.serve.chat_model import add_checkpoint_args, at_least, checkpoint_dir, load_engine
+from snakechat.model.conversation import render_for_completion
+from snakechat.serve.reply import Reply
 
 
 def reply(engine, tok, messages, args, seed, out=sys.stdout):

@@ -2,7 +2,7 @@
 
 The result is `results/chat_data/{name}/tasks.json` ({"tasks": {task: {"kind", "splits":
 {split: "<task>/<split>.jsonl"}, "random_baseline"}}}) with one jsonl of unified records (see
-`snakechat.tasks`) per task and split beside it. tasks.json is written last, after every file
+`snakechat.evaluate.tasks`) per task and split beside it. tasks.json is written last, after every file
 has been checked, so it is the file that says "done".
 
     python -m snakechat.chat_data --out results/chat_data/tinyworld/tasks.json --kind synthetic --seed 0
@@ -24,9 +24,10 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from snakechat import download, tasks
-from snakechat.common import atomic_path, write_json_atomic
-from snakechat.provenance import record
+from snakechat.data import download
+from snakechat.evaluate import tasks
+from snakechat.runtime.common import atomic_path, write_json_atomic
+from snakechat.runtime.provenance import record
 
 
 def check_chat_dir(chat_dir, entries=None):
@@ -113,7 +114,7 @@ def convert(chat_dir, spec, fetched):
 
 def copy_world_tasks(chat_dir, seed, names):
     """Tasks of the built-in world (e.g. identity, spelling) to sit beside downloaded ones."""
-    from snakechat import world_chat
+    from snakechat.world import chat as world_chat
 
     chat_dir = Path(chat_dir)
     with tempfile.TemporaryDirectory(prefix=".world.", dir=chat_dir) as tmp:
@@ -166,7 +167,7 @@ def main(argv=None):
     out.unlink(missing_ok=True)
 
     if args.kind == "synthetic":
-        from snakechat import world_chat
+        from snakechat.world import chat as world_chat
 
         settings = {"kind": "synthetic", "seed": args.seed}
         world_chat.write_chat_data(chat_dir, args.seed)

@@ -9,10 +9,10 @@
 Inputs: a checkpoint directory (any stage, base included: every model is prompted the same way,
 as a chat), a chat data directory (`tasks.json`; every task with a `test` split of kind mc,
 gsm8k or humaneval is evaluated) and optionally extra published task files given as
-NAME=FORMAT:PATH (formats of `snakechat.tasks.read`).
+NAME=FORMAT:PATH (formats of `snakechat.evaluate.tasks.read`).
 
 The protocol is nanochat's scripts/chat_eval.py, with the prompts and answer checks of
-`snakechat.tasks` (the ones the chat stages train on):
+`snakechat.evaluate.tasks` (the ones the chat stages train on):
 - prompt: the item as a user turn, rendered and cut to its first 2,048 tokens, then
   <|assistant_start|>. A prompt that still does not fit the model's rotary table is cut further
   from the right; the sidecar counts both kinds of cut per task.
@@ -21,7 +21,7 @@ The protocol is nanochat's scripts/chat_eval.py, with the prompts and answer che
 - gsm8k: `num_samples` replies (greedy at temperature 0), at most `max_new_tokens` tokens each,
   calculator calls run; right if any reply's text after "#### " equals the reference's.
 - humaneval: the reply's code, after the prompt's imports, run with the tests in
-  `snakechat.humaneval_sandbox` (bubblewrap); right if the harness reports that check() returned.
+  `snakechat.evaluate.humaneval_sandbox` (bubblewrap); right if the harness reports that check() returned.
   Where that sandbox cannot start the run stops before loading the model, unless `--unsandboxed true`.
 - items: the whole test split; `max_per_task` N takes the first N of the split shuffled with
   numpy's default_rng(42), which is the subset nanochat's `-x N` takes of a hub dataset.
@@ -50,12 +50,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from snakechat import humaneval_sandbox, provenance, tasks
-from snakechat.checkpoint import load_model
-from snakechat.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
-from snakechat.conversation import render_for_completion
-from snakechat.engine import Engine
-from snakechat.precision import SETTINGS, autocast, for_inference, resolve
+from snakechat.evaluate import humaneval_sandbox
+from snakechat.runtime import provenance
+from snakechat.evaluate import tasks
+from snakechat.model.checkpoint import load_model
+from snakechat.runtime.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
+from snakechat.model.conversation import render_for_completion
+from snakechat.model.engine import Engine
+from snakechat.model.precision import SETTINGS, autocast, for_inference, resolve
 
 EVALUATED_KINDS = ("mc", "gsm8k", "humaneval")
 COLUMNS = ["task", "kind", "protocol", "n", "test_items", "accuracy", "baseline", "centered"]

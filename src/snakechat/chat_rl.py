@@ -18,7 +18,7 @@ go through the model `--device-batch-rows` rows at a time. Before the first step
 `--eval-every` steps and after the last, the held-out test problems give pass@1 and pass@k (in
 meta.json under "evals"); train_log.csv adds the mean reward and pass@k of each step's groups.
 The loop, resumable state under `--state` (a resumed run gives the same weights, bit for bit),
-signals and the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are snakechat.trainer's.
+signals and the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are snakechat.train.trainer's.
 """
 
 import random
@@ -26,12 +26,14 @@ from dataclasses import dataclass
 
 import torch
 
-from snakechat import chat_stage, rl_math, tasks
-from snakechat.common import all_reduce, cleanup_distributed, init_distributed, print0
-from snakechat.conversation import render_for_completion
-from snakechat.engine import Engine
-from snakechat.settings import json_arg, option, parse
-from snakechat.trainer import Recipe, Step, Trainer
+from snakechat.train import chat_stage
+from snakechat.train import rl_math
+from snakechat.evaluate import tasks
+from snakechat.runtime.common import all_reduce, cleanup_distributed, init_distributed, print0
+from snakechat.model.conversation import render_for_completion
+from snakechat.model.engine import Engine
+from snakechat.runtime.settings import json_arg, option, parse
+from snakechat.train.trainer import Recipe, Step, Trainer
 
 
 @dataclass(kw_only=True)
@@ -92,7 +94,7 @@ class Sampler:
 
 class RolloutRecipe(Recipe):
     """A step's batches are this process's share of the step's problems, sampled and rewarded;
-    the loss is the policy gradient over the sampled tokens (snakechat.rl_math). The position is
+    the loss is the policy gradient over the sampled tokens (snakechat.train.rl_math). The position is
     the step itself: a step's problems and sampling seeds are functions of its number."""
 
     log_columns = ("reward", "pass_at_k")

@@ -15,18 +15,19 @@ Validation bits per byte over the assistant tokens of the mixture tasks' test sp
 The tokens column of train_log.csv counts rows × sequence_len per step (an upper bound: rows are
 padded only to their micro-batch's longest conversation). The loop, resumable state under
 `--state`, signals and the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are
-snakechat.trainer's.
+snakechat.train.trainer's.
 """
 
 from dataclasses import dataclass
 
-from snakechat import chat_stage, tasks
-from snakechat.bpb import bits_per_byte
-from snakechat.chat_batches import ConversationLoader
-from snakechat.common import cleanup_distributed, init_distributed, print0
-from snakechat.settings import json_arg, option, parse
-from snakechat.tokenizer import load_token_bytes
-from snakechat.trainer import TokenRecipe, Trainer
+from snakechat.train import chat_stage
+from snakechat.evaluate import tasks
+from snakechat.evaluate.bpb import bits_per_byte
+from snakechat.train.chat_batches import ConversationLoader
+from snakechat.runtime.common import cleanup_distributed, init_distributed, print0
+from snakechat.runtime.settings import json_arg, option, parse
+from snakechat.model.tokenizer import load_token_bytes
+from snakechat.train.trainer import TokenRecipe, Trainer
 
 
 @dataclass(kw_only=True)

@@ -24,7 +24,7 @@ Endpoints (one API; the page uses it too):
   --max-concurrent replies are being generated, 503 with Retry-After.
 
 A system (or developer) message is rendered as the training data renders it
-(snakechat.conversation: the model has no system slot, so it is put before the first user
+(snakechat.model.conversation: the model has no system slot, so it is put before the first user
 message, separated by a blank line).
 
 Calculator calls. The model's reply can contain calls it writes (<|python_start|> 6*7
@@ -62,9 +62,9 @@ import socket
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from snakechat.chat_api import MINIMUM, Limits, Sampling
-from snakechat.chat_app import ChatServer, make_app
-from snakechat.chat_model import add_checkpoint_args, at_least, checkpoint_dir, load_engine
+from snakechat.serve.chat_api import MINIMUM, Limits, Sampling
+from snakechat.serve.chat_app import ChatServer, make_app
+from snakechat.serve.chat_model import add_checkpoint_args, at_least, checkpoint_dir, load_engine
 
 
 def listen(host, port):
@@ -86,7 +86,7 @@ def listen(host, port):
 class HeaderDeadline(H11Protocol):
     """uvicorn's h11 protocol with a deadline for each request's line and headers: `header_timeout`
     seconds from the connection's start, or from the previous response's end, until a request has
-    begun (a body then has its own deadline, in snakechat.chat_app.read_body)."""
+    begun (a body then has its own deadline, in snakechat.serve.chat_app.read_body)."""
 
     header_timeout = 10.0
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from snakechat import download
-from snakechat.common import atomic_path, write_json_atomic
-from snakechat.provenance import hash_file, record
+from snakechat.data import download
+from snakechat.runtime.common import atomic_path, write_json_atomic
+from snakechat.runtime.provenance import hash_file, record
 
 ROW_GROUP_SIZE = 1024
 # Pinned so that the same documents always give the same bytes (parquet stores no timestamps).
@@ -75,7 +75,7 @@ def shard_entry(path, **extra):
 
 def generate_synthetic(out_dir, seed, shards, docs_per_shard):
     """Write the built-in world's corpus as shards; returns the manifest's shard list."""
-    from snakechat import world_corpus
+    from snakechat.world import corpus as world_corpus
 
     entries = []
     for i in range(shards):
@@ -91,7 +91,7 @@ def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, workers
     """Download shards 0..shards-1 from `url_template` (e.g. '.../shard_{index:05d}.parquet').
 
     A shard already here is reused only if it still matches the record of its download (and the
-    configured sha256/size); otherwise it is named and fetched again (`snakechat.download`).
+    configured sha256/size); otherwise it is named and fetched again (`snakechat.data.download`).
     `http`: retries, timeout, backoff, max_retry_wait, max_bytes for `download.fetch`.
     """
     sha256, sizes = sha256 or {}, sizes or {}

@@ -21,15 +21,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from snakechat import download
-from snakechat.common import write_json_atomic
-from snakechat.core_bundle import load_bundle
-from snakechat.provenance import record
+from snakechat.data import download
+from snakechat.runtime.common import write_json_atomic
+from snakechat.evaluate.core_bundle import load_bundle
+from snakechat.runtime.provenance import record
 
 
 def check_bundle(root):
     """{label: rows} of a bundle directory, every task file read and checked as base_eval will read
-    it (snakechat.core_bundle); raises BundleError (a ValueError) naming the file and task at fault."""
+    it (snakechat.evaluate.core_bundle); raises BundleError (a ValueError) naming the file and task at fault."""
     return {task.label: len(task.items) for task in load_bundle(root)}
 
 
@@ -77,7 +77,7 @@ def install(build, out_dir):
 
 
 def from_world(out_dir, seed):
-    from snakechat import world_bundle
+    from snakechat.world import bundle as world_bundle
 
     def build(work):
         world_bundle.write_bundle(work / "bundle", seed)

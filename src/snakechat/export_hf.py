@@ -59,13 +59,13 @@ from pathlib import Path
 
 import torch
 
-from snakechat import gpt
-from snakechat.checkpoint import MODEL_FILE, CheckpointError, load_meta, verified
-from snakechat.common import atomic_dir, write_json_atomic
-from snakechat.hf_folder import import_transformers, verify, write_export
-from snakechat.hf_mapping import ExportError, check_model_config, check_state
-from snakechat.provenance import hash_file, record
-from snakechat.tokenizer import Tokenizer
+from snakechat.model import gpt
+from snakechat.model.checkpoint import MODEL_FILE, CheckpointError, load_meta, verified
+from snakechat.runtime.common import atomic_dir, write_json_atomic
+from snakechat.export.hf_folder import import_transformers, verify, write_export
+from snakechat.export.hf_mapping import ExportError, check_model_config, check_state
+from snakechat.runtime.provenance import hash_file, record
+from snakechat.model.tokenizer import Tokenizer
 
 EXPORT_META = "snakechat_export.json"
 

@@ -11,18 +11,20 @@ rows of `--sequence-len` tokens like pretraining documents; the loss covers ever
 model learns the special tokens, tool calls and the multiple-choice format. A step takes
 `--step-tokens` tokens. Validation bits per byte (assistant tokens and prompts alike) come from
 the test splits of the mixture's tasks. The loop, resumable state under `--state`, signals and
-the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are snakechat.trainer's.
+the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are snakechat.train.trainer's.
 """
 
 from dataclasses import dataclass
 
-from snakechat import chat_stage, sizing, tasks
-from snakechat.bpb import bits_per_byte
-from snakechat.chat_batches import PackedChatLoader, render
-from snakechat.common import all_reduce, cleanup_distributed, init_distributed, print0
-from snakechat.settings import json_arg, option, parse
-from snakechat.tokenizer import load_token_bytes
-from snakechat.trainer import TokenRecipe, Trainer
+from snakechat.train import chat_stage
+from snakechat.model import sizing
+from snakechat.evaluate import tasks
+from snakechat.evaluate.bpb import bits_per_byte
+from snakechat.train.chat_batches import PackedChatLoader, render
+from snakechat.runtime.common import all_reduce, cleanup_distributed, init_distributed, print0
+from snakechat.runtime.settings import json_arg, option, parse
+from snakechat.model.tokenizer import load_token_bytes
+from snakechat.train.trainer import TokenRecipe, Trainer
 
 MAX_CONVERSATION_TOKENS = 1 << 20  # conversations are packed whole, cut only by the row boundaries
 

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from snakechat import configcheck, sizing, tasks, world_chat
-from snakechat.common import write_text_atomic
+from snakechat.pipeline import configcheck
+from snakechat.model import sizing
+from snakechat.evaluate import tasks
+from snakechat.world import chat as world_chat
+from snakechat.runtime.common import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_BYTES_PER_PARAM = 4  # fp32 weights

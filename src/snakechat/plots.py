@@ -24,7 +24,7 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from snakechat.common import atomic_path  # noqa: E402
+from snakechat.runtime.common import atomic_path  # noqa: E402
 
 
 def parse_labelled(items):

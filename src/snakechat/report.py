@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from snakechat import sizing
-from snakechat.common import write_text_atomic
-from snakechat.provenance import git_state
+from snakechat.model import sizing
+from snakechat.runtime.common import write_text_atomic
+from snakechat.runtime.provenance import git_state
 
 STAGES = ["base", "mid", "sft", "rl"]
 TRAINING_JOBS = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "chat_rl": "rl"}

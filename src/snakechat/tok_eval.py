@@ -21,10 +21,10 @@ import json
 import threading
 from pathlib import Path
 
-from snakechat import shards
-from snakechat.common import atomic_path, write_json_atomic
-from snakechat.provenance import record
-from snakechat.tokenizer import Tokenizer
+from snakechat.data import shards
+from snakechat.runtime.common import atomic_path, write_json_atomic
+from snakechat.runtime.provenance import record
+from snakechat.model.tokenizer import Tokenizer
 
 COLUMNS = ["tokenizer", "text_kind", "bytes", "tokens", "bytes_per_token", "tokens_per_byte", "status"]
 

@@ -15,10 +15,10 @@ import itertools
 import time
 from pathlib import Path
 
-from snakechat.common import write_json_atomic
-from snakechat.provenance import record
-from snakechat.shards import iter_texts, shard_paths
-from snakechat.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, TRAINERS, Tokenizer, capped_documents
+from snakechat.runtime.common import write_json_atomic
+from snakechat.runtime.provenance import record
+from snakechat.data.shards import iter_texts, shard_paths
+from snakechat.model.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, TRAINERS, Tokenizer, capped_documents
 
 CHECK_DOCS = 256  # training documents on which tiktoken's ids are checked against HF's
 

@@ -5,8 +5,9 @@ import json
 import os
 import shlex
 
-from snakechat import configcheck, launcher
-from snakechat.provenance import code_fingerprint
+from snakechat.pipeline import configcheck
+from snakechat.pipeline import launcher
+from snakechat.runtime.provenance import code_fingerprint
 
 
 # --- config look-ups ---
@@ -223,7 +224,7 @@ def state_dir(wildcards, output):
 
 
 # Slurm's warning signal before a time limit goes to every process of the job step, Snakemake
-# included: only the training processes, which handle it, may act on it (see snakechat.launcher).
+# included: only the training processes, which handle it, may act on it (see snakechat.pipeline.launcher).
 launcher.ignore_warning_signal()
 
 

@@ -9,7 +9,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from snakechat.common import init_distributed
+from snakechat.runtime.common import init_distributed
 
 rank, local_rank, world_size, device = init_distributed()
 total = torch.tensor([rank + 1.0], device=device)

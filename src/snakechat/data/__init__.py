@@ -1,0 +1,1 @@
+"""Data sources: verified HTTP downloads and the parquet shards pretraining reads."""

@@ -1,0 +1,2 @@
+"""Evaluation: CORE over a DCLM-layout bundle, bits per byte, the chat tasks and their scoring, and the
+sandbox model-written code runs in."""
