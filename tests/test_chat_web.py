@@ -1,7 +1,6 @@
 """The web chat: the real uvicorn server on 127.0.0.1 with a tiny checkpoint, driven by the official
 `openai` client, by raw HTTP on sockets, and by headless Chromium; and the terminal chat."""
 
-import contextlib
 import http.client
 import io
 import json
@@ -11,22 +10,19 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import openai
 import pytest
 
+from chat_server import ANSWER, GET_MODELS, LIMITS, MODEL, QUESTION, SPECIALS, direct, exchange, make_checkpoint, post, responses, serving, user
 from snakechat.model import calculator
-from snakechat.serve.chat_model import load_engine
-from snakechat.serve.chat_api import Limits, Sampling
-from snakechat.serve.chat_app import ChatServer
-from snakechat.chat_web import listen, make_server
-from snakechat.model.checkpoint import save_checkpoint
 from snakechat.model.conversation import render_conversation, render_for_completion
 from snakechat.model.engine import Engine
-from snakechat.serve.reply import Reply
-from tiny_chat_model import memorize, one_torch_thread, random_gpt, tokenizer  # noqa: F401 (autouse fixture)
+from snakechat.serve.chat_api import Limits
+from snakechat.serve.chat_model import load_engine
+from snakechat.chat_web import listen
+from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -38,71 +34,17 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-LIMITS = Limits(max_message_chars=200, max_turns=3, max_tokens=40, max_concurrent=1, max_connections=16, body_timeout=1.0)
-MODEL = "snakechat-tiny-sft"
-QUESTION = "what is 6*7?"
-# the reply the model learns for QUESTION: it uses the calculator
-ANSWER = [
-    {"type": "text", "text": "it is "},
-    {"type": "python", "text": "6*7"},
-    {"type": "python_output", "text": "42"},
-    {"type": "text", "text": ". so 42"},
-]
-SPECIALS = ("<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>")
-
-
-def user(text):
-    return {"role": "user", "content": text}
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny GPT trained to answer QUESTION with ANSWER (calculator call included), saved as results/sft/tiny."""
-    root = tmp_path_factory.mktemp("web")
-    tok = tokenizer()
-    tok.save(root / "tok")
-    ids, _ = render_conversation(tok, [user(QUESTION), {"role": "assistant", "content": ANSWER}])
-    model = memorize(random_gpt(tok.vocab_size, seed=2), ids)
-    directory = root / "results" / "sft" / "tiny"
-    save_checkpoint(directory, model, {"model_config": model.config.to_dict(), "tokenizer": str(root / "tok"), "step": 0})
-    return directory
+    return make_checkpoint(tmp_path_factory.mktemp("web"))
 
 
 @pytest.fixture(scope="module")
 def engine(checkpoint):
     return load_engine(checkpoint)
-
-
-@contextlib.contextmanager
-def serving(engine, limits=LIMITS, sampling=Sampling(temperature=0.0, top_k=None, seed=1)):
-    """A ChatServer served by uvicorn in a thread on a free port; its `.port` and `.prompts` (each
-    request's prompt ids, as the server rendered them) added for the tests."""
-    chat = ChatServer(*engine, MODEL, limits, sampling)
-    chat.prompts = []
-    parse = chat.parse
-
-    def recording_parse(body):
-        request = parse(body)
-        chat.prompts.append(request.prompt)
-        return request
-
-    chat.parse = recording_parse
-    sock = listen("127.0.0.1", 0)
-    server = make_server(chat, log_level="error")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    chat.port = sock.getsockname()[1]
-    try:
-        yield chat
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        chat.workers.shutdown()
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +58,6 @@ def client(server):
     with openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="unused", max_retries=0, timeout=60) as c:
         yield c
 
-
-def direct(engine, messages, **settings):
-    """The reply the engine gives without the server: (prompt ids, Reply run to its end)."""
-    model, tok = engine
-    prompt = render_for_completion(tok, messages)
-    reply = Reply(model, prompt, **{"max_tokens": LIMITS.max_tokens, "temperature": 0.0, **settings})
-    list(reply)
-    return prompt, reply
 
 
 # --- the OpenAI client -------------------------------------------------------------------------
@@ -319,44 +253,11 @@ def test_user_text_never_becomes_special_tokens(client, server, engine):
 # --- raw HTTP: what the protocol layer does with malformed requests ---------------------------------
 
 
-def exchange(port, data, timeout=10.0):
-    """Send `data` on one connection and read until the server closes it (or `timeout`)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        with contextlib.suppress(TimeoutError):
-            while chunk := s.recv(65536):
-                out += chunk
-    return out
-
-
-def responses(raw):
-    """(status, headers, body) of each HTTP response in `raw` (Content-Length framed)."""
-    out = []
-    while raw:
-        head, _, rest = raw.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode().split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-        length = int(headers.get("content-length", len(rest)))
-        out.append((int(status_line.split()[1]), headers, rest[:length]))
-        raw = rest[length:]
-    return out
-
-
-def post(port, body, path="/v1/chat/completions", headers=()):
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
-    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n{extra}".encode() + b"\r\n" + data
-
-
-GET_MODELS = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-
-
 def test_unread_bodies_do_not_desync_the_connection(server):
     """A body sent where none is read (unknown path, a GET) is framed as that request's body: the
     request smuggled inside it is not run, and the next request on the connection gets its answer."""
-    smuggled = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
-    for first in (post(server.port, smuggled, path="/nope"), b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled):
+    smuggled = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for first in (post(server.port, smuggled, path="/nope"), b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled):
         (status1, _, body1), (status2, _, body2) = responses(exchange(server.port, first + GET_MODELS))
         assert status2 == 200 and json.loads(body2)["data"][0]["id"] == MODEL
         if status1 == 404:
@@ -367,7 +268,7 @@ def test_unread_bodies_do_not_desync_the_connection(server):
 
 @pytest.mark.parametrize("length", ["-1", "+5", "1_0", "0x5", "5\r\nContent-Length: 6", "5, 6"])
 def test_bad_content_length_is_refused(server, length):
-    data = b'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ' + length.encode() + b"\r\n\r\n{}\r\n\r\n" + GET_MODELS
+    data = b'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ' + length.encode() + b"\r\n\r\n{}\r\n\r\n" + GET_MODELS
     answers = responses(exchange(server.port, data))
     assert [status for status, _, _ in answers] == [400]  # and the connection is closed: nothing after it runs
 
@@ -375,7 +276,7 @@ def test_bad_content_length_is_refused(server, length):
 def test_identical_duplicate_content_lengths_frame_one_body(server):
     """RFC 9112 6.3 allows a repeated identical length; the framing is unambiguous and used as such."""
     body = json.dumps({"model": "nope", "messages": [user("hi")]}).encode()
-    data = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(body), len(body)) + body + GET_MODELS
+    data = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(body), len(body)) + body + GET_MODELS
     (s1, _, b1), (s2, _, _) = responses(exchange(server.port, data))
     assert (s1, s2) == (404, 200) and json.loads(b1)["error"]["code"] == "model_not_found"
 
@@ -393,7 +294,7 @@ def test_malformed_bodies_get_400_or_413(server):
     too_big = b"x" * (LIMITS.max_body_bytes + 1)
     ((status, headers, reply),) = responses(exchange(server.port, post(server.port, too_big)))
     assert status == 413 and "larger than the limit" in json.loads(reply)["error"]["message"] and headers["connection"] == "close"
-    chunked = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(too_big[i:i + 4096]), too_big[i:i + 4096]) for i in range(0, len(too_big), 4096)) + b"0\r\n\r\n"
+    chunked = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(too_big[i:i + 4096]), too_big[i:i + 4096]) for i in range(0, len(too_big), 4096)) + b"0\r\n\r\n"
     ((status, _, _),) = responses(exchange(server.port, chunked))
     assert status == 413
 
@@ -414,17 +315,18 @@ def test_page_and_unknown_paths(server):
 def test_stalled_body_times_out_and_frees_its_connection(engine):
     """A client that announces more body than it sends holds a connection slot only until
     --body-timeout: it gets 408 and is closed, and the server takes connections again."""
-    limits = Limits(max_message_chars=200, max_turns=3, max_tokens=5, max_concurrent=1, max_connections=3, body_timeout=1.0)
+    limits = Limits(max_message_chars=200, max_turns=3, max_tokens=5, max_concurrent=1, max_connections=2, body_timeout=1.0)
     with serving(engine, limits) as chat:
         stalled = []
-        for _ in range(2):  # uvicorn counts the connection asking: 2 open ones fill a limit of 3
+        for _ in range(2):  # 2 requests in progress fill a limit of 2
             s = socket.create_connection(("127.0.0.1", chat.port), timeout=10)
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"model\":")
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"model\":")
             stalled.append(s)
         time.sleep(0.2)
         started = time.monotonic()
         full = responses(exchange(chat.port, post(chat.port, {"model": MODEL, "messages": [user("hi")]}, headers=[("Connection", "close")])))
-        assert full[0][0] == 503  # every connection slot is held
+        assert full[0][0] == 503 and full[0][1]["retry-after"] == "1"  # every slot is held
+        assert json.loads(full[0][2])["error"]["code"] == "overloaded"
         for s in stalled:
             raw = b""
             while chunk := s.recv(65536):  # the server answers and closes
@@ -459,7 +361,7 @@ def test_slow_headers_are_cut_off_and_free_their_connection(engine):
     after --body-timeout, on a new connection and on a kept-alive one after a reply; a request
     that keeps to the limit is answered."""
     limits = Limits(max_message_chars=200, max_turns=3, max_tokens=5, max_concurrent=1, max_connections=3, body_timeout=1.0)
-    headers = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n"
+    headers = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n"
     with serving(engine, limits) as chat:
         with socket.create_connection(("127.0.0.1", chat.port), timeout=10) as s:
             took = dribble_until_closed(s, headers)
@@ -506,7 +408,7 @@ def test_settings_are_checked_at_start_up(checkpoint, capsys):
     from snakechat import chat_web
 
     for flag, value, words in [("--max-concurrent", "0", "must be >= 1, got 0"), ("--max-tokens", "-1", "must be >= 1, got -1"),
-                               ("--max-connections", "1", "must be >= 2"), ("--body-timeout", "0", "must be >= 0.001"), ("--port", "x", "'x' is not an integer")]:
+                               ("--max-connections", "0", "must be >= 1, got 0"), ("--port", "70000", "must be <= 65535, got 70000"), ("--body-timeout", "0", "must be >= 0.001"), ("--port", "x", "'x' is not an integer")]:
         with pytest.raises(SystemExit) as exit_info:
             chat_web.main(["--checkpoint", str(checkpoint), flag, value])
         assert exit_info.value.code == 2 and f"argument {flag}: {words}" in capsys.readouterr().err

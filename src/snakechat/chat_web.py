@@ -60,10 +60,11 @@ import os
 import socket
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from snakechat.serve.chat_api import MINIMUM, Limits, Sampling
 from snakechat.serve.chat_app import ChatServer, make_app
+from snakechat.serve.access import Access
+from snakechat.serve.connections import protocol_class
 from snakechat.serve.chat_model import add_checkpoint_args, at_least, checkpoint_dir, load_engine
 
 
@@ -83,43 +84,17 @@ def listen(host, port):
     return sock
 
 
-class HeaderDeadline(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's line and headers: `header_timeout`
-    seconds from the connection's start, or from the previous response's end, until a request has
-    begun (a body then has its own deadline, in snakechat.serve.chat_app.read_body)."""
-
-    header_timeout = 10.0
-
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        self.arm_header_deadline()
-
-    def on_response_complete(self):
-        super().on_response_complete()
-        self.arm_header_deadline()
-
-    def arm_header_deadline(self):
-        self.loop.call_later(self.header_timeout, self.close_unless_a_request_began, self.cycle)
-
-    def close_unless_a_request_began(self, previous):
-        """Close the connection if no request has begun since `previous` (the request before the
-        one awaited; None on a new connection)."""
-        if self.cycle is previous:
-            self.transport.close()
-
-
 def make_server(server: ChatServer, log_level="warning"):
     """The uvicorn server for `server` (run it with .run(sockets=[listen(host, port)]))."""
     config = uvicorn.Config(
         make_app(server),
-        http=type("ChatH11Protocol", (HeaderDeadline,), {"header_timeout": server.limits.body_timeout}),
+        http=protocol_class(server.limits.body_timeout, server.limits.max_connections),
         loop="asyncio",
         lifespan="off",
         ws="none",
         log_level=log_level,
         access_log=False,
         timeout_keep_alive=5,
-        limit_concurrency=server.limits.max_connections,
         timeout_graceful_shutdown=5,
         server_header=False,
     )
@@ -131,13 +106,15 @@ def main(argv=None):
     add_checkpoint_args(p)
     d = Limits()
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the chat to the network)")
-    p.add_argument("--port", type=at_least(0), default=8000, help="0: any free port")
+    p.add_argument("--port", type=at_least(0, int, 65535), default=8000, help="0: any free port")
+    p.add_argument("--allowed-hosts", default="", help="comma-separated names the Host header may give besides the bound address ('*': any)")
+    p.add_argument("--allowed-origins", default="", help="comma-separated origins (e.g. http://localhost:3000) whose pages may call the API ('*': any); others are refused")
     p.add_argument("--served-model-name", help="the model's id in the API (default: snakechat-<name>-<stage>)")
     p.add_argument("--max-message-chars", type=at_least(1), default=d.max_message_chars)
     p.add_argument("--max-turns", type=at_least(1), default=d.max_turns)
     p.add_argument("--max-tokens", type=at_least(1), default=d.max_tokens, help="most tokens per reply")
     p.add_argument("--max-concurrent", type=at_least(1), default=d.max_concurrent, help="replies generated at once; more get 503")
-    p.add_argument("--max-connections", type=at_least(MINIMUM["max_connections"]), default=d.max_connections, help="open connections; more get 503")
+    p.add_argument("--max-connections", type=at_least(1), default=d.max_connections, help="requests in progress at once (idle connections do not count); more get 503")
     p.add_argument("--body-timeout", type=at_least(MINIMUM["body_timeout"], float), default=d.body_timeout, help="seconds a request's headers, and then its body, may each take to arrive")
     args = p.parse_args(argv)
     directory = checkpoint_dir(p, args)
@@ -150,7 +127,8 @@ def main(argv=None):
     engine, tok = load_engine(directory, args.device, args.precision)
     name = args.served_model_name or f"snakechat-{directory.resolve().name}-{directory.resolve().parent.name}"
     sampling = Sampling(args.temperature, args.top_k or None, args.seed)
-    server = ChatServer(engine, tok, name, limits, sampling, created=(directory / "meta.json").stat().st_mtime)
+    access = Access.for_host(args.host, args.allowed_hosts.split(","), args.allowed_origins.split(","))
+    server = ChatServer(engine, tok, name, limits, sampling, created=(directory / "meta.json").stat().st_mtime, access=access)
     host, port = sock.getsockname()[:2]
     print(f"snakechat serving {name} on http://{host}:{port}/ (API: http://{host}:{port}/v1)", flush=True)
     try:

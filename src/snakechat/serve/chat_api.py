@@ -31,8 +31,7 @@ UNSUPPORTED = {
 }
 
 
-# uvicorn counts the connection asking, so one connection would refuse everything
-MINIMUM = {"max_connections": 2, "body_timeout": 0.001}
+MINIMUM = {"body_timeout": 0.001}
 
 
 @dataclass(frozen=True)

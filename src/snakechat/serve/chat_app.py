@@ -14,19 +14,23 @@ from importlib import resources
 import torch
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from snakechat.serve.chat_api import DONE_EVENT, APIError, Limits, Sampling, chunk_event, completion, completion_head, error_event, model_card, parse_request, unknown_model, usage
+from snakechat.serve.access import Access, AccessGuard
 from snakechat.serve.reply import Reply
 
 
 class ChatServer:
     """The model, its tokenizer and limits, and the replies being generated (counted on the event loop)."""
 
-    def __init__(self, engine, tokenizer, model_name, limits=Limits(), sampling=Sampling(), created=None):
+    def __init__(self, engine, tokenizer, model_name, limits=Limits(), sampling=Sampling(), created=None, access=Access.for_host("127.0.0.1")):
         self.engine, self.tokenizer, self.model_name, self.limits, self.sampling = engine, tokenizer, model_name, limits, sampling
+        self.access = access
         self.created = int(created if created is not None else time.time())
         self.seeds = random.Random(sampling.seed)
         self.active = 0
@@ -103,8 +107,12 @@ def error_response(error):
 
 
 async def read_body(request, limits):
-    """The request's JSON body: 413 over the size limit, 408 if it arrives too slowly, 400 if not JSON."""
+    """The request's JSON body: 415 unless declared as JSON, 413 over the size limit, 408 if it
+    arrives too slowly, 400 if not JSON."""
     close = {"Connection": "close"}  # the rest of the body is not read: this connection cannot carry another request
+    kind = request.headers.get("content-type", "")
+    if kind.partition(";")[0].strip().lower() != "application/json":
+        raise APIError(415, f"the request body must be sent as Content-Type: application/json, not {kind!r:.100}", headers=close)
     declared = request.headers.get("content-length")
     if declared is not None and int(declared) > limits.max_body_bytes:  # h11 has checked it is digits
         raise APIError(413, f"the request body of {declared} bytes is larger than the limit of {limits.max_body_bytes}", headers=close)
@@ -129,6 +137,31 @@ async def read_body(request, limits):
         raise APIError(400, f"the request body is not valid JSON: {reason}") from None
 
 
+async def generated_unless_client_leaves(request, generation):
+    """Wait for a non-streamed reply; if its client disconnects first, stop generating (the slot is
+    given back at the next token) and raise ClientDisconnect (logged as one line by
+    snakechat.serve.connections)."""
+
+    async def drain():
+        async for _ in generation.pieces():
+            pass
+
+    async def disconnect():  # the body has been read: the next message is the disconnect
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    reply, left = asyncio.ensure_future(drain()), asyncio.ensure_future(disconnect())
+    try:
+        await asyncio.wait({reply, left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        generation.cancel()
+        left.cancel()
+    if not reply.done():
+        reply.cancel()
+        raise ClientDisconnect()
+    reply.result()  # its APIError, if generation failed
+
+
 def make_app(server: ChatServer):
     """The ASGI application: the page and the OpenAI-compatible API."""
 
@@ -149,11 +182,7 @@ def make_app(server: ChatServer):
         head = completion_head(server.model_name)
         if chat.stream:
             return StreamingResponse(_events(chat, generation, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        try:
-            async for _ in generation.pieces():
-                pass
-        finally:
-            generation.cancel()
+        await generated_unless_client_leaves(request, generation)
         return JSONResponse(completion(head, chat, generation.reply))
 
     async def _events(chat, generation, head):
@@ -183,4 +212,7 @@ def make_app(server: ChatServer):
         Route("/v1/models/{name:path}", model, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={APIError: api_error, HTTPException: http_error})
+    middleware = [Middleware(AccessGuard, access=server.access)]
+    if server.access.origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(server.access.origins), allow_methods=["GET", "POST"], allow_headers=["*"], max_age=600))
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={APIError: api_error, HTTPException: http_error})

@@ -12,8 +12,8 @@ from snakechat.model.precision import SETTINGS, for_inference, resolve
 STAGES = ("base", "mid", "sft", "rl")
 
 
-def at_least(low, kind=int):
-    """An argparse type: a number of `kind` that is >= low, or an error saying so."""
+def at_least(low, kind=int, high=None):
+    """An argparse type: a number of `kind` that is >= low (and <= high), or an error saying so."""
 
     def parse(text):
         try:
@@ -22,6 +22,8 @@ def at_least(low, kind=int):
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not value >= low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        if high is not None and not value <= high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {text}")
         return value
 
     return parse
