@@ -45,7 +45,7 @@ def make_checkpoint(root, stage="sft"):
 
 
 @contextlib.contextmanager
-def serving(engine, limits=LIMITS, sampling=Sampling(temperature=0.0, top_k=None, seed=1), access=None):
+def serving(engine, limits=LIMITS, sampling=Sampling(temperature=0.0, top_k=None, seed=1), access=None, log_level="error"):
     """A ChatServer served by uvicorn in a thread on a free port; its `.port` and `.prompts` (each
     request's prompt ids, as the server rendered them) added for the tests."""
     chat = ChatServer(*engine, MODEL, limits, sampling, access=access or Access.for_host("127.0.0.1"))
@@ -59,7 +59,7 @@ def serving(engine, limits=LIMITS, sampling=Sampling(temperature=0.0, top_k=None
 
     chat.parse = recording_parse
     sock = listen("127.0.0.1", 0)
-    server = make_server(chat, log_level="error")
+    server = make_server(chat, log_level=log_level)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -111,9 +111,12 @@ def responses(raw):
 
 
 def post(port, body, path="/v1/chat/completions", headers=()):
+    """A POST of `body` (JSON unless bytes); `headers` are added, or replace the Host and Content-Type given by default."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
-    return f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n{extra}".encode() + b"\r\n" + data
+    given = {"Host": "127.0.0.1", "Content-Type": "application/json"}
+    given.update(headers)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in given.items())
+    return f"POST {path} HTTP/1.1\r\nContent-Length: {len(data)}\r\n{extra}".encode() + b"\r\n" + data
 
 
 GET_MODELS = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from snakechat.serve.chat_api import DONE_EVENT, APIError, Limits, Sampling, chunk_event, completion, completion_head, error_event, model_card, parse_request, unknown_model, usage
 from snakechat.serve.access import Access, AccessGuard
+from snakechat.serve.connections import log_departure
 from snakechat.serve.reply import Reply
 
 
@@ -181,11 +182,12 @@ def make_app(server: ChatServer):
         generation = server.start(chat)
         head = completion_head(server.model_name)
         if chat.stream:
-            return StreamingResponse(_events(chat, generation, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(_events(request, chat, generation, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         await generated_unless_client_leaves(request, generation)
         return JSONResponse(completion(head, chat, generation.reply))
 
-    async def _events(chat, generation, head):
+    async def _events(request, chat, generation, head):
+        finished = False
         try:
             yield chunk_event(head, {"role": "assistant", "content": ""})
             async for kind, text in generation.pieces():
@@ -194,10 +196,14 @@ def make_app(server: ChatServer):
             if chat.include_usage:
                 yield chunk_event(head, usage=usage(chat, generation.reply))
             yield DONE_EVENT
+            finished = True
         except APIError as e:  # the status line has gone out: the error travels as an event
             yield error_event(e)
+            finished = True
         finally:  # also when the client has left and the response task is cancelled
             generation.cancel()
+            if not finished:
+                log_departure(request.scope, " (streaming)")
 
     async def api_error(request, exc):
         return error_response(exc)

@@ -25,6 +25,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 LOG = logging.getLogger("uvicorn.error")
 
 
+def log_departure(scope, what=""):
+    """One log line for a client that went away mid-request."""
+    client = "%s:%d" % tuple(scope["client"]) if scope.get("client") else "a client"
+    LOG.warning("%s went away during %s %s%s", client, scope["method"], scope["path"], what)
+
+
 async def send_error(send, status, message, code, headers=()):
     """Answer with an OpenAI-shaped error and close the connection."""
     kind = "server_error" if status >= 500 else "invalid_request_error"
@@ -88,8 +94,7 @@ class GuardedH11(H11Protocol):
         try:
             await self.guarded_app(scope, receive, send)
         except ClientDisconnect:
-            client = "%s:%d" % self.client if self.client else "a client"
-            LOG.warning("%s went away during %s %s", client, scope["method"], scope["path"])
+            log_departure(scope)
 
 
 def protocol_class(header_timeout, max_connections):
