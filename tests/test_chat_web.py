@@ -20,6 +20,7 @@ from snakechat.model import calculator
 from snakechat.model.conversation import render_conversation, render_for_completion
 from snakechat.model.engine import Engine
 from snakechat.serve.chat_api import Limits
+from snakechat.serve import tool_text
 from snakechat.serve.chat_model import load_engine
 from snakechat.chat_web import listen
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
@@ -76,7 +77,8 @@ def test_reply_with_a_calculator_call(client, engine):
     assert done.object == "chat.completion" and done.model == MODEL
     choice = done.choices[0]
     assert choice.finish_reason == "stop" and choice.message.role == "assistant"
-    assert choice.message.content == ANSWER == reply.parts
+    assert reply.parts == ANSWER and choice.message.content == "it is <<6*7=42>>. so 42" == tool_text.render(ANSWER)
+    assert choice.message.model_extra["content_parts"] == ANSWER  # the exact parts, beside the string
     assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (len(prompt), len(reply.tokens))
     assert done.usage.total_tokens == len(prompt) + len(reply.tokens)
 
@@ -84,11 +86,9 @@ def test_reply_with_a_calculator_call(client, engine):
 def test_plain_text_reply_is_a_string(client, engine):
     done = client.chat.completions.create(model=MODEL, messages=[user("hi")], temperature=1.0, seed=7)
     _, reply = direct(engine, [user("hi")], temperature=1.0, seed=7)
-    content = done.choices[0].message.content
-    if all(p["type"] == "text" for p in reply.parts):
-        assert content == "".join(p["text"] for p in reply.parts)
-    else:
-        assert content == reply.parts
+    message = done.choices[0].message
+    assert isinstance(message.content, str) and message.content == tool_text.render(reply.parts)
+    assert ("content_parts" in message.model_extra) == tool_text.has_tools(reply.parts)
 
 
 def test_streamed_reply_matches_the_whole_one(client, engine):
@@ -99,19 +99,19 @@ def test_streamed_reply_matches_the_whole_one(client, engine):
     *content_chunks, last, usage = chunks
     assert content_chunks[0].choices[0].delta.role == "assistant"
     assert last.choices[0].finish_reason == "stop" and usage.choices == []
-    pieces = [c.choices[0].delta.content for c in content_chunks if c.choices[0].delta.content]
-    assert len(pieces) > 3  # streamed piece by piece
-    parts = []
-    for piece in pieces:
-        if isinstance(piece, str):
-            if parts and parts[-1]["type"] == "text":
-                parts[-1]["text"] += piece
-            else:
-                parts.append({"type": "text", "text": piece})
-        else:  # a tool part arrives whole
-            assert len(piece) == 1 and piece[0]["type"] in ("python", "python_output")
-            parts += piece
-    assert parts == ANSWER
+    text, parts, pieces = "", [], 0
+    for chunk in content_chunks:
+        delta = chunk.choices[0].delta
+        text += delta.content  # a string in every chunk: the usual loop works
+        pieces += bool(delta.content)
+        if "content_parts" in delta.model_extra:  # a calculator call arrives whole, with its parts
+            assert delta.content == tool_text.render(delta.model_extra["content_parts"])
+            parts += delta.model_extra["content_parts"]
+        elif delta.content:
+            parts.append({"type": "text", "text": delta.content})
+    assert pieces > 3  # streamed piece by piece
+    assert text == tool_text.render(ANSWER) and tool_text.parse(text) == ANSWER
+    assert [p for p in parts if p["type"] != "text"] == ANSWER[1:3]
     prompt, reply = direct(engine, [user(QUESTION)])
     assert (usage.usage.prompt_tokens, usage.usage.completion_tokens) == (len(prompt), len(reply.tokens))
 
@@ -128,9 +128,10 @@ def test_max_tokens_ends_with_length(client):
 def test_a_reply_cut_inside_the_tool_call_keeps_its_part(client):
     # it is = 3 tokens here, then <|python_start|> 6 * (7 ...): cut inside the call
     done = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, max_tokens=6)
-    content = done.choices[0].message.content
+    message = done.choices[0].message
     assert done.choices[0].finish_reason == "length"
-    assert content[-1]["type"] == "python" and "6*7".startswith(content[-1]["text"])
+    last = message.model_extra["content_parts"][-1]
+    assert last["type"] == "python" and "6*7".startswith(last["text"]) and message.content.endswith(f"<<{last['text']}>>")
 
 
 def test_system_message_is_rendered_as_in_training(client, server, engine):
@@ -154,7 +155,7 @@ def test_sampling_settings(client, engine):
     # only the most likely token left: greedy, whatever the temperature and seed
     assert reply(temperature=2.0, top_p=1e-9, seed=5) == greedy
     assert reply(temperature=2.0, extra_body={"top_k": 1}, seed=5) == greedy
-    assert direct(engine, [user("and then?")], max_tokens=20)[1].parts == (greedy if isinstance(greedy, list) else [{"type": "text", "text": greedy}])
+    assert tool_text.render(direct(engine, [user("and then?")], max_tokens=20)[1].parts) == greedy
 
 
 def test_stop_strings(client):
@@ -164,7 +165,7 @@ def test_stop_strings(client):
     chunks = list(stream)
     assert [p for c in chunks if (p := c.choices[0].delta.content)] and chunks[-1].choices[0].finish_reason == "stop"
     done = client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stop=". so")
-    assert done.choices[0].message.content == ANSWER[:3]
+    assert done.choices[0].message.content == "it is <<6*7=42>>"
 
 
 @pytest.mark.parametrize(
@@ -227,16 +228,16 @@ def test_tool_call_round_trip_gives_the_model_its_own_tokens(client, server, eng
     assert prompt2[len(prompt1) + len(reply_tokens)] == tok.special_id("<|assistant_end|>")
     assert second.usage.prompt_tokens == len(prompt2)
 
-    # the same from a streamed turn 1, its parts collected from the deltas
-    parts = []
-    for chunk in client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stream=True):
-        piece = chunk.choices[0].delta.content if chunk.choices else None
-        if isinstance(piece, list):
-            parts += piece
-        elif piece:
-            parts.append({"type": "text", "text": piece})
-    client.chat.completions.create(model=MODEL, messages=[user(QUESTION), {"role": "assistant", "content": parts}, user("and then?")], max_tokens=1)
+    # the same from a streamed turn 1, its text joined from the deltas and sent back alone (as a
+    # client that keeps only `content` does): the <<6*7=42>> in it is read back as the call
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0, stream=True) if chunk.choices)
+    client.chat.completions.create(model=MODEL, messages=[user(QUESTION), {"role": "assistant", "content": text}, user("and then?")], max_tokens=1)
     assert server.prompts[-1] == prompt2
+    # parts that no longer render to the (edited) content are ignored: the content is what counts
+    edited = {"role": "assistant", "content": "it is <<6*8=48>>. so 48", "content_parts": ANSWER}
+    client.chat.completions.create(model=MODEL, messages=[user(QUESTION), edited, user("and then?")], max_tokens=1)
+    assert server.prompts[-1] == render_for_completion(tok, [user(QUESTION), {"role": "assistant", "content": tool_text.parse(edited["content"])}, user("and then?")])
+    assert server.prompts[-1] != prompt2
 
 
 def test_user_text_never_becomes_special_tokens(client, server, engine):
@@ -446,7 +447,7 @@ def test_command_serves_until_interrupted(checkpoint):
         with openai.OpenAI(base_url=base, api_key="unused", max_retries=0) as c:
             assert [m.id for m in c.models.list()] == [MODEL]
             done = c.chat.completions.create(model=MODEL, messages=[user(QUESTION)], temperature=0)
-            assert done.choices[0].message.content == ANSWER
+            assert done.choices[0].message.content == tool_text.render(ANSWER)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert "Traceback" not in process.stderr.read()
@@ -494,7 +495,7 @@ def test_browser_chat_streams_replies_and_tool_calls(server, tmp_path):
             page.fill("#input", "and then?")  # a second turn: the tool call goes back as the model wrote it
             page.click("#send")
             page.wait_for_function("document.querySelectorAll(\".assistant[data-done='true']\").length == 2", timeout=60_000)
-            assert page.evaluate("() => conversation[1].content") == ANSWER
+            assert page.evaluate("() => conversation[1]") == {"role": "assistant", "content": tool_text.render(ANSWER), "content_parts": ANSWER}
             answer_ids, _ = render_conversation(server.tokenizer, [user(QUESTION), {"role": "assistant", "content": ANSWER}])
             assert server.prompts[-1][: len(answer_ids)] == answer_ids and server.prompts[-1][: len(prompt1)] == prompt1
 

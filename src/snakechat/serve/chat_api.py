@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from snakechat.model.conversation import render_for_completion
+from snakechat.serve import tool_text
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 PART_TYPES = {"system": ("text",), "user": ("text",), "assistant": ("text", "python", "python_output")}
@@ -91,24 +92,41 @@ def _number(body, key, kind, low, high, default, low_open=False):
     return value
 
 
-def _content(message, i, role):
-    """A message's content as a string or a list of parts, checked against what `role` may send."""
-    where = f"messages[{i}].content"
-    content = message.get("content")
-    if content is None and role == "assistant":
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise APIError(400, f"{where} must be a string or a list of content parts", param=where)
+def _parts(value, where, role):
+    """A list of content parts checked against what `role` may send, or APIError naming the bad one."""
     parts = []
-    for j, part in enumerate(content):
+    for j, part in enumerate(value):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in PART_TYPES[role] or not isinstance(part.get("text"), str):
             allowed = " or ".join(repr(t) for t in PART_TYPES[role])
             raise APIError(400, f"{where}[{j}]: a {role} content part must be {{'type': {allowed}, 'text': string}}, got type {kind!r:.50}", param=f"{where}[{j}]")
         parts.append({"type": kind, "text": part["text"]})
     return parts
+
+
+def _content(message, i, role):
+    """A message's content as a string or a list of parts, checked against what `role` may send.
+    An assistant's string is read for calculator calls (snakechat.serve.tool_text), or replaced by
+    its `content_parts` when they render to it."""
+    where = f"messages[{i}].content"
+    content = message.get("content")
+    if content is None and role == "assistant":
+        return ""
+    if isinstance(content, list):
+        return _parts(content, where, role)
+    if not isinstance(content, str):
+        raise APIError(400, f"{where} must be a string or a list of content parts", param=where)
+    if role != "assistant":
+        return content
+    given = message.get("content_parts")
+    if given is not None:
+        if not isinstance(given, list):
+            raise APIError(400, f"messages[{i}].content_parts must be a list of content parts", param=f"messages[{i}].content_parts")
+        parts = _parts(given, f"messages[{i}].content_parts", role)
+        if tool_text.render(parts) == content:
+            return parts
+    parts = tool_text.parse(content)
+    return parts if tool_text.has_tools(parts) else content
 
 
 def _messages(body, limits):
@@ -209,11 +227,13 @@ def completion_head(model_name):
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
 
 
-def content_of(parts):
-    """OpenAI `content`: a string for text only, else the list of parts."""
-    if all(p["type"] == "text" for p in parts):
-        return "".join(p["text"] for p in parts)
-    return parts
+def message_of(parts):
+    """The assistant message of a reply: `content` a string, calculator calls written in it, and
+    the exact parts in `content_parts` when there are calls."""
+    message = {"role": "assistant", "content": tool_text.render(parts)}
+    if tool_text.has_tools(parts):
+        message["content_parts"] = parts
+    return message
 
 
 def usage(request, reply):
@@ -223,8 +243,7 @@ def usage(request, reply):
 
 def completion(head, request, reply):
     """The `chat.completion` object of a finished reply."""
-    message = {"role": "assistant", "content": content_of(reply.parts)}
-    choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
+    choice = {"index": 0, "message": message_of(reply.parts), "finish_reason": reply.finish_reason, "logprobs": None}
     return {**head, "object": "chat.completion", "choices": [choice], "usage": usage(request, reply)}
 
 

@@ -24,6 +24,7 @@ from snakechat.serve.chat_api import DONE_EVENT, APIError, Limits, Sampling, chu
 from snakechat.serve.access import Access, AccessGuard
 from snakechat.serve.connections import log_departure
 from snakechat.serve.reply import Reply
+from snakechat.serve.tool_text import StreamedCalls
 
 
 class ChatServer:
@@ -100,6 +101,11 @@ class Generation:
             if isinstance(item, Exception):
                 raise APIError(500, f"generation failed: {item}", kind="server_error") from item
             yield item
+
+
+def delta(text, parts):
+    """A streamed piece: its text, and for a calculator call the parts its `<<...>>` text stands for."""
+    return {"content": text} if parts is None else {"content": text, "content_parts": parts}
 
 
 def error_response(error):
@@ -190,8 +196,12 @@ def make_app(server: ChatServer):
         finished = False
         try:
             yield chunk_event(head, {"role": "assistant", "content": ""})
-            async for kind, text in generation.pieces():
-                yield chunk_event(head, {"content": text if kind == "text" else [{"type": kind, "text": text}]})
+            calls = StreamedCalls()
+            async for piece in generation.pieces():
+                for text, parts in calls.feed(*piece):
+                    yield chunk_event(head, delta(text, parts))
+            for text, parts in calls.flush():
+                yield chunk_event(head, delta(text, parts))
             yield chunk_event(head, {}, generation.reply.finish_reason)
             if chat.include_usage:
                 yield chunk_event(head, usage=usage(chat, generation.reply))
