@@ -45,10 +45,10 @@ def make_checkpoint(root, stage="sft"):
 
 
 @contextlib.contextmanager
-def serving(engine, limits=LIMITS, sampling=Sampling(temperature=0.0, top_k=None, seed=1), access=None, log_level="error"):
+def serving(engine, limits=LIMITS, sampling=Sampling(temperature=0.0, top_k=None, seed=1), access=None, log_level="error", name=MODEL):
     """A ChatServer served by uvicorn in a thread on a free port; its `.port` and `.prompts` (each
     request's prompt ids, as the server rendered them) added for the tests."""
-    chat = ChatServer(*engine, MODEL, limits, sampling, access=access or Access.for_host("127.0.0.1"))
+    chat = ChatServer(*engine, name, limits, sampling, access=access or Access.for_host("127.0.0.1"))
     chat.prompts = []
     parse = chat.parse
 

@@ -81,7 +81,7 @@ def unknown_model(asked, served):
     return APIError(404, f"the model {asked!r:.100} does not exist; this server has {served!r}", param="model", code="model_not_found")
 
 
-def _number(body, key, kind, low, high, default, low_open=False):
+def number(body, key, kind, low, high, default, low_open=False):
     value = body.get(key)
     if value is None:
         return default
@@ -157,7 +157,7 @@ def _messages(body, limits):
     return out
 
 
-def _stop(body):
+def stop_strings(body):
     stop = body.get("stop")
     if stop is None:
         return []
@@ -199,16 +199,16 @@ def parse_request(body, model_name, limits, sampling, tokenizer, max_len):
     if not isinstance(options, dict) or options.get("include_usage") not in (None, True, False):
         raise APIError(400, "'stream_options' must be {'include_usage': true or false}", param="stream_options")
     limit = limits.max_tokens
-    max_tokens = _number(body, "max_completion_tokens", int, 1, limit, None)
+    max_tokens = number(body, "max_completion_tokens", int, 1, limit, None)
     if max_tokens is None:
-        max_tokens = _number(body, "max_tokens", int, 1, limit, limit)
-    top_k = _number(body, "top_k", int, 0, 1 << 31, sampling.top_k or 0)
+        max_tokens = number(body, "max_tokens", int, 1, limit, limit)
+    top_k = number(body, "top_k", int, 0, 1 << 31, sampling.top_k or 0)
     settings = {
-        "temperature": _number(body, "temperature", float, 0.0, 2.0, sampling.temperature),
-        "top_p": _number(body, "top_p", float, 0.0, 1.0, None, low_open=True),
+        "temperature": number(body, "temperature", float, 0.0, 2.0, sampling.temperature),
+        "top_p": number(body, "top_p", float, 0.0, 1.0, None, low_open=True),
         "top_k": top_k or None,
-        "seed": _number(body, "seed", int, 0, 2**63 - 1, None),
-        "stop": _stop(body),
+        "seed": number(body, "seed", int, 0, 2**63 - 1, None),
+        "stop": stop_strings(body),
     }
     messages = _messages(body, limits)
     try:

@@ -22,9 +22,10 @@ from starlette.routing import Route
 
 from snakechat.serve.chat_api import DONE_EVENT, APIError, Limits, Sampling, chunk_event, completion, completion_head, error_event, model_card, parse_request, unknown_model, usage
 from snakechat.serve.access import Access, AccessGuard
+from snakechat.serve import completions_api
 from snakechat.serve.connections import log_departure
 from snakechat.serve.reply import Reply
-from snakechat.serve.tool_text import StreamedCalls
+from snakechat.serve.tool_text import StreamedCalls, render
 
 
 class ChatServer:
@@ -42,6 +43,10 @@ class ChatServer:
     def parse(self, body):
         """A ChatRequest from a decoded JSON body, or APIError saying what is wrong."""
         return parse_request(body, self.model_name, self.limits, self.sampling, self.tokenizer, self.engine.max_len)
+
+    def parse_completion(self, body):
+        """A CompletionRequest from a decoded JSON body, or APIError saying what is wrong."""
+        return completions_api.parse_completion(body, self.model_name, self.limits, self.sampling, self.tokenizer, self.engine.max_len)
 
     def start(self, request):
         """Begin generating in a worker thread: a Generation, or 503 when every slot is busy."""
@@ -215,11 +220,49 @@ def make_app(server: ChatServer):
             if not finished:
                 log_departure(request.scope, " (streaming)")
 
+    async def completions(request: Request):
+        job = server.parse_completion(await read_body(request, server.limits))
+        head = completions_api.completion_head(server.model_name)
+        if job.stream:
+            generation = server.start(job.prompts[0])
+            return StreamingResponse(_completion_events(request, job, generation, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        pairs, choices = [], []
+        for i, one in enumerate(job.prompts):  # one after another, each in a generation slot
+            generation = server.start(one)
+            await generated_unless_client_leaves(request, generation)
+            reply = generation.reply
+            pairs.append((one, reply))
+            choices.append(completions_api.choice(i, render(reply.parts), reply.finish_reason))
+        return JSONResponse(completions_api.text_completion(head, choices, pairs))
+
+    async def _completion_events(request, job, generation, head):
+        finished = False
+        event = completions_api.chunk_event
+        try:
+            calls = StreamedCalls()
+            async for piece in generation.pieces():
+                for text, _ in calls.feed(*piece):
+                    yield event(head, [completions_api.choice(0, text)])
+            for text, _ in calls.flush():
+                yield event(head, [completions_api.choice(0, text)])
+            yield event(head, [completions_api.choice(0, "", generation.reply.finish_reason)])
+            if job.include_usage:
+                yield event(head, [], usage=completions_api.usage([(job.prompts[0], generation.reply)]))
+            yield DONE_EVENT
+            finished = True
+        except APIError as e:
+            yield error_event(e)
+            finished = True
+        finally:
+            generation.cancel()
+            if not finished:
+                log_departure(request.scope, " (streaming)")
+
     async def api_error(request, exc):
         return error_response(exc)
 
     async def http_error(request, exc):
-        hint = "; the API is POST /v1/chat/completions and GET /v1/models" if exc.status_code == 404 else ""
+        hint = "; the API is POST /v1/chat/completions, POST /v1/completions and GET /v1/models" if exc.status_code == 404 else ""
         return error_response(APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}{hint}", headers=exc.headers))
 
     routes = [
@@ -227,6 +270,7 @@ def make_app(server: ChatServer):
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{name:path}", model, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
     ]
     middleware = [Middleware(AccessGuard, access=server.access)]
     if server.access.origins:
