@@ -1,12 +1,13 @@
-"""Serve a checkpoint through an OpenAI-compatible Chat Completions API and a chat page (127.0.0.1 by default).
+"""Serve a checkpoint through an OpenAI-compatible API (Chat Completions and Completions) and a chat page (127.0.0.1 by default).
 
     python -m snakechat.chat_web --checkpoint results/sft/tiny --port 8000
-    python -m snakechat.chat_web --model d20 --stage sft --host 0.0.0.0 --max-concurrent 4
+    python -m snakechat.chat_web --model d20 --stage base --host 0.0.0.0 --max-concurrent 4
 
 Any OpenAI client works:
 
     client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
     client.chat.completions.create(model="snakechat-tiny-sft", messages=[{"role": "user", "content": "Hi"}])
+    client.completions.create(model="snakechat-tiny-base", prompt="The capital of France is")
 
 Endpoints (one API; the page uses it too):
 - `GET /`: the chat page (chat_web.html);
@@ -20,34 +21,46 @@ Endpoints (one API; the page uses it too):
   `finish_reason` "stop" or "length". Refused with an OpenAI-shaped error
   `{"error": {"message", "type", "param", "code"}}`: `n` other than 1, client-side `tools`,
   `logprobs`, non-text `response_format`, penalties, unknown roles (400); an unknown model (404);
-  a body over the size limit (413) or arriving slower than --body-timeout (408); when
-  --max-concurrent replies are being generated, 503 with Retry-After.
+  a body over the size limit (413), arriving slower than --body-timeout (408), or not sent as
+  `application/json` (415); when --max-concurrent replies are being generated, 503 with Retry-After.
+  Any checkpoint is served (every tokenizer has the chat tokens); a base model has not learnt to answer.
+- `POST /v1/completions`: a prompt in, its continuation out, no chat template: how base
+  checkpoints are used (lm-evaluation-harness's `local-completions`);
+  snakechat.serve.completions_api has what it takes.
 
 A system (or developer) message is rendered as the training data renders it
 (snakechat.model.conversation: the model has no system slot, so it is put before the first user
 message, separated by a blank line).
 
 Calculator calls. The model's reply can contain calls it writes (<|python_start|> 6*7
-<|python_end|>) and the answers the engine forces (<|output_start|> 42 <|output_end|>). They
-travel as content parts, the format the training data uses: `message.content` is a string when
-the reply is text only, and otherwise a list of parts `{"type": "text" | "python" |
-"python_output", "text": ...}` in the order written. Streamed, a text piece is a string
-`delta.content` and a tool part arrives whole as a one-part list. Sent back as an assistant
-message's `content` (as the OpenAI client does when given the message it returned), the parts
-render into exactly the special tokens the model produced (the openai Python client types
-`message.content` as a string, so it warns when it serializes the list back, and sends it
-unchanged). OpenAI's own `tool_calls`/`tool`
-messages are for tools the client runs; this tool runs in the server, so they are refused.
-User and system text is only ever encoded as text: typed "<|python_start|>" is not the token.
+<|python_end|>) and the answers the engine forces (<|output_start|> 42 <|output_end|>).
+`message.content` is always a string (as OpenAI's clients type it): each call is written in it
+as GSM8K annotates one, `<<6*7=42>>`, and a reply with calls also carries its exact parts
+(`{"type": "text" | "python" | "python_output", "text": ...}`, the training data's format) in an
+extra field, `content_parts`. Streamed, every `delta.content` is a string; a call arrives whole,
+its delta carrying its `content_parts`. An assistant message sent back (the message object as
+returned, or just its content) renders into exactly the special tokens the model produced: its
+`content_parts` are used when they render to its `content`, else the `<<...>>` in the content
+are read as calls (snakechat.serve.tool_text says where the string alone is ambiguous). A list of
+parts is accepted as `content` too. OpenAI's own `tool_calls`/`tool` messages are for tools the
+client runs; this tool runs in the server, so they are refused. User and system text is only
+ever encoded as text: typed "<|python_start|>" is not the token.
+
+Who may call it (snakechat.serve.access): the Host header must name the bound address (DNS
+rebinding), --allowed-hosts adds names; a browser request from another origin is refused (403)
+unless --allowed-origins lists it, and those get CORS headers and preflight answers. Bodies must
+be `application/json`, which a page cannot send to another site without a preflight.
 
 Served by uvicorn (h11) in one process; the model is loaded once and replies are generated in
 worker threads, off the event loop. Protocol errors (bad or conflicting Content-Length, bad
-chunking) get 400 from h11 and the connection is closed; a body sent to an unknown path is read
-and dropped, so the connection's next request parses correctly. --max-connections open
-connections at most (uvicorn answers 503 beyond), idle keep-alive connections close after 5 s,
-and a connection whose request line and headers take longer than --body-timeout to arrive is
-closed (uvicorn alone stops its keep-alive timer at a request's first byte, so a client sending a
-header byte a second would hold its connection slot forever).
+chunking) get 400 from h11 and the connection is closed, as does a request with both
+Content-Length and Transfer-Encoding; a body sent to an unknown path is read and dropped, so the
+connection's next request parses correctly. --max-connections requests in progress at once: more
+get 503 in the error shape above with Retry-After; connections without a request in progress do
+not count, and beyond --max-connections open ones a new connection closes the one idle longest.
+Idle keep-alive connections close after 5 s, and a connection whose request line and headers take
+longer than --body-timeout to arrive is closed (snakechat.serve.connections). A client that goes
+away stops its reply at the next token, streamed or not, and is logged as one line.
 
 bench/serve.py compares the server with the engine called directly (its docstring has the
 figures): on the shared 2-core machine a 1-token request costs about 4 ms more through the
