@@ -64,7 +64,7 @@ class Access:
         if wildcard or is_loopback(bind):
             hosts |= LOOPBACK
         if wildcard:
-            hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+            hosts.add(socket.gethostname().lower())  # not getfqdn: a DNS lookup that may hang start-up
         origins = tuple(o.strip().rstrip("/") for o in allowed_origins if o.strip())
         return cls(frozenset(hosts - WILDCARD), wildcard, origins)
 
