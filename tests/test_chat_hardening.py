@@ -4,6 +4,7 @@ clients that leave, requests from other sites and names, bad ports; raw sockets 
 import contextlib
 import json
 import logging
+import shutil
 import socket
 import time
 
@@ -184,3 +185,36 @@ def test_allowed_origins_get_cors_and_preflight(engine):
         ((status, head, _),) = responses(exchange(chat.port, preflight % b"http://evil.example"))
         assert status == 403 and "access-control-allow-origin" not in head
         assert ask(chat.port, headers=[("Origin", "http://evil.example")])[0] == 403
+
+
+def test_browser_on_another_site_is_refused_unless_allowed(server, engine):
+    """In Chromium: a page on another origin (the chat page of `server`, another port) cannot call
+    an API that does not allow it (its preflight is refused, and a no-cors "simple" POST generates
+    nothing) but can call one whose --allowed-origins names it; a name that resolves to 127.0.0.1
+    (DNS rebinding) gets 403 for its Host."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from test_chat_web import CHROMIUM, CHROMIUM_FLAGS
+
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)")
+    site = f"http://127.0.0.1:{server.port}"
+    call = """async ([url, body, mode, kind]) => {
+        try {
+            const r = await fetch(url, {method: "POST", mode, headers: {"Content-Type": kind}, body: JSON.stringify(body)});
+            return {status: r.status, type: r.type, body: r.type === "opaque" ? null : await r.json()};
+        } catch (e) { return {error: String(e)}; } }"""
+    with serving(engine) as refusing, serving(engine, access=Access.for_host("127.0.0.1", allowed_origins=[site])) as allowing, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_FLAGS, "--host-resolver-rules=MAP rebind.example 127.0.0.1"])
+        try:
+            page = browser.new_page()
+            page.goto(site + "/")
+            refused = page.evaluate(call, [f"http://127.0.0.1:{refusing.port}/v1/chat/completions", CHAT, "cors", "application/json"])
+            assert "Failed to fetch" in refused.get("error", "")
+            opaque = page.evaluate(call, [f"http://127.0.0.1:{refusing.port}/v1/chat/completions", CHAT, "no-cors", "text/plain"])
+            assert opaque == {"status": 0, "type": "opaque", "body": None} and refusing.prompts == []
+            allowed = page.evaluate(call, [f"http://127.0.0.1:{allowing.port}/v1/chat/completions", CHAT, "cors", "application/json"])
+            assert allowed["status"] == 200 and allowed["body"]["choices"][0]["finish_reason"] == "length"
+            response = page.goto(f"http://rebind.example:{server.port}/")
+            assert response.status == 403 and "host_not_allowed" in page.content()
+        finally:
+            browser.close()
