@@ -174,6 +174,28 @@ async def generated_unless_client_leaves(request, generation):
     reply.result()  # its APIError, if generation failed
 
 
+def streamed(request, generation, events):
+    """The server-sent-events response of a generation: `events`, then [DONE]; an error once the
+    stream has begun travels as an event; a client that leaves stops the generation and is logged."""
+
+    async def stream():
+        finished = False
+        try:
+            async for event in events:
+                yield event
+            yield DONE_EVENT
+            finished = True
+        except APIError as e:  # the status line has gone out: the error travels as an event
+            yield error_event(e)
+            finished = True
+        finally:  # also when the client has left and the response task is cancelled
+            generation.cancel()
+            if not finished:
+                log_departure(request.scope, " (streaming)")
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
 def make_app(server: ChatServer):
     """The ASGI application: the page and the OpenAI-compatible API."""
 
@@ -193,39 +215,28 @@ def make_app(server: ChatServer):
         generation = server.start(chat)
         head = completion_head(server.model_name)
         if chat.stream:
-            return StreamingResponse(_events(request, chat, generation, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return streamed(request, generation, _events(chat, generation, head))
         await generated_unless_client_leaves(request, generation)
         return JSONResponse(completion(head, chat, generation.reply))
 
-    async def _events(request, chat, generation, head):
-        finished = False
-        try:
-            yield chunk_event(head, {"role": "assistant", "content": ""})
-            calls = StreamedCalls()
-            async for piece in generation.pieces():
-                for text, parts in calls.feed(*piece):
-                    yield chunk_event(head, delta(text, parts))
-            for text, parts in calls.flush():
+    async def _events(chat, generation, head):
+        yield chunk_event(head, {"role": "assistant", "content": ""})
+        calls = StreamedCalls()
+        async for piece in generation.pieces():
+            for text, parts in calls.feed(*piece):
                 yield chunk_event(head, delta(text, parts))
-            yield chunk_event(head, {}, generation.reply.finish_reason)
-            if chat.include_usage:
-                yield chunk_event(head, usage=usage(chat, generation.reply))
-            yield DONE_EVENT
-            finished = True
-        except APIError as e:  # the status line has gone out: the error travels as an event
-            yield error_event(e)
-            finished = True
-        finally:  # also when the client has left and the response task is cancelled
-            generation.cancel()
-            if not finished:
-                log_departure(request.scope, " (streaming)")
+        for text, parts in calls.flush():
+            yield chunk_event(head, delta(text, parts))
+        yield chunk_event(head, {}, generation.reply.finish_reason)
+        if chat.include_usage:
+            yield chunk_event(head, usage=usage(chat, generation.reply))
 
     async def completions(request: Request):
         job = server.parse_completion(await read_body(request, server.limits))
         head = completions_api.completion_head(server.model_name)
         if job.stream:
             generation = server.start(job.prompts[0])
-            return StreamingResponse(_completion_events(request, job, generation, head), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return streamed(request, generation, _completion_events(job, generation, head))
         pairs, choices = [], []
         for i, one in enumerate(job.prompts):  # one after another, each in a generation slot
             generation = server.start(one)
@@ -235,28 +246,17 @@ def make_app(server: ChatServer):
             choices.append(completions_api.choice(i, render(reply.parts), reply.finish_reason))
         return JSONResponse(completions_api.text_completion(head, choices, pairs))
 
-    async def _completion_events(request, job, generation, head):
-        finished = False
-        event = completions_api.chunk_event
-        try:
-            calls = StreamedCalls()
-            async for piece in generation.pieces():
-                for text, _ in calls.feed(*piece):
-                    yield event(head, [completions_api.choice(0, text)])
-            for text, _ in calls.flush():
-                yield event(head, [completions_api.choice(0, text)])
-            yield event(head, [completions_api.choice(0, "", generation.reply.finish_reason)])
-            if job.include_usage:
-                yield event(head, [], usage=completions_api.usage([(job.prompts[0], generation.reply)]))
-            yield DONE_EVENT
-            finished = True
-        except APIError as e:
-            yield error_event(e)
-            finished = True
-        finally:
-            generation.cancel()
-            if not finished:
-                log_departure(request.scope, " (streaming)")
+    async def _completion_events(job, generation, head):
+        event, choice = completions_api.chunk_event, completions_api.choice
+        calls = StreamedCalls()
+        async for piece in generation.pieces():
+            for text, _ in calls.feed(*piece):
+                yield event(head, [choice(0, text)])
+        for text, _ in calls.flush():
+            yield event(head, [choice(0, text)])
+        yield event(head, [choice(0, "", generation.reply.finish_reason)])
+        if job.include_usage:
+            yield event(head, [], usage=completions_api.usage([(job.prompts[0], generation.reply)]))
 
     async def api_error(request, exc):
         return error_response(exc)
