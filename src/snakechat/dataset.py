@@ -163,7 +163,9 @@ def main(argv=None):
         entries = generate_synthetic(out_dir, args.seed, args.shards, args.docs_per_shard)
     else:
         sha256, sizes = _json_map(args.sha256, "--sha256", str), _json_map(args.bytes, "--bytes", int)
-        settings = {k: getattr(args, k) for k in ("kind", "shards", "url", "val_index", "workers", *download.HTTP_SETTINGS)} | {"sha256": sha256, "bytes": sizes}
+        settings = {k: getattr(args, k) for k in ("kind", "shards", "url", "workers", *download.HTTP_SETTINGS)} | {"sha256": sha256, "bytes": sizes}
+        if args.val_index is not None:
+            settings["val_index"] = args.val_index
         entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.workers, args.val_index, **download.http_settings(args))
     manifest = {
         "kind": args.kind,
