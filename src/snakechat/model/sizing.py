@@ -8,6 +8,11 @@ Depth is the one dial; every other number derives from it unless given (0 = deri
 - step_tokens = 2^19 × depth / 20, rounded to a power of two (nanochat's d20 speedrun: 2^19);
 - steps = tokens_params_ratio × parameters / step_tokens;
 - AdamW learning rates × 1/sqrt(width / 768), the width they were tuned at.
+
+That is the recipe nanochat-2025-11. `size_2026` sizes a model of the recipe nanochat-2026-07
+(nanochat master, July 2026) by its own rules: parameters counted by formula, the horizon from the
+scaling params (matrices + lm_head) at 12 tokens each, the batch from a power law in them relative
+to d12, learning rates and the Muon weight decay scaled by that batch, window-aware FLOPs.
 """
 
 import math
