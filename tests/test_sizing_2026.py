@@ -122,3 +122,19 @@ def test_windows_and_their_errors():
     assert sizing.window_sizes(26, 2048)[-3:] == [2048, 512, 2048]
     with pytest.raises(ValueError, match="'SXL' may hold only S and L"):
         sizing.window_sizes(4, 2048, "sxl")
+
+
+def test_the_shipped_gpt2_base_settings_size_the_speedrun():
+    """models.gpt2.base of the shipped config (schema defaults filled in) sizes exactly as base_train's
+    speedrun flags do (§6.3: --depth=24 --target-param-data-ratio=8, the rest the recipe's defaults)."""
+    import yaml
+
+    from snakechat.pipeline import configcheck
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configcheck.validate(yaml.safe_load((root / "config/config.yaml").read_text()), root / "workflow/schemas/config.schema.yaml")
+    gpt2 = cfg["models"]["gpt2"]
+    vocab = cfg["tokenizers"][gpt2["tokenizer"]]["vocab_size"]
+    assert (gpt2["recipe"], gpt2["depth"], vocab) == (sizing.RECIPE_2026, 24, 32768)
+    assert sizing.size_2026_from_base(24, vocab, gpt2["base"]) == sizing.size_2026(24, 32768, tokens_params_ratio=8)
+    assert sizing.size_2026_from_base(24, vocab, {}) == sizing.size_2026(24, 32768)  # missing keys: the recipe's defaults

@@ -112,10 +112,7 @@ def base_size(m, vocab_size):
     the base_train row's note on the horizon."""
     b = m["base"]
     if m.get("recipe") == sizing.RECIPE_2026:
-        s = sizing.size_2026(m["depth"], vocab_size, sequence_len=b["sequence_len"], aspect_ratio=b["aspect_ratio"], head_dim=b["head_dim"],
-                             tokens_params_ratio=b["tokens_params_ratio"], total_batch_size=b["step_tokens"], num_iterations=b["steps"],
-                             weight_decay=b["weight_decay"], matrix_lr=b["matrix_lr"], embedding_lr=b["embedding_lr"],
-                             unembedding_lr=b["unembedding_lr"], warmdown_ratio=b["warmdown_frac"], final_lr_frac=b["final_lr_frac"])
+        s = sizing.size_2026_from_base(m["depth"], vocab_size, b)
         derived = "" if b["step_tokens"] else " (D^0.383 law)"
         note = (f"{s.num_iterations:,} steps × {s.total_batch_size:,} tokens{derived}; {s.tokens / s.scaling_params:.1f} tokens/scaling param "
                 f"({s.scaling_params / 1e6:,.0f}M: matrices + lm_head); recipe {sizing.RECIPE_2026}")

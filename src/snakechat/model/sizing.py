@@ -268,3 +268,17 @@ def size_2026(depth, vocab_size, sequence_len=2048, aspect_ratio=64, head_dim=12
         warmdown_steps=round(warmdown_ratio * steps), final_lr_frac=final_lr_frac, setup_optimizer_kwargs=kwargs,
         group_lrs=group_lrs,
     )
+
+
+# A model's base settings (config keys of models.<model>.base, base_train's flags) -> size_2026's arguments.
+BASE_KEYS_2026 = {
+    "sequence_len": "sequence_len", "aspect_ratio": "aspect_ratio", "head_dim": "head_dim", "tokens_params_ratio": "tokens_params_ratio",
+    "step_tokens": "total_batch_size", "steps": "num_iterations", "weight_decay": "weight_decay", "matrix_lr": "matrix_lr",
+    "embedding_lr": "embedding_lr", "unembedding_lr": "unembedding_lr", "warmdown_frac": "warmdown_ratio", "final_lr_frac": "final_lr_frac",
+}
+
+
+def size_2026_from_base(depth, vocab_size, base):
+    """size_2026 from a model's base settings (a mapping of BASE_KEYS_2026's keys; those it lacks keep
+    size_2026's defaults, the recipe's)."""
+    return size_2026(depth, vocab_size, **{arg: base[key] for key, arg in BASE_KEYS_2026.items() if key in base})

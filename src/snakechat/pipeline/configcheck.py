@@ -353,9 +353,7 @@ def _derived_step_tokens(model, vocab_size):
         return sizing.derive_step_tokens(model["depth"])
     if vocab_size is None:
         raise ValueError("the nanochat-2026-07 step size depends on the vocabulary: pass vocab_size")
-    b = model["base"]
-    return sizing.size_2026(model["depth"], vocab_size, sequence_len=b["sequence_len"], aspect_ratio=b["aspect_ratio"],
-                            head_dim=b["head_dim"], tokens_params_ratio=b["tokens_params_ratio"]).total_batch_size
+    return sizing.size_2026_from_base(model["depth"], vocab_size, model["base"]).total_batch_size
 
 
 def model_vocab(config, model):
