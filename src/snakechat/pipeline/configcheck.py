@@ -304,6 +304,10 @@ def check_sizes(config):
         mid_len = m.get("mid", {}).get("sequence_len")
         if base_len is not None and mid_len is not None and mid_len > base_len:
             problems.append(f"models.{model}.mid.sequence_len: {mid_len} is longer than the model's context, base.sequence_len {base_len}")
+    for name, d in config.get("datasets", {}).items():
+        if d.get("val_index") is not None and d["val_index"] < d["shards"] - 1:
+            problems.append(f"datasets.{name}.val_index: {d['val_index']} is one of the training shards 0 … {d['shards'] - 2} (shards {d['shards']}): "
+                            f"it must be at least {d['shards'] - 1}")
     return problems
 
 
