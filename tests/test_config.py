@@ -70,7 +70,7 @@ def test_overlay_replaces_whole_entries_and_removes_with_null():
 @pytest.mark.parametrize(
     "overlay, expected",
     [
-        ({"models": {"d30": None}}, "local.yaml: models.d30: null removes an entry, but there is no 'd30' (known: d20, tiny)"),
+        ({"models": {"d30": None}}, "local.yaml: models.d30: null removes an entry, but there is no 'd30' (known: d20, gpt2, tiny)"),
         ({"datasets": ["tinyworld"]}, "local.yaml: datasets: expected a mapping of named entries, got list"),
         ([1, 2], "local.yaml: expected a mapping of top-level keys, got list"),
     ],
@@ -113,12 +113,13 @@ def test_the_documented_overlay_adds_data_and_a_model(tmp_path):
 
 def test_an_overlay_drops_entries(tmp_path):
     work = workflow_copy(tmp_path)
-    drop = {"models": {"d20": None}, "tokenizers": {"fineweb-64k": None}, "datasets": {"fineweb-edu": None},
-            "eval_bundles": {"core": None}, "chat_data": {"nanochat": None}}
+    drop = {"models": {"d20": None, "gpt2": None}, "tokenizers": {"fineweb-64k": None, "climbmix-32k": None},
+            "datasets": {"fineweb-edu": None, "climbmix": None}, "eval_bundles": {"core": None},
+            "chat_data": {"nanochat": None, "nanochat-2026": None}}
     (work / "config/local.yaml").write_text(yaml.safe_dump(drop))
     run = run_in(work, "snakemake", "-n", "-p")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert shell_commands(run.stdout, "base_train") and not re.search(r"\bfineweb|\bd20\b", run.stdout)
+    assert shell_commands(run.stdout, "base_train") and not re.search(r"\bfineweb|\bd20\b|climbmix|/gpt2\b", run.stdout)
 
     # dropping an entry that another still names is refused at parse time, naming key and file
     (work / "config/local.yaml").write_text(yaml.safe_dump({"datasets": {"tinyworld": None}}))
@@ -147,8 +148,8 @@ def test_a_models_precision_reaches_every_stage_it_runs(tmp_path):
 @pytest.mark.parametrize(
     "overlay, target, expected",
     [
-        (None, "results/base/nope", "model 'nope' is not in the config (known: d20, tiny)"),
-        ({"models": {"tiny": None}, "default_models": ["d20"]}, "results/sft/tiny", "model 'tiny' is not in the config (known: d20)"),
+        (None, "results/base/nope", "model 'nope' is not in the config (known: d20, gpt2, tiny)"),
+        ({"models": {"tiny": None}, "default_models": ["d20"]}, "results/sft/tiny", "model 'tiny' is not in the config (known: d20, gpt2)"),
     ],
 )
 def test_a_target_of_a_model_the_config_lacks_names_it_and_where_models_are_defined(tmp_path, overlay, target, expected):

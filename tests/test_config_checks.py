@@ -48,6 +48,8 @@ CASES = {
     "head dim": (setter("models", "tiny", "base", "head_dim", 4096), "models.tiny.base.head_dim: 4096 is greater than the maximum of 1024"),
     "mid rows longer than the model's": (setter("models", "tiny", "mid", "sequence_len", 512),
                                          "models.tiny.mid.sequence_len: 512 is longer than the model's context, base.sequence_len 256"),
+    "val shard among the training shards": (setter("datasets", "climbmix", "val_index", 100),
+                                            "datasets.climbmix.val_index: 100 is one of the training shards 0 … 169 (shards 171): it must be at least 170"),
 }
 
 

@@ -142,3 +142,17 @@ def test_a_model_for_inference_computes_what_autocast_computes():
     assert outputs[0] == outputs[1] and all(len(tokens) == 12 for tokens, _ in outputs[0])
     with pytest.raises(ValueError, match="precision bf16"):
         Engine(cast, Tok(), precision="fp32")
+
+
+def test_fp8_is_refused_before_any_work(tmp_path):
+    """fp8 is a GPU-only part of nanochat's 2026 speedrun that snakechat leaves as a named hook: asking
+    for it stops base_train before it reads anything (the manifest here does not exist), saying why."""
+    from snakechat import base_train
+
+    args = ["--manifest", str(tmp_path / "missing.json"), "--tokenizer", str(tmp_path), "--out", str(tmp_path / "out"),
+            "--state", str(tmp_path / "state"), "--depth", "2", "--device", "cpu", "--fp8", "true"]
+    with pytest.raises(SystemExit, match=r"--fp8 true: nanochat's fp8 Linear layers are GPU-only: it needs a CUDA GPU .* this run is on cpu\. Set models.<model>.base.fp8: false"):
+        base_train.main(args)
+    with pytest.raises(SystemExit, match="snakechat does not implement it yet"):
+        precision.refuse_fp8("cuda")
+    assert not any(tmp_path.iterdir())

@@ -27,11 +27,11 @@ from snakechat.model import precision
 from snakechat.data import shards
 from snakechat.model import sizing
 from snakechat.evaluate.bpb import bits_per_byte
-from snakechat.runtime.common import cleanup_distributed, init_distributed, print0
+from snakechat.runtime.common import cleanup_distributed, device_type, init_distributed, print0
 from snakechat.train.dataloader import PackedLoader
 from snakechat.model.gpt import GPT
 from snakechat.train.optim import Schedule
-from snakechat.runtime.settings import option, parse
+from snakechat.runtime.settings import json_arg, option, parse
 from snakechat.model.tokenizer import Tokenizer, load_token_bytes
 from snakechat.train.trainer import Run, RunSettings, TokenRecipe, Trainer
 
@@ -66,6 +66,7 @@ class BaseSettings(RunSettings):
     log_every: int = option(10, "steps between progress lines", identity=False)
     compile: str = option("auto", "torch.compile: auto (CUDA, and CPU runs estimated over 15 min), true or false", choices=["auto", "true", "false"], identity=False)
     seed: int = option(42, "seeds the initial weights and the order of the data")
+    fp8: bool = option(False, "nanochat's fp8 Linear layers: GPU-only and not implemented, true is refused (snakechat.model.precision.refuse_fp8)", parse=json_arg, choices=[False, True], identity=False)
 
 
 def decide_compile(setting, device, expected_seconds):
@@ -98,6 +99,8 @@ def estimate_cpu_seconds(model, s, micro_steps, steps, device):
 
 def main(argv=None):
     s = parse(BaseSettings, argv, __doc__)
+    if s.fp8:
+        precision.refuse_fp8(device_type(s.device))
     train_paths, val_paths = shards.shard_paths(s.manifest, "train"), shards.shard_paths(s.manifest, "val")
     missing = [str(p) for p in train_paths + val_paths if not p.exists()]
     if missing:

@@ -76,3 +76,14 @@ def autocast(device, precision):
     if resolve(precision, device) == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def refuse_fp8(device_kind):
+    """The hook for nanochat's fp8 training (recipe nanochat-2026-07 §7: Float8Linear on every Linear
+    with both sides >= 128 and divisible by 16, tensorwise-scaled e4m3 inputs and weights, e5m2
+    gradients, plain Linear again for evaluation). It needs fp8 tensor cores (Hopper or later) and
+    snakechat does not implement it, so asking for it stops the run before any work, saying which."""
+    why = ("snakechat does not implement it yet (it would replace the Linear layers of snakechat.model.gpt)" if device_kind == "cuda"
+           else f"it needs a CUDA GPU with fp8 tensor cores (Hopper or later), and this run is on {device_kind}")
+    raise SystemExit(f"--fp8 true: nanochat's fp8 Linear layers are GPU-only: {why}. Set models.<model>.base.fp8: false "
+                     "(nanochat's speedrun passes --fp8; without it the same matmuls run in the model's precision)")
