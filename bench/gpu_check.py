@@ -180,8 +180,11 @@ def part_max_depth(recipe, shape, device):
 
 def part_precision(shape, device):
     small = shape["small"]
-    torch.manual_seed(1)
-    batches = [torch.randint(0, small["vocab"], (small["batch"], small["seq"] + 1), device=device) for _ in range(20)]
+    # token frequencies ∝ 1/rank, as in text, so that 20 steps have something to learn
+    generator = torch.Generator().manual_seed(1)
+    zipf = 1.0 / torch.arange(1, small["vocab"] + 1, dtype=torch.float64)
+    shape = (small["batch"], small["seq"] + 1)
+    batches = [torch.multinomial(zipf, shape[0] * shape[1], replacement=True, generator=generator).view(shape).to(device) for _ in range(20)]
     curves = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
