@@ -312,7 +312,7 @@ def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
     before = logprobs()
     adv = group_advantages(torch.tensor([[1.0, 0.0]])).flatten()
     opts = build_optimizers(model, Schedule(steps=1, matrix_lr=0.02, embedding_lr=0.05, unembedding_lr=0.01))
-    policy_gradient_loss(model, x, y, adv, normalizer=6).backward()
+    policy_gradient_loss(model, x, y, adv, passes=1).backward()
     for opt in opts:
         opt.step()
     after = logprobs()

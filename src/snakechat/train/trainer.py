@@ -9,7 +9,7 @@ RL) and how the model is evaluated. The trainer does the rest:
 - resume from the newest readable state in the state directory, once it has checked that the
   state was made under this run's identity: the settings that change what is computed, the model
   shape, the inputs (by hash) and the number of processes; otherwise it stops, naming each difference;
-- the loop: learning rate × schedule (snakechat.train.optim), the micro-batches with gradient
+- the loop: learning rate × schedule and Muon's momentum (snakechat.train.optim), the micro-batches with gradient
   accumulation (DDP over NCCL or gloo, gradients synchronised on the last micro-batch), the run's
   precision (`--precision`, resolved by snakechat.model.precision: bf16 autocast with float32 weights and
   optimizer state, or float32), torch.compile where the schedule asks, clipping, the optimizer steps;
@@ -47,7 +47,7 @@ from snakechat.runtime import provenance
 from snakechat.runtime import settings
 from snakechat.model.checkpoint import save_checkpoint
 from snakechat.runtime.common import all_reduce, atomic_path, dist_info, gather, print0
-from snakechat.train.optim import build_optimizers, lr_multiplier, set_lr
+from snakechat.train.optim import build_optimizers, lr_multiplier, muon_momentum, set_lr, set_momentum
 from snakechat.train.train_state import StateError, StateStore, check_identity, rng_state, set_rng_state
 
 LOG_COLUMNS = ["step", "tokens", "flops", "loss", "lr_mult", "tokens_per_s", "mfu", "elapsed_s", "val_bpb"]
@@ -277,6 +277,7 @@ class Trainer:
         t0 = time.perf_counter()
         mult = lr_multiplier(self.step, self.schedule)
         set_lr(self.optimizers, mult)
+        set_momentum(self.optimizers, muon_momentum(self.step, self.schedule))
         work = self.recipe.step(self.step)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
