@@ -186,3 +186,17 @@ def set_momentum(optimizers, momentum):
         if isinstance(opt, torch.optim.Muon):
             for group in opt.param_groups:
                 group["momentum"] = momentum
+
+
+def optimizer_step(model, optimizers, schedule, step):
+    """Optimizer step `step` on the accumulated gradients, in b399e43's base_train order: clip
+    (grad_clip > 0), the lr multiplier and Muon's momentum of the step, AdamW then Muon, gradients
+    dropped. Returns (lr multiplier, momentum, the pre-clip gradient norm or None)."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.grad_clip) if schedule.grad_clip > 0 else None
+    mult, momentum = lr_multiplier(step, schedule), muon_momentum(step, schedule)
+    set_lr(optimizers, mult)
+    set_momentum(optimizers, momentum)
+    for opt in optimizers:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    return mult, momentum, norm

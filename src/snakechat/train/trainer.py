@@ -47,7 +47,7 @@ from snakechat.runtime import provenance
 from snakechat.runtime import settings
 from snakechat.model.checkpoint import save_checkpoint
 from snakechat.runtime.common import all_reduce, atomic_path, dist_info, gather, print0
-from snakechat.train.optim import build_optimizers, lr_multiplier, muon_momentum, set_lr, set_momentum
+from snakechat.train.optim import build_optimizers, optimizer_step
 from snakechat.train.train_state import StateError, StateStore, check_identity, rng_state, set_rng_state
 
 LOG_COLUMNS = ["step", "tokens", "flops", "loss", "lr_mult", "tokens_per_s", "mfu", "elapsed_s", "val_bpb"]
@@ -275,9 +275,6 @@ class Trainer:
 
     def train_step(self, model):
         t0 = time.perf_counter()
-        mult = lr_multiplier(self.step, self.schedule)
-        set_lr(self.optimizers, mult)
-        set_momentum(self.optimizers, muon_momentum(self.step, self.schedule))
         work = self.recipe.step(self.step)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -287,11 +284,7 @@ class Trainer:
                 loss = self.recipe.loss(model, batch)
             loss.backward()
             loss_sum += loss.detach()
-        if self.schedule.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.schedule.grad_clip)
-        for opt in self.optimizers:
-            opt.step()
-        self.model.zero_grad(set_to_none=True)
+        mult, _, _ = optimizer_step(self.model, self.optimizers, self.schedule, self.step)
         self.loss = all_reduce([loss_sum.item()])[0] / self.world_size
         dt = time.perf_counter() - t0
         self.step, self.tokens, self.flops, self.elapsed = self.step + 1, self.tokens + work.tokens, self.flops + work.flops, self.elapsed + dt
