@@ -28,7 +28,7 @@ FIXTURES = torch.load(Path(__file__).parent / "fixtures" / "nanochat-2025-11.pt"
 CONFIG = GPTConfig(**FIXTURES["config"])
 HEAD_DIM = CONFIG.n_embd // CONFIG.n_head
 ROTATED = ("attn.c_q.weight", "attn.c_k.weight")
-BASE = dict(steps=1000, warmdown_frac=0.2, momentum_warmup=300)  # base_train at the script's defaults, num_iterations 1000
+BASE = dict(steps=1000, warmdown_frac=0.2, momentum_warmup=300, newton_schulz="nanochat")  # base_train at the script's defaults, num_iterations 1000
 
 
 @pytest.fixture(autouse=True)
@@ -191,5 +191,17 @@ def test_one_changed_constant_is_caught():
         differ.append(sum(not torch.equal(after[ours(n)], v) for n, v in step["params_after"].items()))
     assert differ[2] > 0
     worst = [max((after[ours(n)] - v).abs().max().item() for n, v in step["params_after"].items())
-             for step, _, after in teacher_forced(Schedule(**base_lrs(), **BASE, newton_schulz="precision"))]
+             for step, _, after in teacher_forced(Schedule(**base_lrs(), **{**BASE, "newton_schulz": "precision"}))]
     assert worst[0] == 0 and 1e-4 < worst[1] < 3e-3 and 1e-4 < worst[2] < 3e-3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_auto_newton_schulz_is_b399e43s_where_bf16_is_native(precision):
+    """auto: b399e43's bf16 op sequence under bf16 (native bf16), float32 where bf16 would be emulated."""
+    from snakechat.train.optim import Muon, newton_schulz_float32, newton_schulz_nanochat
+
+    muon = Muon([torch.nn.Parameter(torch.zeros(4, 4))], precision, "auto")
+    assert muon.newton_schulz() is (newton_schulz_nanochat if precision == "bf16" else newton_schulz_float32)
+    assert Muon([torch.nn.Parameter(torch.zeros(4, 4))], precision, "nanochat").newton_schulz() is newton_schulz_nanochat
+    with pytest.raises(ValueError, match="newton_schulz"):
+        Schedule(steps=1, newton_schulz="bf16")

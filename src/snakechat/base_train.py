@@ -57,7 +57,7 @@ class BaseSettings(RunSettings):
     unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768)")
     weight_decay: float = option(0.0, "AdamW's decoupled weight decay of the embedding and head (Muon's matrices have none)")
     muon_momentum_warmup: int = option(300, "steps over which Muon's momentum rises from 0.85 to 0.95 (0: 0.95 throughout)")
-    newton_schulz: str = option("nanochat", "Muon's orthogonalisation: nanochat (b399e43's bf16 ops) or precision (snakechat's, in the run's precision)",
+    newton_schulz: str = option("auto", "Muon's orthogonalisation: nanochat (b399e43's bf16 ops), precision (snakechat's, in the run's precision), auto (nanochat under bf16, else precision)",
                                 choices=list(NEWTON_SCHULZ))
     warmup_frac: float = option(0.0, "first fraction of steps of linear lr warm-up")
     warmdown_frac: float = option(0.2, "last fraction of steps of linear lr decay to final_lr_frac")

@@ -27,7 +27,7 @@ class ChatSettings(RunSettings):
     chat_data: str = option(help="chat data directory (tasks.json)", identity=False)
     weight_decay: float = option(0.0, "AdamW's decoupled weight decay of the embedding and head (Muon's matrices have none)")
     grad_clip: float = option(0.0, "max gradient norm (0: no clipping, as nanochat's chat stages)")
-    newton_schulz: str = option("nanochat", "Muon's orthogonalisation: nanochat (b399e43's bf16 ops) or precision (snakechat's, in the run's precision)",
+    newton_schulz: str = option("auto", "Muon's orthogonalisation: nanochat (b399e43's bf16 ops), precision (snakechat's, in the run's precision), auto (nanochat under bf16, else precision)",
                                 choices=list(NEWTON_SCHULZ))
     log_every: int = option(1, "steps between progress lines", identity=False)
     seed: int = option(0, "seeds the order of the data")

@@ -4,9 +4,10 @@
 learning rates × a multiplier and Muon's momentum, both per step, as nanochat b399e43 (the
 nanochat-2025-11 recipe) sets them in each stage (`Schedule.decay`, `momentum_warmup`; tested
 step by step against b399e43's own numbers in tests/test_recipe2025.py). Muon's orthogonalisation
-is b399e43's bf16 Newton–Schulz (`newton_schulz_nanochat`, bitwise its eager path) unless a run
-asks for snakechat's own, in the run's precision (snakechat.model.precision): torch's bf16
-iteration under bf16, float32 under fp32.
+is b399e43's bf16 Newton–Schulz (`newton_schulz_nanochat`, bitwise its eager path) where the run
+is in bf16, i.e. where the device multiplies bf16 natively (snakechat.model.precision), and the
+same iteration in float32 where bf16 would be emulated (30× slower there); `newton_schulz` forces
+either (docs/training.md).
 """
 
 from dataclasses import asdict, dataclass
@@ -17,7 +18,8 @@ from snakechat.model.checkpoint import unwrap
 
 ADAM_BETAS = (0.8, 0.95)
 MUON_MOMENTUM = (0.85, 0.95)  # b399e43's warm-up: from the first to the second over momentum_warmup steps
-NEWTON_SCHULZ = ("nanochat", "precision")  # b399e43's bf16 op sequence, or snakechat's in the run's precision
+# b399e43's bf16 op sequence; snakechat's in the run's precision; auto: the first where bf16 is native (precision bf16), else the second
+NEWTON_SCHULZ = ("auto", "nanochat", "precision")
 DECAYS = ("warmdown", "progress", "linear")
 
 
@@ -39,7 +41,7 @@ class Schedule:
     micro_steps: int = 1  # "progress": loader batches per step
     momentum_start: float = MUON_MOMENTUM[0]
     momentum_warmup: int = 0  # steps of Muon momentum warm-up to MUON_MOMENTUM[1] (0: none)
-    newton_schulz: str = "nanochat"  # one of NEWTON_SCHULZ
+    newton_schulz: str = "auto"  # one of NEWTON_SCHULZ
     grad_clip: float = 1.0  # 0 = off
     eval_every: int = 0  # 0 = only after the last step
     save_every: int = 0  # 0 = only after the last step and on a signal
@@ -126,9 +128,10 @@ def newton_schulz_float32(grad, ns_coefficients, ns_steps, eps):
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon whose Newton–Schulz step is b399e43's ("nanochat") or runs in `precision`
-    (resolved: bf16 or fp32): torch's own bf16 iteration, or the same iteration in float32 (where
-    bf16 would be emulated it dominated the step, and a float32 run should be float32 throughout)."""
+    """torch.optim.Muon whose Newton–Schulz step is b399e43's ("nanochat"; "auto" under bf16) or
+    runs in `precision` (resolved: bf16 or fp32; "precision", "auto" under fp32): torch's own bf16
+    iteration, or the same iteration in float32 (where bf16 would be emulated it dominated the
+    step, and a float32 run should be float32 throughout)."""
 
     torch_newton_schulz = staticmethod(torch.optim._muon._zeropower_via_newtonschulz)
 
@@ -140,7 +143,7 @@ class Muon(torch.optim.Muon):
 
     def newton_schulz(self):
         """The orthogonalisation this optimizer's step runs: (grad, ns_coefficients, ns_steps, eps) -> update."""
-        if self.ns == "nanochat":
+        if self.ns == "nanochat" or (self.ns == "auto" and self.precision == "bf16"):
             return newton_schulz_nanochat
         return self.torch_newton_schulz if self.precision == "bf16" else newton_schulz_float32
 
