@@ -172,8 +172,9 @@ def mid_args(world, out, state, steps=16):
 
 
 def sft_args(start, world, out, state, steps=12, lr_mult="1.0"):
+    """SFT for `steps` optimizer steps: a horizon (--steps) of one more, as nanochat b399e43 counts it."""
     return ["--start", str(start), "--chat-data", str(world / "chat"), "--out", str(out), "--state", str(state),
-            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch-rows", "4", "--step-conversations", "8",
+            "--mixture", json.dumps(MIXTURE), "--steps", str(steps + 1), "--device-batch-rows", "4", "--step-conversations", "8",
             "--sequence-len", "128", "--lr-mult", lr_mult, "--eval-every", "6", "--eval-conversations", "16", "--save-every", "0", "--device", "cpu"]
 
 
