@@ -205,3 +205,23 @@ def test_auto_newton_schulz_is_b399e43s_where_bf16_is_native(precision):
     assert Muon([torch.nn.Parameter(torch.zeros(4, 4))], precision, "nanochat").newton_schulz() is newton_schulz_nanochat
     with pytest.raises(ValueError, match="newton_schulz"):
         Schedule(steps=1, newton_schulz="bf16")
+
+
+def test_rl_loss_is_a_per_token_mean_per_pass():
+    """b399e43's chat_rl: each pass's Σ logp·A over its own sampled tokens, divided by those tokens and
+    the number of passes; a pass with fewer sampled tokens weighs each of them more (a mean over the
+    whole step would not)."""
+    from snakechat.train.rl_math import policy_gradient_loss, sample_rows
+
+    model = GPT.build(GPTConfig(sequence_len=16, vocab_size=32, n_layer=1, n_head=1, n_kv_head=1, n_embd=16), "cpu", 0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    passes = [sample_rows([[1, 2, 3, 4]], [[0, 0, 1, 1]], 0), sample_rows([[1, 2, 5, 6, 7, 8, 9]], [[0, 0, 1, 1, 1, 1, 1]], 0)]
+    advantages = [torch.tensor([0.5]), torch.tensor([-0.25])]
+    with torch.no_grad():
+        got = [policy_gradient_loss(model, x, y, a, len(passes)).item() for (x, y), a in zip(passes, advantages)]
+        logp = [-model(x, y, loss_reduction="none").sum().item() for x, y in passes]
+    assert got == pytest.approx([-logp[0] * 0.5 / (2 * 2), -logp[1] * -0.25 / (5 * 2)], rel=1e-6)
+    whole_step_mean = -(logp[0] * 0.5 + logp[1] * -0.25) / 7
+    assert sum(got) != pytest.approx(whole_step_mean, rel=1e-3)
