@@ -6,7 +6,7 @@ nanochat-2025-11 recipe) sets them in each stage (`Schedule.decay`, `momentum_wa
 step by step against b399e43's own numbers in tests/test_recipe2025.py). Muon's orthogonalisation
 is b399e43's bf16 Newton–Schulz (`newton_schulz_nanochat`, bitwise its eager path) where the run
 is in bf16, i.e. where the device multiplies bf16 natively (snakechat.model.precision), and the
-same iteration in float32 where bf16 would be emulated (30× slower there); `newton_schulz` forces
+same iteration in float32 where bf16 would be emulated (22-30× slower there); `newton_schulz` forces
 either (docs/training.md).
 """
 
