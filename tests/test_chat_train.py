@@ -172,8 +172,9 @@ def mid_args(world, out, state, steps=16):
 
 
 def sft_args(start, world, out, state, steps=12, lr_mult="1.0"):
+    """SFT for `steps` optimizer steps: a horizon (--steps) of one more, as nanochat b399e43 counts it."""
     return ["--start", str(start), "--chat-data", str(world / "chat"), "--out", str(out), "--state", str(state),
-            "--mixture", json.dumps(MIXTURE), "--steps", str(steps), "--device-batch-rows", "4", "--step-conversations", "8",
+            "--mixture", json.dumps(MIXTURE), "--steps", str(steps + 1), "--device-batch-rows", "4", "--step-conversations", "8",
             "--sequence-len", "128", "--lr-mult", lr_mult, "--eval-every", "6", "--eval-conversations", "16", "--save-every", "0", "--device", "cpu"]
 
 
@@ -312,7 +313,7 @@ def test_one_policy_gradient_step_raises_the_rewarded_sample(world):
     before = logprobs()
     adv = group_advantages(torch.tensor([[1.0, 0.0]])).flatten()
     opts = build_optimizers(model, Schedule(steps=1, matrix_lr=0.02, embedding_lr=0.05, unembedding_lr=0.01))
-    policy_gradient_loss(model, x, y, adv, normalizer=6).backward()
+    policy_gradient_loss(model, x, y, adv, passes=1).backward()
     for opt in opts:
         opt.step()
     after = logprobs()

@@ -30,7 +30,7 @@ from snakechat.evaluate.bpb import bits_per_byte
 from snakechat.runtime.common import cleanup_distributed, device_type, init_distributed, print0
 from snakechat.train.dataloader import PackedLoader
 from snakechat.model.gpt import GPT
-from snakechat.train.optim import Schedule
+from snakechat.train.optim import NEWTON_SCHULZ, Schedule
 from snakechat.runtime.settings import json_arg, option, parse
 from snakechat.model.tokenizer import Tokenizer, load_token_bytes
 from snakechat.train.trainer import Run, RunSettings, TokenRecipe, Trainer
@@ -55,7 +55,10 @@ class BaseSettings(RunSettings):
     matrix_lr: float = option(0.02, "Muon lr of the hidden matrices")
     embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768)")
     unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768)")
-    weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices")
+    weight_decay: float = option(0.0, "AdamW's decoupled weight decay of the embedding and head (Muon's matrices have none)")
+    muon_momentum_warmup: int = option(300, "steps over which Muon's momentum rises from 0.85 to 0.95 (0: 0.95 throughout)")
+    newton_schulz: str = option("auto", "Muon's orthogonalisation: nanochat (b399e43's bf16 ops), precision (snakechat's, in the run's precision), auto (nanochat under bf16, else precision)",
+                                choices=list(NEWTON_SCHULZ))
     warmup_frac: float = option(0.0, "first fraction of steps of linear lr warm-up")
     warmdown_frac: float = option(0.2, "last fraction of steps of linear lr decay to final_lr_frac")
     final_lr_frac: float = option(0.0, "lr at the last step, as a fraction of the full lr")
@@ -114,8 +117,7 @@ def main(argv=None):
         micro_steps = sizing.grad_accum_steps(size.step_tokens, s.device_batch_rows, s.sequence_len, world_size)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    torch.manual_seed(s.seed)
-    model = GPT(size.model_config()).to(device)
+    model = GPT.build(size.model_config(), device, s.seed)
     lrs = {"matrix_lr": s.matrix_lr, "embedding_lr": s.embedding_lr * size.adamw_lr_scale, "unembedding_lr": s.unembedding_lr * size.adamw_lr_scale}
     derived = {**size.record(), "world_size": world_size, "grad_accum_steps": micro_steps}
     print0("derived: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in {**derived, **lrs}.items()))
@@ -130,7 +132,7 @@ def main(argv=None):
 
     schedule = Schedule(
         steps=size.steps, **lrs, weight_decay=s.weight_decay, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac,
-        final_lr_frac=s.final_lr_frac, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
+        final_lr_frac=s.final_lr_frac, momentum_warmup=s.muon_momentum_warmup, newton_schulz=s.newton_schulz, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
     )
     expected = estimate_cpu_seconds(model, s, micro_steps, size.steps, device) if s.compile == "auto" and device.type == "cpu" else None
     schedule.compile = decide_compile(s.compile, device, expected)

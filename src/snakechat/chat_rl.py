@@ -13,7 +13,9 @@ Each step takes `--step-prompts` training problems (split over the processes), s
 output tokens are not trained on), rewards 1 for the right final answer and 0 otherwise (the check
 chat_eval scores with, `tasks.gsm8k_correct`), and uses reward minus the group's mean reward as
 the advantage of every sampled token: a simple on-policy policy gradient with a group baseline,
-with no ratio clipping or KL term. The samples
+with no ratio clipping or KL term. As nanochat b399e43, each forward/backward pass's loss is a
+per-token mean over its own sampled tokens, divided by the process's number of passes, and the
+processes are averaged; the lr × 1 - s/N at step s of N. The samples
 go through the model `--device-batch-rows` rows at a time. Before the first step, every
 `--eval-every` steps and after the last, the held-out test problems give pass@1 and pass@k (in
 meta.json under "evals"); train_log.csv adds the mean reward and pass@k of each step's groups.
@@ -103,7 +105,7 @@ class RolloutRecipe(Recipe):
     def __init__(self, model, tok, s, train_problems, test_problems, rank, world_size):
         self.model, self.tok, self.s, self.sampler = model, tok, s, Sampler(model, tok, s)
         self.train_problems, self.test_problems, self.rank, self.world_size = train_problems, test_problems, rank, world_size
-        self.flops_per_token, self.normalizer = model.flops_per_token(), 1
+        self.flops_per_token, self.passes = model.flops_per_token(), 1
 
     def my_problems(self, step):
         """This process's share of the step's problems: a seeded order per pass over the problems."""
@@ -120,26 +122,26 @@ class RolloutRecipe(Recipe):
     def step(self, step):
         s = self.s
         self.model.eval()
-        sequences, masks, rewards, passes = [], [], [], []
+        sequences, masks, rewards, pass_ks = [], [], [], []
         picked = self.my_problems(step)
         for seqs, msks, rws in self.sampler.groups([problem for _, problem in picked], s.num_samples, seed=s.seed * 1_000_003 + picked[0][0]):
             sequences, masks = sequences + seqs, masks + msks
             rewards.append(rws)
-            passes.append(rl_math.pass_at_k(s.num_samples, int(sum(rws)), s.pass_k))
+            pass_ks.append(rl_math.pass_at_k(s.num_samples, int(sum(rws)), s.pass_k))
         advantages = rl_math.group_advantages(torch.tensor(rewards)).flatten()
         sampled, trained, reward_sum, pass_sum, groups = all_reduce(
-            [sum(map(sum, masks)), sum(map(len, sequences)), sum(map(sum, rewards)), sum(passes), len(rewards)])
-        self.normalizer = max(sampled, 1)  # the loss is a mean over the step's sampled tokens, all processes together
+            [sum(map(sum, masks)), sum(map(len, sequences)), sum(map(sum, rewards)), sum(pass_ks), len(rewards)])
         batches, device = [], next(self.model.parameters()).device
         for i in range(0, len(sequences), s.device_batch_rows):
             x, y = rl_math.sample_rows(sequences[i:i + s.device_batch_rows], masks[i:i + s.device_batch_rows], self.tok.bos_id)
             batches.append((x.to(device), y.to(device), advantages[i:i + s.device_batch_rows].to(device)))
+        self.passes = len(batches)  # each pass a per-token mean, the passes weighed equally (b399e43's chat_rl)
         log = {"reward": f"{reward_sum / (groups * s.num_samples):.4f}", "pass_at_k": f"{pass_sum / groups:.4f}"}
         return Step(batches, int(sampled), int(self.flops_per_token * trained), log)
 
     def loss(self, model, batch):
         x, y, advantages = batch
-        return rl_math.policy_gradient_loss(model, x, y, advantages, self.normalizer) * self.world_size  # processes are averaged
+        return rl_math.policy_gradient_loss(model, x, y, advantages, self.passes)  # DDP averages the processes, as b399e43's optimizers do
 
     def evaluate(self, model):
         """pass@1 and pass@k on held-out problems (this process takes every world_size-th one)."""
@@ -174,7 +176,7 @@ def main(argv=None):
            f"{s.step_prompts} problems x {s.num_samples} samples")
 
     recipe = RolloutRecipe(start.model, start.tok, s, train_problems, test_problems, rank, world_size)
-    Trainer(start.model, recipe, chat_stage.schedule(s, start, steps), chat_stage.run("rl", "snakechat.chat_rl", s, start), device).train()
+    Trainer(start.model, recipe, chat_stage.schedule(s, start, steps, "linear"), chat_stage.run("rl", "snakechat.chat_rl", s, start), device).train()
     cleanup_distributed()
 
 

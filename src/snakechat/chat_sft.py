@@ -10,6 +10,8 @@ directory. A step takes `--step-conversations` conversations (all processes toge
 own row cut to `--sequence-len`, padded to the longest row of its micro-batch; only assistant
 tokens (tool calls included, tool outputs not) are targets. The learning rates are the base
 model's times `--lr-mult`, decaying linearly to 0 over the last `--warmdown-frac` of the steps.
+As nanochat b399e43, a horizon of N steps (`--steps`, or a pass over the mixture times `--epochs`)
+trains N-1 optimizer steps, the lr × 1 - s/N at step s.
 Validation bits per byte over the assistant tokens of the mixture tasks' test splits.
 
 The tokens column of train_log.csv counts rows × sequence_len per step (an upper bound: rows are
@@ -34,7 +36,7 @@ from snakechat.train.trainer import TokenRecipe, Trainer
 class SFTSettings(chat_stage.ChatSettings):
     mixture: dict = option(help='JSON: task -> {"weight": n} or {"epochs": e}', parse=json_arg)
     epochs: int = option(1, "passes over the mixture (when --steps is 0)")
-    steps: int = option(0, "optimizer steps; 0: from --epochs")
+    steps: int = option(0, "the lr horizon N (0: from --epochs): N-1 optimizer steps at lr × (1 - s/N), as nanochat b399e43")
     device_batch_rows: int = option(4, "rows (one conversation each) per process per forward/backward pass")
     step_conversations: int = option(32, "conversations per optimizer step, all processes")
     sequence_len: int = option(2048, "tokens kept of each conversation (capped at the model's sequence length)")
@@ -54,8 +56,10 @@ def main(argv=None):
 
     conversations = tasks.mixture(s.chat_data, s.mixture, "train", s.seed)
     loader = ConversationLoader(start.tok, conversations, s.device_batch_rows, s.step_conversations, sequence_len, s.seed, rank, world_size, device)
-    steps = s.steps or max(1, s.epochs * loader.steps_per_pass())
-    print0(f"SFT: {len(conversations):,} conversations, {loader.steps_per_pass()} steps per pass, {steps} steps of {s.step_conversations} conversations")
+    horizon = s.steps or max(1, s.epochs * loader.steps_per_pass())
+    steps = max(1, horizon - 1)
+    print0(f"SFT: {len(conversations):,} conversations, {loader.steps_per_pass()} steps per pass, horizon {horizon}: "
+           f"{steps} steps of {s.step_conversations} conversations")
 
     val_conversations = chat_stage.validation_conversations(s.chat_data, s.mixture, s.seed)
     validate = None
@@ -70,7 +74,7 @@ def main(argv=None):
 
     step_tokens = s.step_conversations * sequence_len
     recipe = TokenRecipe(loader, loader.micro_steps, step_tokens, start.model.flops_per_token(), validate, meta={"conversations": len(conversations)})
-    Trainer(start.model, recipe, chat_stage.schedule(s, start, steps), chat_stage.run("sft", "snakechat.chat_sft", s, start), device).train()
+    Trainer(start.model, recipe, chat_stage.schedule(s, start, steps, "linear", horizon=horizon), chat_stage.run("sft", "snakechat.chat_sft", s, start), device).train()
     cleanup_distributed()
 
 

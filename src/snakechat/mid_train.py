@@ -9,7 +9,8 @@ Needs a base checkpoint (`--start`) and a chat data directory (tasks.json plus o
 task and split). Conversations are rendered with the chat special tokens and concatenated into
 rows of `--sequence-len` tokens like pretraining documents; the loss covers every token, so the
 model learns the special tokens, tool calls and the multiple-choice format. A step takes
-`--step-tokens` tokens. Validation bits per byte (assistant tokens and prompts alike) come from
+`--step-tokens` tokens. The lr follows nanochat b399e43's progress through the data (flat, then
+linear to 0 over the last `--warmdown-frac`) and Muon's momentum its warm-up, as in base_train. Validation bits per byte (assistant tokens and prompts alike) come from
 the test splits of the mixture's tasks. The loop, resumable state under `--state`, signals and
 the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are snakechat.train.trainer's.
 """
@@ -37,7 +38,8 @@ class MidSettings(chat_stage.ChatSettings):
     step_tokens: int = option(524288, "tokens per optimizer step, all processes")
     sequence_len: int = option(2048, "tokens per row (capped at the model's)")
     lr_mult: float = option(1.0, "multiplier on the base model's learning rates")
-    warmdown_frac: float = option(0.2, "last fraction of steps over which the lr decays linearly to 0")
+    warmdown_frac: float = option(0.2, "last fraction of the progress over which the lr decays linearly to 0")
+    muon_momentum_warmup: int = option(300, "steps over which Muon's momentum rises from 0.85 to 0.95 (0: 0.95 throughout)")
     eval_every: int = option(150, "steps between validation bpb (0: only at the end)", identity=False)
     eval_tokens: int = option(10 * 2**20, "tokens of the test split the validation reads", identity=False)
     save_every: int = option(200, "steps between resumable states (0: only at the end)", identity=False)
@@ -81,7 +83,8 @@ def main(argv=None):
             return bits_per_byte(model, val_loader, micro_batches, token_bytes)
 
     recipe = TokenRecipe(loader, micro_steps, s.step_tokens, start.model.flops_per_token(), validate, meta={"conversations": len(conversations)})
-    schedule = chat_stage.schedule(s, start, steps, compile=device.type == "cuda")
+    schedule = chat_stage.schedule(s, start, steps, "progress", compile=device.type == "cuda", micro_steps=micro_steps,
+                                   momentum_warmup=s.muon_momentum_warmup)
     Trainer(start.model, recipe, schedule, chat_stage.run("mid", "snakechat.mid_train", s, start), device).train()
     cleanup_distributed()
 

@@ -242,19 +242,34 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self):
-        """Unit-variance embeddings, fan-in scaled inputs, zero output projections (each block
-        starts as the identity) and a near-zero head (uniform predictions at step 0)."""
-        nn.init.normal_(self.wte.weight, std=1.0)
-        nn.init.normal_(self.lm_head.weight, std=0.001)
+        """nanochat b399e43's init, in its order of random draws (module order): unit-normal
+        embedding; every linear normal with std 1/√fan_in · min(1, √(fan_out/fan_in)); then the
+        output projections zeroed (each block starts as the identity) and the head zeroed (uniform
+        predictions, and a first step that moves the head only). `build` makes its RNG state b399e43's."""
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=1.0)
+            elif isinstance(module, nn.Linear):
+                fan_out, fan_in = module.weight.shape
+                nn.init.normal_(module.weight, std=1.0 / math.sqrt(fan_in) * min(1.0, math.sqrt(fan_out / fan_in)))
+        nn.init.zeros_(self.lm_head.weight)
         for block in self.blocks:
-            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
-                bound = math.sqrt(3.0 / lin.in_features)
-                nn.init.uniform_(lin.weight, -bound, bound)
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
         cos, sin = rotary_tables(self.cos.size(1), self.config.n_embd // self.config.n_head)
         self.cos.copy_(cos)
         self.sin.copy_(sin)
+
+    @classmethod
+    def build(cls, config, device, seed):
+        """A model initialised as b399e43's base_train does it: seed, build on the meta device (no
+        random draws), allocate on `device`, init_weights. Same seed, same weights as b399e43's."""
+        torch.manual_seed(seed)
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device=device)
+        model.init_weights()
+        return model
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())

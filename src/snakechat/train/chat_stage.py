@@ -4,7 +4,9 @@
 - Early checks of the chat data and the mixture, so a typo fails before a model is loaded.
 - The start checkpoint and the learning rates it carries: the base model's, kept in every
   checkpoint's meta.json under "base_lrs"; a stage trains at them × its lr_mult, with no warm-up
-  and a linear warm-down to 0 over its last warmdown_frac of the steps.
+  and a linear decay to 0 over its last warmdown_frac, each stage computing it as nanochat
+  b399e43's script does (snakechat.train.optim.lr_multiplier), and no gradient clipping by default
+  (b399e43 clips in base_train only).
 """
 
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from snakechat.evaluate import tasks
 from snakechat.model.checkpoint import load_model
-from snakechat.train.optim import Schedule
+from snakechat.train.optim import NEWTON_SCHULZ, Schedule
 from snakechat.runtime.settings import option
 from snakechat.train.trainer import Run, RunSettings
 
@@ -23,8 +25,10 @@ LR_KEYS = ("matrix_lr", "embedding_lr", "unembedding_lr")
 class ChatSettings(RunSettings):
     start: str = option(help="checkpoint directory to start from", identity=False)
     chat_data: str = option(help="chat data directory (tasks.json)", identity=False)
-    weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices")
-    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+    weight_decay: float = option(0.0, "AdamW's decoupled weight decay of the embedding and head (Muon's matrices have none)")
+    grad_clip: float = option(0.0, "max gradient norm (0: no clipping, as nanochat's chat stages)")
+    newton_schulz: str = option("auto", "Muon's orthogonalisation: nanochat (b399e43's bf16 ops), precision (snakechat's, in the run's precision), auto (nanochat under bf16, else precision)",
+                                choices=list(NEWTON_SCHULZ))
     log_every: int = option(1, "steps between progress lines", identity=False)
     seed: int = option(0, "seeds the order of the data")
 
@@ -66,13 +70,14 @@ def load_start(directory, device):
     return Start(str(directory), model, tok, meta, {k: float(source[k]) for k in LR_KEYS})
 
 
-def schedule(s, start, steps, compile=False):
+def schedule(s, start, steps, decay, compile=False, **extra):
     """The Schedule of a chat stage from its settings `s` (ChatSettings with the stage's lr_mult,
-    warmdown_frac, eval_every and save_every) and its start checkpoint."""
+    warmdown_frac, eval_every and save_every), its start checkpoint and its `decay`
+    (snakechat.train.optim.lr_multiplier); `extra`: further Schedule fields."""
     return Schedule(
         steps=steps, **{k: v * s.lr_mult for k, v in start.lrs.items()}, weight_decay=s.weight_decay, warmup_frac=0.0,
-        warmdown_frac=s.warmdown_frac, final_lr_frac=0.0, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every,
-        log_every=s.log_every, compile=compile, seed=s.seed,
+        warmdown_frac=s.warmdown_frac, final_lr_frac=0.0, decay=decay, newton_schulz=s.newton_schulz, grad_clip=s.grad_clip,
+        eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, compile=compile, seed=s.seed, **extra,
     )
 
 

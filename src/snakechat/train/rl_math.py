@@ -39,12 +39,13 @@ def sample_rows(sequences, masks, pad_id):
     return x, y
 
 
-def policy_gradient_loss(model, x, y, advantages, normalizer):
-    """-(sum over sampled tokens of advantage x log-prob) / normalizer.
+def policy_gradient_loss(model, x, y, advantages, passes):
+    """-(sum over the pass's sampled tokens of advantage x log-prob) / (its sampled tokens x passes).
 
     Its gradient raises the log-probability of tokens in better-than-average samples and lowers it
-    in worse ones. normalizer is the number of sampled tokens in the whole step, so micro-batches
-    add up to a per-token mean.
+    in worse ones. As nanochat b399e43's chat_rl, each forward/backward pass is a per-token mean
+    of its own, and the step's `passes` (on this process) weigh equally, whatever their token counts.
     """
     logp = -model(x, targets=y, loss_reduction="none")  # (B, T); ignored targets give 0
-    return -(logp * advantages[:, None].to(logp.dtype)).sum() / normalizer
+    sampled = (y >= 0).sum().clamp(min=1)
+    return -(logp * advantages[:, None].to(logp.dtype)).sum() / (sampled * passes)

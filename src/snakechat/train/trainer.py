@@ -9,7 +9,7 @@ RL) and how the model is evaluated. The trainer does the rest:
 - resume from the newest readable state in the state directory, once it has checked that the
   state was made under this run's identity: the settings that change what is computed, the model
   shape, the inputs (by hash) and the number of processes; otherwise it stops, naming each difference;
-- the loop: learning rate × schedule (snakechat.train.optim), the micro-batches with gradient
+- the loop: learning rate × schedule and Muon's momentum (snakechat.train.optim), the micro-batches with gradient
   accumulation (DDP over NCCL or gloo, gradients synchronised on the last micro-batch), the run's
   precision (`--precision`, resolved by snakechat.model.precision: bf16 autocast with float32 weights and
   optimizer state, or float32), torch.compile where the schedule asks, clipping, the optimizer steps;
@@ -47,7 +47,7 @@ from snakechat.runtime import provenance
 from snakechat.runtime import settings
 from snakechat.model.checkpoint import save_checkpoint
 from snakechat.runtime.common import all_reduce, atomic_path, dist_info, gather, print0
-from snakechat.train.optim import build_optimizers, lr_multiplier, set_lr
+from snakechat.train.optim import build_optimizers, optimizer_step
 from snakechat.train.train_state import StateError, StateStore, check_identity, rng_state, set_rng_state
 
 LOG_COLUMNS = ["step", "tokens", "flops", "loss", "lr_mult", "tokens_per_s", "mfu", "elapsed_s", "val_bpb"]
@@ -275,8 +275,6 @@ class Trainer:
 
     def train_step(self, model):
         t0 = time.perf_counter()
-        mult = lr_multiplier(self.step, self.schedule)
-        set_lr(self.optimizers, mult)
         work = self.recipe.step(self.step)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -286,11 +284,7 @@ class Trainer:
                 loss = self.recipe.loss(model, batch)
             loss.backward()
             loss_sum += loss.detach()
-        if self.schedule.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.schedule.grad_clip)
-        for opt in self.optimizers:
-            opt.step()
-        self.model.zero_grad(set_to_none=True)
+        mult, _, _ = optimizer_step(self.model, self.optimizers, self.schedule, self.step)
         self.loss = all_reduce([loss_sum.item()])[0] / self.world_size
         dt = time.perf_counter() - t0
         self.step, self.tokens, self.flops, self.elapsed = self.step + 1, self.tokens + work.tokens, self.flops + work.flops, self.elapsed + dt
