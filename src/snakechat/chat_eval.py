@@ -55,6 +55,7 @@ from snakechat.runtime import provenance
 from snakechat.evaluate import tasks
 from snakechat.model.checkpoint import load_model
 from snakechat.runtime.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
+from snakechat.runtime.progress import Progress
 from snakechat.model.conversation import render_for_completion
 from snakechat.model.engine import Engine
 from snakechat.model.precision import SETTINGS, autocast, for_inference, resolve
@@ -203,9 +204,10 @@ class Evaluator:
     def humaneval(self, record, replies):
         return any(self.sandbox.run(tasks.humaneval_candidate(record, r), record["test"], record["entry_point"]).passed for r in replies)
 
-    def run_task(self, kind, records, rank, world_size):
-        """(correct, n, sample replies) over this rank's share of the records."""
+    def run_task(self, name, kind, records, rank, world_size):
+        """(correct, n, sample replies) over this rank's share of the records, with progress lines."""
         mine = list(range(rank, len(records), world_size))
+        progress = Progress(name + (f" (rank {rank} of {world_size})" if world_size > 1 else ""), len(mine), log=print0)
         correct, samples = 0, []
         self.cuts = {}
         for start in range(0, len(mine), self.args.device_batch_items):
@@ -215,11 +217,12 @@ class Evaluator:
                 for ok, reply in self.mc_batch(chunk):
                     correct += ok
                     samples.append(reply)
-                continue
-            score = self.gsm8k if kind == "gsm8k" else self.humaneval
-            for record, replies in zip(chunk, self.replies(chunk, kind, seed=self.args.seed + indices[0])):
-                correct += score(record, replies)
-                samples.append(replies[0])
+            else:
+                score = self.gsm8k if kind == "gsm8k" else self.humaneval
+                for record, replies in zip(chunk, self.replies(chunk, kind, seed=self.args.seed + indices[0])):
+                    correct += score(record, replies)
+                    samples.append(replies[0])
+            progress.advance(len(indices))
         return correct, len(mine), samples[:SAMPLES_KEPT]
 
 
@@ -315,7 +318,7 @@ def main(argv=None):
     results, details = [], {}
     for name, kind, protocol, records, test_items, baseline in picked:
         start = time.time()
-        correct, n, samples = evaluator.run_task(kind, records, rank, world_size)
+        correct, n, samples = evaluator.run_task(name, kind, records, rank, world_size)
         counts = torch.tensor([correct, n, evaluator.cuts.get("reference", 0), evaluator.cuts.get("model", 0)], dtype=torch.long, device=device)
         if world_size > 1:
             dist.all_reduce(counts)

@@ -47,6 +47,7 @@ from snakechat.runtime import provenance
 from snakechat.runtime import settings
 from snakechat.model.checkpoint import save_checkpoint
 from snakechat.runtime.common import all_reduce, atomic_path, dist_info, gather, print0
+from snakechat.runtime.progress import Progress
 from snakechat.train.optim import build_optimizers, lr_multiplier, set_lr
 from snakechat.train.train_state import StateError, StateStore, check_identity, rng_state, set_rng_state
 
@@ -260,6 +261,7 @@ class Trainer:
             torch.manual_seed(self.schedule.seed)
         if self.rank == 0:
             self.log.start(self.step)
+        self.progress = Progress(self.run_info.stage, self.schedule.steps, unit="steps", done=self.step)  # the ETA of progress lines
 
     def training_model(self):
         """The model the micro-batches run through: DDP-wrapped over several processes, compiled where asked."""
@@ -308,7 +310,9 @@ class Trainer:
         return result
 
     def record(self, row, evaluated):
-        """The step's train_log.csv row, and its progress line every log_every steps."""
+        """The step's train_log.csv row, and its progress line every log_every steps (ending in the
+        wall time of this run and the ETA at its pace, evaluations included)."""
+        self.progress.done = self.step
         val, mfu, own = evaluated.get("val_bpb"), row.pop("mfu"), {k: row.pop(k) for k in self.recipe.log_columns}
         if self.rank == 0:
             self.log.write(dict(step=self.step, tokens=self.tokens, flops=self.flops, loss=f"{self.loss:.6f}", lr_mult=f"{row['lr_mult']:.6f}",
@@ -321,6 +325,7 @@ class Trainer:
                 + (f" | val bpb {val:.4f}" if val is not None else "")
                 + "".join(f" | {k} {v}" for k, v in own.items())
                 + f" | {self.elapsed:.1f}s"
+                + f" | {self.progress.timing()}"
             )
 
     def save_state(self):
