@@ -52,6 +52,7 @@ import torch.distributed as dist
 
 from snakechat.evaluate import humaneval_sandbox
 from snakechat.runtime import provenance
+from snakechat.runtime import tracking
 from snakechat.evaluate import tasks
 from snakechat.model.checkpoint import load_model
 from snakechat.runtime.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
@@ -278,6 +279,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16")
+    tracking.add_args(p)
     args = p.parse_args(argv)
     if args.chat_data is None and not args.task:
         p.error("give --chat-data and/or --task")
@@ -305,6 +307,7 @@ def open_sandbox(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    tracking.check(args.tracking)
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, _, world_size, device = init_distributed(args.device)
@@ -330,7 +333,8 @@ def main(argv=None):
     rows = table_rows(results)
     print0(f"ChatCORE {rows[-1]['centered']:.4f}")
     if rank == 0:
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "task", "device")}
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                    if k not in ("out", "task", "device", "tracking", "tracking_project", "tracking_dir")}
         settings["task"] = [f"{n}={f}:{p}" for n, f, p in args.task]
         inputs = [args.checkpoint / "meta.json"] + ([args.chat_data / "tasks.json"] if args.chat_data else [])
         sidecar = {
@@ -346,6 +350,8 @@ def main(argv=None):
         }
         write_json_atomic(Path(f"{args.out}.meta.json"), sidecar)
         write_text_atomic(args.out, to_csv(rows))
+        scores = {f"chat_eval/{r['task']}/{k}": r[k] for r in rows for k in ("accuracy", "centered")}
+        tracking.report_results(args, f"chat_eval-{meta.get('stage') or args.checkpoint.parent.name}", settings, sidecar["provenance"], scores)
     cleanup_distributed()
 
 

@@ -14,6 +14,7 @@ rule base_train:
         state=state_dir,
         depth=model_setting("depth"),
         precision=model_setting("precision"),
+        tracking=tracking_flags,
         args=model_flags("base"),
         code=code_fingerprint("snakechat.base_train"),
     resources:
@@ -26,7 +27,7 @@ rule base_train:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.base_train --manifest {input.manifest} --tokenizer {params.tokenizer_dir} "
-        "--state {params.state} --out {output} --depth {params.depth} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --depth {params.depth} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"
 
 
 rule base_loss:
@@ -38,6 +39,7 @@ rule base_loss:
     params:
         launch=launch,
         precision=model_setting("precision"),
+        tracking=tracking_flags,
         args=model_flags("base_loss"),
         code=code_fingerprint("snakechat.base_loss"),
     resources:
@@ -50,4 +52,4 @@ rule base_loss:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.base_loss --checkpoint {input.checkpoint} --manifest {input.manifest} "
-        "--out {output} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--out {output} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"

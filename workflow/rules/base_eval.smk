@@ -11,6 +11,7 @@ rule base_eval:
     params:
         launch=launch,
         precision=model_setting("precision"),
+        tracking=tracking_flags,
         args=model_flags("base_eval"),
         code=code_fingerprint("snakechat.base_eval"),
     resources:
@@ -23,4 +24,4 @@ rule base_eval:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.base_eval --checkpoint {input.checkpoint} --bundle {input.bundle} "
-        "--out {output.csv} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--out {output.csv} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"

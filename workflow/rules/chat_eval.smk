@@ -13,6 +13,7 @@ rule chat_eval:
     params:
         launch=launch,
         precision=model_setting("precision"),
+        tracking=tracking_flags,
         args=model_flags("chat_eval"),
         chat_dir=subpath(input.chat_data, parent=True),
         code=code_fingerprint("snakechat.chat_eval"),
@@ -26,4 +27,4 @@ rule chat_eval:
         "../../environment.yml"
     shell:
         "{params.launch} -m snakechat.chat_eval --checkpoint {input.checkpoint} --chat-data {params.chat_dir} "
-        "--out {output.csv} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--out {output.csv} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"

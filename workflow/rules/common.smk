@@ -180,6 +180,11 @@ def model_setting(key):
     return lambda wildcards: model_config(wildcards.model)[key]
 
 
+def tracking_flags(wildcards):
+    """A params function: the model's tracker, its project named after the model (snakechat.runtime.tracking)."""
+    return f"--tracking {model_config(wildcards.model)['tracking']} --tracking-project snakechat-{wildcards.model}"
+
+
 def labelled(pairs, inside=""):
     """{label: path} as LABEL=PATH arguments; `inside` names a file within each (checkpoint) directory."""
     return " ".join(f"{label}={os.path.join(path, inside) if inside else path}" for label, path in pairs.items())

@@ -15,6 +15,7 @@ rule mid_train:
         chat_dir=subpath(input.chat_data, parent=True),
         state=state_dir,
         precision=model_setting("precision"),
+        tracking=tracking_flags,
         args=model_flags("mid", skip=["enabled"]),
         module="snakechat.mid_train",
         code=code_fingerprint("snakechat.mid_train"),
@@ -28,4 +29,4 @@ rule mid_train:
         "../../environment.yml"
     shell:
         "{params.launch} -m {params.module} --start {input.start} --chat-data {params.chat_dir} "
-        "--state {params.state} --out {output} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"
