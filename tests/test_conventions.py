@@ -122,3 +122,15 @@ def test_license_is_mit_in_the_file_and_the_package_metadata():
     assert (ROOT / "LICENSE").read_text().startswith("MIT License\n\nCopyright (c) 2026 the snakechat authors")
     meta = importlib.metadata.metadata("snakechat")
     assert meta["License-Expression"] == "MIT" and "LICENSE" in meta.get_all("License-File")
+
+
+def test_rules_are_formatted_with_snakefmt(tmp_path):
+    """The workflow catalog's convention, kept by CI: `snakefmt --check` passes on every rule file,
+    and fails on one that lost a blank line between two rules."""
+    snakefmt = [str(Path(sys.executable).parent / "snakefmt"), "--config", str(ROOT / "pyproject.toml"), "--check"]
+    run = subprocess.run([*snakefmt, "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = (ROOT / "workflow/rules/data.smk").read_text()
+    assert "\n\n\nrule " in text
+    (tmp_path / "data.smk").write_text(text.replace("\n\n\nrule ", "\n\nrule ", 1))
+    assert subprocess.run([*snakefmt, str(tmp_path / "data.smk")], capture_output=True, text=True).returncode == 1
