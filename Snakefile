@@ -15,7 +15,12 @@ configfile: "config/config.yaml"
 
 
 # config/local.yaml, where present, replaces or removes whole named entries (docs/configuration.md)
-config = configcheck.load(config, workflow.source_path("workflow/schemas/config.schema.yaml"), workflow.overwrite_configfiles, workflow.config_settings.overwrite_config)
+config = configcheck.load(
+    config,
+    workflow.source_path("workflow/schemas/config.schema.yaml"),
+    workflow.overwrite_configfiles,
+    workflow.config_settings.overwrite_config,
+)
 
 
 wildcard_constraints:

@@ -65,10 +65,16 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_csv_has_every_task_and_chatcore(setup):
+def test_csv_has_every_task_and_chatcore(setup, capsys):
+    from test_progress import progress_lines
+
     root, checkpoint, chat_dir = setup
     out = root / "out" / "sft.csv"
-    chat_eval.main(["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--out", str(out), "--max-per-task", "2", "--max-new-tokens", "8"])
+    chat_eval.main(["--checkpoint", str(checkpoint), "--chat-data", str(chat_dir), "--out", str(out), "--max-per-task", "2", "--max-new-tokens", "8",
+                    "--device-batch-items", "1"])
+    log = capsys.readouterr().out
+    assert progress_lines(log, "world_mc")[0][:2] == (1, 2) and progress_lines(log, "world_mc")[-1] == (2, 2, "0s"), log
+    assert progress_lines(log, "word_problems")[-1] == (2, 2, "0s") and progress_lines(log, "code")[-1] == (1, 1, "0s"), log
     rows = read_csv(out)
     assert list(rows[0]) == chat_eval.COLUMNS
     assert [r["task"] for r in rows] == ["code", "word_problems", "world_mc", "ChatCORE"]
@@ -115,12 +121,12 @@ def test_scoring_follows_what_the_model_says():
         device_batch_items, num_samples, max_new_tokens, temperature, top_k, seed = 2, 1, 30, 0.0, 0, 0
 
     evaluator = chat_eval.Evaluator(model, tok, model.lm_head.weight.device, Args)
-    assert evaluator.run_task("mc", mc, 0, 1) == (3, 3, ["B", "C", "2"])  # the predictions are the items' own letters
+    assert evaluator.run_task("mc", "mc", mc, 0, 1) == (3, 3, ["B", "C", "2"])  # the predictions are the items' own letters
     shifted = [dict(r, answer=(r["answer"] + 1) % len(r["choices"])) for r in mc]
-    assert evaluator.run_task("mc", shifted, 0, 1)[:2] == (0, 3)
+    assert evaluator.run_task("mc", "mc", shifted, 0, 1)[:2] == (0, 3)
     [replies] = evaluator.replies([problem], "gsm8k", seed=0)
     assert replies[0].endswith("#### 5"), replies
-    assert evaluator.run_task("gsm8k", [problem, dict(problem, answer="#### 6")], 0, 1)[:2] == (1, 2)
+    assert evaluator.run_task("gsm8k", "gsm8k", [problem, dict(problem, answer="#### 6")], 0, 1)[:2] == (1, 2)
 
 
 def test_humaneval_reply_is_scored_as_nanochat_scores_it():

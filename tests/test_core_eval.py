@@ -314,8 +314,9 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_cli_writes_csv_and_provenance(tmp_path, checkpoint):
+def test_cli_writes_csv_and_provenance(tmp_path, checkpoint, capsys):
     from snakechat import base_eval
+    from test_progress import progress_lines
 
     tasks = small_tasks()
     tasks["mc"] = ("multiple_choice", 2, "\nAnswer: ", tasks["mc"][3])
@@ -333,6 +334,9 @@ def test_cli_writes_csv_and_provenance(tmp_path, checkpoint):
     assert meta["settings"]["max_per_task"] == 3
     assert meta["provenance"]["module"] == "snakechat.base_eval"
     assert set(meta["tasks"]) == {"mc", "schema", "lm"}
+    log = capsys.readouterr().out
+    for task in ("mc", "schema", "lm"):  # each task's progress, ending with all of its items done
+        assert progress_lines(log, task)[-1] == (3, 3, "0s"), log
 
 
 def test_cli_rejects_a_bad_bundle_before_loading_the_model(tmp_path):

@@ -79,7 +79,7 @@ def test_the_folder_is_a_nanochat_model_with_its_tokenizer(trained, stage):
     meta = json.loads((out / export_hf.EXPORT_META).read_text())
     assert meta["checkpoint"] == str(trained / stage) and meta["verification"]["max_abs_logit_diff"] <= 1e-4
     assert {"config", "config_hash", "inputs", "code_fingerprint", "git_commit"} <= set(meta["provenance"])
-    assert set(meta["provenance"]["inputs"]) == {str(trained / stage), str(trained / "tok")}
+    assert set(meta["provenance"]["inputs"]) == {str(trained / stage), str(trained / stage / "tokenizer")}  # the checkpoint's own copy
     from snakechat.runtime.provenance import hash_file
     assert meta["files"] == {p.name: hash_file(p) for p in out.iterdir() if p.name != export_hf.EXPORT_META}
 

@@ -5,6 +5,7 @@ unigram baseline, the precision `auto` picks with and without native bf16)."""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def full_run(tmp, precision):
     """The uninterrupted run in `precision` (made once per module)."""
     name = f"full-{precision}"
     if not (tmp["runs"] / name / "out").exists():
-        base_train(tmp, name, precision=precision)
+        (tmp["runs"] / name / "stdout.txt").write_text(base_train(tmp, name, precision=precision))
     return tmp["runs"] / name
 
 
@@ -167,12 +168,15 @@ def test_training_learns_and_writes_checkpoint(runs):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["precision"] == "fp32" and meta["train"]["precision"] == "fp32"
     assert meta["step"] == 40 and meta["derived"]["n_embd"] == 64 and meta["derived"]["grad_accum_steps"] == 2
-    assert meta["model_config"]["n_layer"] == 2 and meta["tokenizer"].endswith("tok")
+    assert meta["model_config"]["n_layer"] == 2 and meta["tokenizer"] == "tokenizer" and meta["tokenizer_source"].endswith("tok")
     log = read_log(out / "train_log.csv")
     assert [int(r["step"]) for r in log] == list(range(1, 41))
     losses = [float(r["loss"]) for r in log]
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3
     assert [r["step"] for r in log if r["val_bpb"]] == ["20", "40"]
+    lines = [line for line in (out.parent / "stdout.txt").read_text().splitlines() if line.startswith("step ")]
+    etas = [re.search(r"\| \d+s elapsed \| ETA (\S+)$", line)[1] for line in lines]  # the progress line, for a watched log
+    assert len(etas) == 40 and etas[-1] == "0s" and all(re.fullmatch(r"(\d+m)?\d+s", eta) for eta in etas), lines
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -23,6 +23,7 @@ from snakechat.evaluate import core_eval
 from snakechat.model import precision
 from snakechat.runtime.common import cleanup_distributed, init_distributed, is_master, print0, write_json_atomic
 from snakechat.model.precision import for_inference
+from snakechat.runtime import tracking
 from snakechat.runtime.provenance import record
 
 HF_CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length", "max_seq_len")
@@ -93,6 +94,7 @@ def parse_args(argv=None):
     p.add_argument("--device-batch-tokens", type=int, default=16384, help="padded tokens per process per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", choices=precision.SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16")
+    tracking.add_args(p)
     args = p.parse_args(argv)
     if args.max_per_task < 0:
         p.error(f"--max-per-task must be >= 0, got {args.max_per_task}")
@@ -103,6 +105,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    tracking.check(args.tracking)
     model_dir = args.checkpoint or args.hf_path
     if not model_dir.is_dir():
         raise SystemExit(f"model directory {model_dir} does not exist")
@@ -119,6 +122,7 @@ def main(argv=None):
         settings = {"max_per_task": args.max_per_task, "device_batch_tokens": args.device_batch_tokens, "precision": args.precision, "bundle": str(args.bundle),
                     "model": model_info}
         bundle_dir = args.bundle if args.bundle.is_dir() else args.bundle.parent
+        provenance = record("snakechat.base_eval", settings, inputs=[model_dir, bundle_dir])
         core_eval.write_csv(args.out, results)
         write_json_atomic(f"{args.out}.meta.json", {
             "core": core,
@@ -127,8 +131,10 @@ def main(argv=None):
             "world_size": world_size,
             "device": device.type,
             "precision": resolved,
-            "provenance": record("snakechat.base_eval", settings, inputs=[model_dir, bundle_dir]),
+            "provenance": provenance,
         })
+        per_task = {f"core/{r.label}/{k}": getattr(r, k) for r in results for k in ("accuracy", "centered")}
+        tracking.report_results(args, "base_eval", settings, provenance, {"core/CORE": core, **per_task})
     cleanup_distributed()
 
 

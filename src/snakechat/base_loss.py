@@ -18,6 +18,7 @@ import torch
 
 from snakechat.model import precision
 from snakechat.runtime import provenance
+from snakechat.runtime import tracking
 from snakechat.data import shards
 from snakechat.evaluate.bpb import bits_per_byte
 from snakechat.model.checkpoint import load_model
@@ -77,11 +78,13 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="which rows of the shards are measured")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", choices=precision.SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16")
+    tracking.add_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    tracking.check(args.tracking)
     if not isinstance(args.prompts, list) or not all(isinstance(p, str) for p in args.prompts):
         raise SystemExit(f"--prompts must be a JSON list of strings, got {args.prompts!r}")
     rank, _, world_size, device = init_distributed(args.device)
@@ -113,6 +116,8 @@ def main(argv=None):
             print0(f"{s['prompt']!r} -> {s['completion']!r}")
         result["provenance"] = provenance.record("snakechat.base_loss", vars(args), inputs=[args.checkpoint, args.manifest])
         write_json_atomic(args.out, result)
+        tracking.report_results(args, "base_loss", vars(args), result["provenance"],
+                                {f"base_loss/{k}": result[k] for k in ("train_bpb", "val_bpb", "unigram_val_bpb")})
     cleanup_distributed()
 
 

@@ -52,9 +52,11 @@ import torch.distributed as dist
 
 from snakechat.evaluate import humaneval_sandbox
 from snakechat.runtime import provenance
+from snakechat.runtime import tracking
 from snakechat.evaluate import tasks
 from snakechat.model.checkpoint import load_model
 from snakechat.runtime.common import cleanup_distributed, init_distributed, print0, write_json_atomic, write_text_atomic
+from snakechat.runtime.progress import Progress
 from snakechat.model.conversation import render_for_completion
 from snakechat.model.engine import Engine
 from snakechat.model.precision import SETTINGS, autocast, for_inference, resolve
@@ -203,9 +205,10 @@ class Evaluator:
     def humaneval(self, record, replies):
         return any(self.sandbox.run(tasks.humaneval_candidate(record, r), record["test"], record["entry_point"]).passed for r in replies)
 
-    def run_task(self, kind, records, rank, world_size):
-        """(correct, n, sample replies) over this rank's share of the records."""
+    def run_task(self, name, kind, records, rank, world_size):
+        """(correct, n, sample replies) over this rank's share of the records, with progress lines."""
         mine = list(range(rank, len(records), world_size))
+        progress = Progress(name + (f" (rank {rank} of {world_size})" if world_size > 1 else ""), len(mine), log=print0)
         correct, samples = 0, []
         self.cuts = {}
         for start in range(0, len(mine), self.args.device_batch_items):
@@ -215,11 +218,12 @@ class Evaluator:
                 for ok, reply in self.mc_batch(chunk):
                     correct += ok
                     samples.append(reply)
-                continue
-            score = self.gsm8k if kind == "gsm8k" else self.humaneval
-            for record, replies in zip(chunk, self.replies(chunk, kind, seed=self.args.seed + indices[0])):
-                correct += score(record, replies)
-                samples.append(replies[0])
+            else:
+                score = self.gsm8k if kind == "gsm8k" else self.humaneval
+                for record, replies in zip(chunk, self.replies(chunk, kind, seed=self.args.seed + indices[0])):
+                    correct += score(record, replies)
+                    samples.append(replies[0])
+            progress.advance(len(indices))
         return correct, len(mine), samples[:SAMPLES_KEPT]
 
 
@@ -275,6 +279,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=SETTINGS, default="auto", help="auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16")
+    tracking.add_args(p)
     args = p.parse_args(argv)
     if args.chat_data is None and not args.task:
         p.error("give --chat-data and/or --task")
@@ -302,6 +307,7 @@ def open_sandbox(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    tracking.check(args.tracking)
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, _, world_size, device = init_distributed(args.device)
@@ -315,7 +321,7 @@ def main(argv=None):
     results, details = [], {}
     for name, kind, protocol, records, test_items, baseline in picked:
         start = time.time()
-        correct, n, samples = evaluator.run_task(kind, records, rank, world_size)
+        correct, n, samples = evaluator.run_task(name, kind, records, rank, world_size)
         counts = torch.tensor([correct, n, evaluator.cuts.get("reference", 0), evaluator.cuts.get("model", 0)], dtype=torch.long, device=device)
         if world_size > 1:
             dist.all_reduce(counts)
@@ -327,7 +333,8 @@ def main(argv=None):
     rows = table_rows(results)
     print0(f"ChatCORE {rows[-1]['centered']:.4f}")
     if rank == 0:
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "task", "device")}
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                    if k not in ("out", "task", "device", "tracking", "tracking_project", "tracking_dir")}
         settings["task"] = [f"{n}={f}:{p}" for n, f, p in args.task]
         inputs = [args.checkpoint / "meta.json"] + ([args.chat_data / "tasks.json"] if args.chat_data else [])
         sidecar = {
@@ -343,6 +350,8 @@ def main(argv=None):
         }
         write_json_atomic(Path(f"{args.out}.meta.json"), sidecar)
         write_text_atomic(args.out, to_csv(rows))
+        scores = {f"chat_eval/{r['task']}/{k}": r[k] for r in rows for k in ("accuracy", "centered")}
+        tracking.report_results(args, f"chat_eval-{meta.get('stage') or args.checkpoint.parent.name}", settings, sidecar["provenance"], scores)
     cleanup_distributed()
 
 

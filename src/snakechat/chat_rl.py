@@ -57,6 +57,7 @@ class RLSettings(chat_stage.ChatSettings):
     save_every: int = option(60, "steps between resumable states (0: only at the end and on signals)", identity=False)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.pass_k > self.num_samples:
             raise ValueError(f"--pass-k {self.pass_k} exceeds --num-samples {self.num_samples}")
 

@@ -60,7 +60,7 @@ from pathlib import Path
 import torch
 
 from snakechat.model import gpt
-from snakechat.model.checkpoint import MODEL_FILE, CheckpointError, load_meta, verified
+from snakechat.model.checkpoint import MODEL_FILE, CheckpointError, load_meta, tokenizer_dir, verified
 from snakechat.runtime.common import atomic_dir, write_json_atomic
 from snakechat.export.hf_folder import import_transformers, verify, write_export
 from snakechat.export.hf_mapping import ExportError, check_model_config, check_state
@@ -100,7 +100,10 @@ def export(checkpoint_dir, out_dir):
     config, state, meta = load_checkpoint(checkpoint_dir)
     if "tokenizer" not in meta:
         raise ExportError(f"{checkpoint_dir / 'meta.json'}: no tokenizer directory")
-    tok_dir = Path(meta["tokenizer"])
+    try:
+        tok_dir = tokenizer_dir(checkpoint_dir, meta)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
     tok = Tokenizer.load(tok_dir)
     model = gpt.GPT(config)
     model.load_state_dict(state)

@@ -8,25 +8,26 @@ rule base_train:
         token_bytes=model_token_bytes,
     output:
         directory("results/base/{model}"),
-    params:
-        launch=launch,
-        tokenizer_dir=subpath(input.tokenizer, parent=True),
-        state=state_dir,
-        depth=model_setting("depth"),
-        precision=model_setting("precision"),
-        args=model_flags("base"),
-        code=code_fingerprint("snakechat.base_train"),
-    resources:
-        gpu=0,
     log:
         "logs/base_train/{model}.log",
     benchmark:
         "results/benchmarks/base_train/{model}.tsv"
     conda:
         "../../environment.yml"
+    resources:
+        gpu=0,
+    params:
+        launch=launch,
+        tokenizer_dir=subpath(input.tokenizer, parent=True),
+        state=state_dir,
+        depth=model_setting("depth"),
+        precision=model_setting("precision"),
+        tracking=tracking_flags,
+        args=model_flags("base"),
+        code=code_fingerprint("snakechat.base_train"),
     shell:
         "{params.launch} -m snakechat.base_train --manifest {input.manifest} --tokenizer {params.tokenizer_dir} "
-        "--state {params.state} --out {output} --depth {params.depth} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --depth {params.depth} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"
 
 
 rule base_loss:
@@ -35,19 +36,20 @@ rule base_loss:
         checkpoint="results/base/{model}",
     output:
         report("results/base_loss/{model}.json", caption="../report/metrics.rst", category="Base evaluation"),
-    params:
-        launch=launch,
-        precision=model_setting("precision"),
-        args=model_flags("base_loss"),
-        code=code_fingerprint("snakechat.base_loss"),
-    resources:
-        gpu=0,
     log:
         "logs/base_loss/{model}.log",
     benchmark:
         "results/benchmarks/base_loss/{model}.tsv"
     conda:
         "../../environment.yml"
+    resources:
+        gpu=0,
+    params:
+        launch=launch,
+        precision=model_setting("precision"),
+        tracking=tracking_flags,
+        args=model_flags("base_loss"),
+        code=code_fingerprint("snakechat.base_loss"),
     shell:
         "{params.launch} -m snakechat.base_loss --checkpoint {input.checkpoint} --manifest {input.manifest} "
-        "--out {output} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--out {output} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"

@@ -8,19 +8,20 @@ rule base_eval:
     output:
         csv=report("results/base_eval/{model}.csv", caption="../report/metrics.rst", category="Base evaluation"),
         meta="results/base_eval/{model}.csv.meta.json",
-    params:
-        launch=launch,
-        precision=model_setting("precision"),
-        args=model_flags("base_eval"),
-        code=code_fingerprint("snakechat.base_eval"),
-    resources:
-        gpu=0,
     log:
         "logs/base_eval/{model}.log",
     benchmark:
         "results/benchmarks/base_eval/{model}.tsv"
     conda:
         "../../environment.yml"
+    resources:
+        gpu=0,
+    params:
+        launch=launch,
+        precision=model_setting("precision"),
+        tracking=tracking_flags,
+        args=model_flags("base_eval"),
+        code=code_fingerprint("snakechat.base_eval"),
     shell:
         "{params.launch} -m snakechat.base_eval --checkpoint {input.checkpoint} --bundle {input.bundle} "
-        "--out {output.csv} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--out {output.csv} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"

@@ -9,7 +9,6 @@ from snakechat.pipeline import configcheck
 from snakechat.pipeline import launcher
 from snakechat.runtime.provenance import code_fingerprint
 
-
 # --- config look-ups ---
 
 # the files the config came from, as errors name them (Snakemake reads --configfile instead of the shipped one)
@@ -37,7 +36,11 @@ def dataset_of_tokenizer(tokenizer):
 def model_names(model):
     """The names a model's paths use: its tokenizer, dataset and eval bundle."""
     m = model_config(model)
-    return {"tokenizer": m["tokenizer"], "dataset": dataset_of_tokenizer(m["tokenizer"]), "eval_bundle": m["eval_bundle"]}
+    return {
+        "tokenizer": m["tokenizer"],
+        "dataset": dataset_of_tokenizer(m["tokenizer"]),
+        "eval_bundle": m["eval_bundle"],
+    }
 
 
 def chat_data_of(model):
@@ -109,7 +112,9 @@ def hf_exports(model):
     stages = model_config(model)["export_hf"]
     missing = [s for s in stages if s not in chat_stages(model)]
     if missing:
-        raise ValueError(f"models.{model}.export_hf lists {', '.join(missing)}, which {model} does not train (its stages: {', '.join(chat_stages(model))})")
+        raise ValueError(
+            f"models.{model}.export_hf lists {', '.join(missing)}, which {model} does not train (its stages: {', '.join(chat_stages(model))})"
+        )
     return [f"results/hf/{model}/{stage}" for stage in stages]
 
 
@@ -154,7 +159,9 @@ def stage_flags(section, skip=()):
     for key, value in section.items():
         if key in skip:
             continue
-        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, bool)) or value is None else str(value)
+        text = (
+            json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, bool)) or value is None else str(value)
+        )
         flags.append(f"--{key.replace('_', '-')} {shlex.quote(text)}")
     return " ".join(flags)
 
@@ -180,6 +187,11 @@ def model_setting(key):
     return lambda wildcards: model_config(wildcards.model)[key]
 
 
+def tracking_flags(wildcards):
+    """A params function: the model's tracker, its project named after the model (snakechat.runtime.tracking)."""
+    return f"--tracking {model_config(wildcards.model)['tracking']} --tracking-project snakechat-{wildcards.model}"
+
+
 def labelled(pairs, inside=""):
     """{label: path} as LABEL=PATH arguments; `inside` names a file within each (checkpoint) directory."""
     return " ".join(f"{label}={os.path.join(path, inside) if inside else path}" for label, path in pairs.items())
@@ -203,7 +215,9 @@ def launch(wildcards, resources, output):
     if trainer is not None:
         per_node, nodes, source = launcher.processes_of(resources, cpu_processes)
         m = model_config(wildcards.model)
-        problem = configcheck.batch_division(wildcards.model, m, TRAINING_RULES[trainer], per_node * nodes, configcheck.model_vocab(config, m))
+        problem = configcheck.batch_division(
+            wildcards.model, m, TRAINING_RULES[trainer], per_node * nodes, configcheck.model_vocab(config, m)
+        )
         if problem:
             raise configcheck.ConfigError(
                 f"{trainer} of model {wildcards.model!r} cannot run on {per_node * nodes} processes "
@@ -283,19 +297,34 @@ def plot_args(wildcards, input):
     return f"--{flag} {inputs}"
 
 
-PLANNED_STAGES = ("tokenizer", "eval_bundle", "chat_data", "depth", "base", "base_loss", "base_eval", "mid", "sft", "rl", "chat_eval")
+PLANNED_STAGES = (
+    "tokenizer",
+    "eval_bundle",
+    "chat_data",
+    "depth",
+    "base",
+    "base_loss",
+    "base_eval",
+    "mid",
+    "sft",
+    "rl",
+    "chat_eval",
+)
 
 
 def plan_config(wildcards):
     """The parts of the config a model's plan reads, as JSON: a change elsewhere does not re-plan it."""
     names, model = model_names(wildcards.model), model_config(wildcards.model)
-    return json.dumps({
-        "models": {wildcards.model: {k: v for k, v in model.items() if k in PLANNED_STAGES}},
-        "tokenizers": {names["tokenizer"]: config["tokenizers"][names["tokenizer"]]},
-        "datasets": {names["dataset"]: config["datasets"][names["dataset"]]},
-        "chat_data": {c: config["chat_data"][c] for c in [model.get("chat_data")] if c},
-        "plan": config["plan"],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "models": {wildcards.model: {k: v for k, v in model.items() if k in PLANNED_STAGES}},
+            "tokenizers": {names["tokenizer"]: config["tokenizers"][names["tokenizer"]]},
+            "datasets": {names["dataset"]: config["datasets"][names["dataset"]]},
+            "chat_data": {c: config["chat_data"][c] for c in [model.get("chat_data")] if c},
+            "plan": config["plan"],
+        },
+        sort_keys=True,
+    )
 
 
 # --- the default targets ---

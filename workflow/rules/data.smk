@@ -8,14 +8,14 @@ localrules:
 rule dataset:
     output:
         "results/data/{dataset}/manifest.json",
-    params:
-        args=config_flags("datasets", "dataset"),
-        code=code_fingerprint("snakechat.dataset"),
     log:
         "logs/dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/dataset/{dataset}.tsv"
     conda:
         "../../environment.yml"
+    params:
+        args=config_flags("datasets", "dataset"),
+        code=code_fingerprint("snakechat.dataset"),
     shell:
         "python -m snakechat.dataset --manifest {output} {params.args} > {log} 2>&1"

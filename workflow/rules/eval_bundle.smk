@@ -8,14 +8,14 @@ localrules:
 rule eval_bundle:
     output:
         "results/eval_bundle/{eval_bundle}/core.yaml",
-    params:
-        args=config_flags("eval_bundles", "eval_bundle"),
-        code=code_fingerprint("snakechat.eval_bundle"),
     log:
         "logs/eval_bundle/{eval_bundle}.log",
     benchmark:
         "results/benchmarks/eval_bundle/{eval_bundle}.tsv"
     conda:
         "../../environment.yml"
+    params:
+        args=config_flags("eval_bundles", "eval_bundle"),
+        code=code_fingerprint("snakechat.eval_bundle"),
     shell:
         "python -m snakechat.eval_bundle --out {output} {params.args} > {log} 2>&1"

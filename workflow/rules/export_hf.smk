@@ -14,16 +14,15 @@ rule export_hf:
             category="Hugging Face export",
             subcategory="{model}",
         ),
-    wildcard_constraints:
-        stage="base|mid|sft|rl",
-    params:
-        code=code_fingerprint("snakechat.export_hf"),
     log:
         "logs/export_hf/{model}/{stage}.log",
     benchmark:
         "results/benchmarks/export_hf/{model}/{stage}.tsv"
+    wildcard_constraints:
+        stage="base|mid|sft|rl",
     conda:
         "../../environment.yml"
+    params:
+        code=code_fingerprint("snakechat.export_hf"),
     shell:
         "python -m snakechat.export_hf --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
-

@@ -10,22 +10,23 @@ rule mid_train:
         chat_data=model_chat_data,
     output:
         directory("results/mid/{model}"),
-    params:
-        launch=launch,
-        chat_dir=subpath(input.chat_data, parent=True),
-        state=state_dir,
-        precision=model_setting("precision"),
-        args=model_flags("mid", skip=["enabled"]),
-        module="snakechat.mid_train",
-        code=code_fingerprint("snakechat.mid_train"),
-    resources:
-        gpu=0,
     log:
         "logs/mid_train/{model}.log",
     benchmark:
         "results/benchmarks/mid_train/{model}.tsv"
     conda:
         "../../environment.yml"
+    resources:
+        gpu=0,
+    params:
+        launch=launch,
+        chat_dir=subpath(input.chat_data, parent=True),
+        state=state_dir,
+        precision=model_setting("precision"),
+        tracking=tracking_flags,
+        args=model_flags("mid", skip=["enabled"]),
+        module="snakechat.mid_train",
+        code=code_fingerprint("snakechat.mid_train"),
     shell:
         "{params.launch} -m {params.module} --start {input.start} --chat-data {params.chat_dir} "
-        "--state {params.state} --out {output} --precision {params.precision} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"

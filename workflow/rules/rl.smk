@@ -8,11 +8,11 @@ use rule mid_train as chat_rl with:
         chat_data=model_chat_data,
     output:
         directory("results/rl/{model}"),
-    params:
-        args=model_flags("rl"),
-        module="snakechat.chat_rl",
-        code=code_fingerprint("snakechat.chat_rl"),
     log:
         "logs/chat_rl/{model}.log",
     benchmark:
         "results/benchmarks/chat_rl/{model}.tsv"
+    params:
+        args=model_flags("rl"),
+        module="snakechat.chat_rl",
+        code=code_fingerprint("snakechat.chat_rl"),

@@ -8,11 +8,11 @@ use rule mid_train as chat_sft with:
         chat_data=model_chat_data,
     output:
         directory("results/sft/{model}"),
-    params:
-        args=model_flags("sft"),
-        module="snakechat.chat_sft",
-        code=code_fingerprint("snakechat.chat_sft"),
     log:
         "logs/chat_sft/{model}.log",
     benchmark:
         "results/benchmarks/chat_sft/{model}.tsv"
+    params:
+        args=model_flags("sft"),
+        module="snakechat.chat_sft",
+        code=code_fingerprint("snakechat.chat_sft"),

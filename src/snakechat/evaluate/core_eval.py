@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from snakechat.runtime.common import atomic_path
+from snakechat.runtime.progress import Progress
 from snakechat.evaluate.core_bundle import BundleError
 from snakechat.model.precision import autocast
 
@@ -228,8 +229,8 @@ def score_rows(scorer, rows, starts, ends):
     return mean_loss.tolist(), exact.tolist()
 
 
-def score_items(task_kind, prepared, scorer, batch_tokens):
-    """Whether each prepared item is answered correctly."""
+def score_items(task_kind, prepared, scorer, batch_tokens, progress=None):
+    """Whether each prepared item is answered correctly; `progress` (a Progress) counts the items scored."""
     correct = [False] * len(prepared)
     for batch in pack(prepared, batch_tokens):
         rows, starts, ends = [], [], []
@@ -248,6 +249,8 @@ def score_items(task_kind, prepared, scorer, batch_tokens):
                 losses = mean_loss[r : r + n]
                 correct[i] = losses.index(min(losses)) == prepared[i].gold
             r += n
+        if progress is not None:
+            progress.advance(len(batch))
     return correct
 
 
@@ -270,17 +273,19 @@ def centered_accuracy(accuracy, baseline_percent):
     return (accuracy - b) / (1 - b)
 
 
-def evaluate_task(task, scorer, max_per_task=0, batch_tokens=16384):
-    """Accuracy of one task; under torch.distributed each rank scores every world_size-th item."""
+def evaluate_task(task, scorer, max_per_task=0, batch_tokens=16384, log=None):
+    """Accuracy of one task; under torch.distributed each rank scores every world_size-th item.
+    With `log`, progress lines (this process's share of the items) go through it."""
     t0 = time.time()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     items = evaluation_subset(task.items, max_per_task)
     mine = list(range(rank, len(items), world))
+    progress = None if log is None else Progress(f"{task.label}" + (f" (rank {rank} of {world})" if world > 1 else ""), len(mine), log=log)
     correct = [0.0] * len(items)
     for lo in range(0, len(mine), CHUNK_ITEMS):  # bounded memory on tasks of 20,000 long items
         chunk = mine[lo : lo + CHUNK_ITEMS]
         prepared = [prepare_item(task, items, i, scorer) for i in chunk]
-        for i, ok in zip(chunk, score_items(task.kind, prepared, scorer, batch_tokens)):
+        for i, ok in zip(chunk, score_items(task.kind, prepared, scorer, batch_tokens, progress)):
             correct[i] = float(ok)
     correct = torch.tensor(correct, device=scorer.device)
     if world > 1:
@@ -292,7 +297,7 @@ def evaluate_task(task, scorer, max_per_task=0, batch_tokens=16384):
 def evaluate_bundle(tasks, scorer, max_per_task=0, batch_tokens=16384, log=print):
     results = []
     for task in tasks:
-        res = evaluate_task(task, scorer, max_per_task, batch_tokens)
+        res = evaluate_task(task, scorer, max_per_task, batch_tokens, log)
         log(f"{res.label:<36} {res.kind:<18} n={res.n:<6} acc={res.accuracy:.4f} centered={res.centered:+.4f} {res.seconds:.1f}s")
         results.append(res)
     return results

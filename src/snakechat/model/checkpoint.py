@@ -3,9 +3,14 @@ and any extra files (e.g. `train_log.csv`), written to a temporary directory and
 place so a reader never sees half a checkpoint. The directory gets the mode the user's umask
 gives, like every other output (a team on a shared filesystem reads it).
 
-`meta["model_config"]` rebuilds the GPT; `meta["tokenizer"]` is the tokenizer directory;
-`meta["sha256"]` holds the sha256 of model.pt and of each extra file, recorded as they are
-written. Loading checks model.pt against it before reading a byte of it as weights (and then only
+`meta["model_config"]` rebuilds the GPT; `meta["sha256"]` holds the sha256 of model.pt and of
+each extra file, recorded as they are written. A checkpoint carries its tokenizer: the files of the
+tokenizer directory `meta["tokenizer"]` names when it is saved are copied into `tokenizer/` (with
+their sha256), and meta.json then names that folder relative to itself, so a checkpoint copied or
+moved anywhere loads from any working directory. Checkpoints written before named a tokenizer
+directory relative to where the workflow ran; they load where that directory is still found (from
+the working directory or above the checkpoint, as results/ is laid out), else are refused saying
+so. Loading checks model.pt against it before reading a byte of it as weights (and then only
 as weights: `torch.load(weights_only=True)` runs no code from the file), so a corrupt or replaced
 file is refused with an error naming it; a checkpoint without a recorded sha256 is refused too.
 """
@@ -22,6 +27,8 @@ from snakechat.runtime.provenance import hash_file
 
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILES = ("tokenizer.json", "token_bytes.json", "meta.json")  # what Tokenizer.load and load_token_bytes read
 
 
 def unwrap(model):
@@ -36,12 +43,22 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(directory, model, meta, extra_files=None):
     """Write model weights, `extra_files` ({name: source path}) and meta.json (with their sha256)
-    as `directory`, atomically."""
+    as `directory`, atomically; the tokenizer directory `meta["tokenizer"]` names (if any) is copied
+    into it and meta.json names the copy relative to the checkpoint."""
+    files = dict(extra_files or {})
+    meta = dict(meta)
+    if meta.get("tokenizer") is not None:
+        source = Path(meta["tokenizer"])
+        if not (source / TOKENIZER_FILES[0]).exists():
+            raise FileNotFoundError(f"no tokenizer at {source / TOKENIZER_FILES[0]} to save with checkpoint {directory}")
+        files.update({f"{TOKENIZER_DIR}/{name}": source / name for name in TOKENIZER_FILES if (source / name).exists()})
+        meta.update(tokenizer=TOKENIZER_DIR, tokenizer_source=str(source))
     with atomic_dir(directory) as tmp:
         torch.save(unwrap(model).state_dict(), tmp / MODEL_FILE)
-        for name, source in (extra_files or {}).items():
+        for name, source in files.items():
+            (tmp / name).parent.mkdir(exist_ok=True)
             shutil.copyfile(source, tmp / name)
-        sha256 = {name: hash_file(tmp / name) for name in [MODEL_FILE, *(extra_files or {})]}
+        sha256 = {name: hash_file(tmp / name) for name in [MODEL_FILE, *files]}
         (tmp / META_FILE).write_text(json.dumps({**meta, "sha256": sha256}, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -84,9 +101,35 @@ def load_gpt(directory, device="cpu"):
     return model, {k: v for k, v in meta.items() if k != "sha256"}
 
 
+def tokenizer_dir(directory, meta):
+    """The directory the checkpoint's tokenizer loads from: its own `tokenizer/` (each file verified),
+    or, for a checkpoint written before checkpoints carried their tokenizer, the directory its
+    meta.json names relative to where the workflow ran, looked for from here and above the checkpoint."""
+    directory = Path(directory)
+    own = f"{TOKENIZER_DIR}/{TOKENIZER_FILES[0]}"
+    if own in (meta.get("sha256") or {}):
+        for name in meta["sha256"]:
+            if name.startswith(f"{TOKENIZER_DIR}/"):
+                verified(directory, name, meta)
+        return directory / meta["tokenizer"]
+    named = meta.get("tokenizer")
+    if named is None:
+        raise CheckpointError(f"{directory / META_FILE} names no tokenizer")
+    candidates = [Path(named)] + ([] if Path(named).is_absolute() else [up / named for up in directory.resolve().parents])
+    for candidate in candidates:
+        if (candidate / TOKENIZER_FILES[0]).exists():
+            return candidate
+    raise CheckpointError(
+        f"{directory} was written before checkpoints carried their tokenizer: its {META_FILE} names the tokenizer "
+        f"{named!r}, relative to the directory the workflow ran in, and it is neither under {Path.cwd()} nor above "
+        f"{directory}; run from that directory, or re-run the stage that wrote the checkpoint")
+
+
 def load_model(directory, device="cpu"):
-    """(model, tokenizer, meta) from a checkpoint directory."""
+    """(model, tokenizer, meta) from a checkpoint directory; meta["tokenizer"] is the directory the
+    tokenizer was loaded from (for token_bytes.json, and for the next stage to copy)."""
     from snakechat.model.tokenizer import Tokenizer
 
+    tok_dir = tokenizer_dir(directory, load_meta(directory))
     model, meta = load_gpt(directory, device)
-    return model, Tokenizer.load(meta["tokenizer"]), meta
+    return model, Tokenizer.load(tok_dir), {**meta, "tokenizer": str(tok_dir)}

@@ -13,7 +13,9 @@ RL) and how the model is evaluated. The trainer does the rest:
   accumulation (DDP over NCCL or gloo, gradients synchronised on the last micro-batch), the run's
   precision (`--precision`, resolved by snakechat.model.precision: bf16 autocast with float32 weights and
   optimizer state, or float32), torch.compile where the schedule asks, clipping, the optimizer steps;
-- train_log.csv, one row per step, and a progress line every log_every steps;
+- train_log.csv, one row per step, and a progress line every log_every steps; each step's metrics
+  also go to the experiment tracker the settings name (snakechat.runtime.tracking), with the final
+  results and the run's settings and provenance;
 - evaluations every eval_every steps and after the last (and before the first, for a recipe that asks);
 - a resumable state every save_every steps, after the last and on SIGTERM/SIGUSR1 (the process
   then exits with 128 + the signal number);
@@ -45,8 +47,10 @@ from torch.nn.parallel import DistributedDataParallel
 from snakechat.model import precision
 from snakechat.runtime import provenance
 from snakechat.runtime import settings
+from snakechat.runtime import tracking
 from snakechat.model.checkpoint import save_checkpoint
 from snakechat.runtime.common import all_reduce, atomic_path, dist_info, gather, print0
+from snakechat.runtime.progress import Progress
 from snakechat.train.optim import build_optimizers, optimizer_step
 from snakechat.train.train_state import StateError, StateStore, check_identity, rng_state, set_rng_state
 
@@ -146,6 +150,17 @@ class RunSettings:
     # resolved (auto -> bf16 or fp32 on this device) before it enters the identity and meta.json
     precision: str = settings.option("auto", "auto (bf16 where the device multiplies bf16 natively, else fp32), fp32 or bf16",
                                      choices=list(precision.SETTINGS), identity=False)
+    tracking: str = settings.option("none", "experiment tracker for the metrics (offline by default; snakechat.runtime.tracking)",
+                                    choices=list(tracking.KINDS), identity=False)
+    tracking_project: str = settings.option("snakechat", "tracker project (MLflow experiment); the workflow passes snakechat-<model>", identity=False)
+    tracking_dir: str = settings.option("results/tracking", "where the offline tracker writes", identity=False)
+
+    def __post_init__(self):
+        """A tracker whose package is missing is a usage error, before the stage loads anything."""
+        try:
+            tracking.check(self.tracking)
+        except tracking.TrackingError as e:
+            raise ValueError(str(e)) from None
 
 
 @dataclass
@@ -221,6 +236,16 @@ class Trainer:
     def train(self):
         """The whole run; returns the checkpoint's meta.json (rank 0; None elsewhere)."""
         self.resume()
+        with self.open_tracker() as self.tracker:
+            return self.loop()
+
+    def open_tracker(self):
+        run = self.run_info
+        train_settings = settings.as_dict(run.settings, drop=("out", "state"))
+        return tracking.open_run(run.settings.tracking, run.settings.tracking_project, run.stage, run.settings.tracking_dir, train_settings,
+                                 provenance.record(run.module, train_settings, inputs=run.inputs) if self.rank == 0 else None)
+
+    def loop(self):
         model = self.training_model()
         signals = StopSignals()
         if self.recipe.evaluates_first and self.step == 0:
@@ -260,6 +285,7 @@ class Trainer:
             torch.manual_seed(self.schedule.seed)
         if self.rank == 0:
             self.log.start(self.step)
+        self.progress = Progress(self.run_info.stage, self.schedule.steps, unit="steps", done=self.step)  # the ETA of progress lines
 
     def training_model(self):
         """The model the micro-batches run through: DDP-wrapped over several processes, compiled where asked."""
@@ -302,8 +328,12 @@ class Trainer:
         return result
 
     def record(self, row, evaluated):
-        """The step's train_log.csv row, and its progress line every log_every steps."""
+        """The step's train_log.csv row, and its progress line every log_every steps (ending in the
+        wall time of this run and the ETA at its pace, evaluations included)."""
+        self.progress.done = self.step
         val, mfu, own = evaluated.get("val_bpb"), row.pop("mfu"), {k: row.pop(k) for k in self.recipe.log_columns}
+        self.tracker.log({"train/loss": self.loss, "train/lr_mult": row["lr_mult"], "train/tokens_per_s": row["tokens_per_s"], "train/mfu": mfu,
+                          **{f"train/{k}": v for k, v in own.items()}, **{f"eval/{k}": v for k, v in evaluated.items()}}, self.step)
         if self.rank == 0:
             self.log.write(dict(step=self.step, tokens=self.tokens, flops=self.flops, loss=f"{self.loss:.6f}", lr_mult=f"{row['lr_mult']:.6f}",
                                 tokens_per_s=f"{row['tokens_per_s']:.1f}", mfu=None if mfu is None else f"{mfu:.4f}", elapsed_s=f"{self.elapsed:.3f}",
@@ -315,6 +345,7 @@ class Trainer:
                 + (f" | val bpb {val:.4f}" if val is not None else "")
                 + "".join(f" | {k} {v}" for k, v in own.items())
                 + f" | {self.elapsed:.1f}s"
+                + f" | {self.progress.timing()}"
             )
 
     def save_state(self):
@@ -344,6 +375,7 @@ class Trainer:
             "provenance": provenance.record(run.module, train_settings, inputs=run.inputs),
         }
         save_checkpoint(run.settings.out, self.model, meta, extra_files={"train_log.csv": self.log.path})
+        self.tracker.summary({"final_loss": self.loss, "val_bpb": val, "step": self.step, "tokens": self.tokens, "flops": self.flops, "elapsed_s": self.elapsed})
         self.store.clear()
         print0(f"wrote {run.settings.out}" + (f" (val bpb {val:.4f})" if val is not None else ""))
         return meta
