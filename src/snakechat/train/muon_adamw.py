@@ -90,10 +90,14 @@ def muon_step(params, grads, momentum_buffer, second_moment, lr, momentum, beta2
     scale = second_moment.clamp_min(1e-10).rsqrt()
     norm_new = ((mean_sq * red_size) * scale.float().square()).sum(dim=(-2, -1), keepdim=True).sqrt()
     x = x * (scale * (norm_old / norm_new.clamp_min(1e-10))).to(x.dtype)
-    # cautious weight decay: only where the update and the weight agree in sign
-    lr_t, wd_t = lr_t.to(x.dtype), wd_t.to(x.dtype)
-    mask = (x * params) >= 0
-    params.sub_(lr_t * x + lr_t * wd_t * params * mask)
+    cautious_update(params, x, lr_t.to(x.dtype), wd_t.to(x.dtype))
+
+
+def cautious_update(params, update, lr, weight_decay):
+    """P ← P − (η·O + η·λ·P·mask): decay only where the update and the weight agree in sign (or
+    either is zero), judged on the weights before the update."""
+    mask = (update * params) >= 0
+    params.sub_(lr * update + lr * weight_decay * params * mask)
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -154,14 +158,17 @@ class MuonAdamW(torch.optim.Optimizer):
             p.copy_(new)
 
 
-# (name test, lr from the setup arguments and dm = (C/768)^-½, betas, weight decay), in step order (§3.1)
+SMEAR_GROUP = ("smear_gate.weight", "smear_lambda", "backout_lambda")  # in master's order
+# (which names, in their order; lr from the setup arguments and dm = (C/768)^-½; betas; weight decay),
+# in step order (§3.1)
 ADAMW_GROUPS = (
-    (lambda name: name == "lm_head.weight", lambda a, dm: a["unembedding_lr"] * dm, (0.8, 0.96), 0.01),
-    (lambda name: name == "wte.weight", lambda a, dm: a["embedding_lr"] * dm, (0.8, 0.995), 0.001),
-    (lambda name: name.startswith("value_embeds."), lambda a, dm: a["embedding_lr"] * dm * 0.5, (0.8, 0.995), 0.01),
-    (lambda name: name == "resid_lambdas", lambda a, dm: a["scalar_lr"] * 0.01, (0.8, 0.95), 0.05),
-    (lambda name: name == "x0_lambdas", lambda a, dm: a["scalar_lr"], (0.96, 0.95), 0.0),
-    (lambda name: name in ("smear_gate.weight", "smear_lambda", "backout_lambda"), lambda a, dm: 0.2, (0.8, 0.95), 0.0),
+    (lambda names: [n for n in names if n == "lm_head.weight"], lambda a, dm: a["unembedding_lr"] * dm, (0.8, 0.96), 0.01),
+    (lambda names: [n for n in names if n == "wte.weight"], lambda a, dm: a["embedding_lr"] * dm, (0.8, 0.995), 0.001),
+    (lambda names: sorted((n for n in names if n.startswith("value_embeds.")), key=lambda n: int(n.split(".")[1])),
+     lambda a, dm: a["embedding_lr"] * dm * 0.5, (0.8, 0.995), 0.01),
+    (lambda names: [n for n in names if n == "resid_lambdas"], lambda a, dm: a["scalar_lr"] * 0.01, (0.8, 0.95), 0.05),
+    (lambda names: [n for n in names if n == "x0_lambdas"], lambda a, dm: a["scalar_lr"], (0.96, 0.95), 0.0),
+    (lambda names: [n for n in SMEAR_GROUP if n in names], lambda a, dm: 0.2, (0.8, 0.95), 0.0),
 )
 
 
@@ -173,8 +180,9 @@ def param_groups(named_parameters, model_dim, *, unembedding_lr, embedding_lr, m
     dm = (model_dim / 768) ** -0.5
     named = list(named_parameters)
     groups = []
-    for matches, lr, betas, decay in ADAMW_GROUPS:
-        params = [p for name, p in named if matches(name)]
+    by_name = dict(named)
+    for select, lr, betas, decay in ADAMW_GROUPS:
+        params = [by_name[name] for name in select(by_name)]
         if params:
             groups.append(dict(kind="adamw", params=params, lr=lr(setup, dm), betas=betas, eps=ADAMW_EPS, weight_decay=decay))
     blocks = [(name, p) for name, p in named if name.startswith("blocks.")]
