@@ -29,8 +29,10 @@ from snakechat.model import sizing
 from snakechat.evaluate.bpb import bits_per_byte
 from snakechat.runtime.common import cleanup_distributed, init_distributed, print0
 from snakechat.train.dataloader import PackedLoader
+from snakechat.model import recipes
 from snakechat.model.gpt import GPT
 from snakechat.train.optim import Schedule
+from snakechat.train.schedules2026 import BASE_LRS, BaseSchedule2026
 from snakechat.runtime.settings import option, parse
 from snakechat.model.tokenizer import Tokenizer, load_token_bytes
 from snakechat.train.trainer import Run, RunSettings, TokenRecipe, Trainer
@@ -43,6 +45,7 @@ class BaseSettings(RunSettings):
     manifest: str = option(help="data manifest.json (shards beside it)", identity=False)
     tokenizer: str = option(help="tokenizer directory", identity=False)
     depth: int = option(help="transformer layers: the one dial the rest derives from")
+    recipe: str = option(recipes.DEFAULT, "which nanochat recipe (model, optimizer, schedules, sizing)", choices=list(recipes.RECIPES))
     aspect_ratio: int = option(64, "width = depth × aspect_ratio (rounded up to head_dim)")
     width: int = option(0, "model width; 0 = depth × aspect_ratio")
     head_dim: int = option(128, "channels per attention head")
@@ -52,14 +55,14 @@ class BaseSettings(RunSettings):
     step_tokens: int = option(0, "tokens per optimizer step, all processes; 0 = derived from depth")
     tokens_params_ratio: float = option(20.0, "training tokens per parameter, when --steps is 0")
     steps: int = option(0, "optimizer steps; 0 = tokens_params_ratio × params / step_tokens")
-    matrix_lr: float = option(0.02, "Muon lr of the hidden matrices")
-    embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768)")
-    unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768)")
-    weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices")
-    warmup_frac: float = option(0.0, "first fraction of steps of linear lr warm-up")
-    warmdown_frac: float = option(0.2, "last fraction of steps of linear lr decay to final_lr_frac")
-    final_lr_frac: float = option(0.0, "lr at the last step, as a fraction of the full lr")
-    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+    matrix_lr: float = option(0.02, "Muon lr of the hidden matrices (nanochat-2025-11)")
+    embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768) (nanochat-2025-11)")
+    unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768) (nanochat-2025-11)")
+    weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices (nanochat-2025-11)")
+    warmup_frac: float = option(0.0, "first fraction of steps of linear lr warm-up (nanochat-2025-11)")
+    warmdown_frac: float = option(0.2, "last fraction of steps of linear lr decay to final_lr_frac (nanochat-2025-11)")
+    final_lr_frac: float = option(0.0, "lr at the last step, as a fraction of the full lr (nanochat-2025-11)")
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping) (nanochat-2025-11)")
     eval_every: int = option(250, "steps between validation bpb (0 = only at the end)", identity=False)
     eval_tokens: int = option(10 * 2**20, "validation tokens (whole steps' worth, at least one)", identity=False)
     save_every: int = option(1000, "steps between resumable states (0 = only at the end)", identity=False)
@@ -96,6 +99,41 @@ def estimate_cpu_seconds(model, s, micro_steps, steps, device):
     return per_micro * micro_steps * steps
 
 
+class Size2026:
+    """sizing.Sizing2026 under the names base_train reads (step_tokens, steps, flops_per_token)."""
+
+    def __init__(self, sizing_2026):
+        self.sizing = sizing_2026
+        self.step_tokens, self.steps = sizing_2026.total_batch_size, sizing_2026.num_iterations
+        self.flops_per_token = sizing_2026.flops_per_token
+
+    def record(self):
+        return self.sizing.record()
+
+
+def setup_2026(s, vocab_size, device):
+    """(model, size, base lrs, schedule) of a nanochat-2026-07 run. The base lrs recorded for the
+    chat stages are the recipe's unscaled ones, which its SFT starts from (§6.5)."""
+    if s.width or s.n_kv_head:
+        raise SystemExit(f"--recipe {s.recipe} derives the width and heads from --depth: leave --width and --n-kv-head at 0")
+    try:
+        size = sizing.size_2026(s.depth, vocab_size, sequence_len=s.sequence_len, aspect_ratio=s.aspect_ratio, head_dim=s.head_dim,
+                                tokens_params_ratio=s.tokens_params_ratio, total_batch_size=s.step_tokens, num_iterations=s.steps, **BASE_LRS)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    torch.manual_seed(s.seed)
+    config = recipes.make_config(s.recipe, sequence_len=s.sequence_len, vocab_size=vocab_size, n_layer=s.depth, n_head=size.n_head,
+                                 n_kv_head=size.n_head, n_embd=size.n_embd)
+    model = recipes.build(config).to(device)
+    kwargs = size.setup_optimizer_kwargs
+    schedule = BaseSchedule2026(
+        steps=size.num_iterations, matrix_lr=kwargs["matrix_lr"], embedding_lr=kwargs["embedding_lr"], unembedding_lr=kwargs["unembedding_lr"],
+        scalar_lr=kwargs["scalar_lr"], weight_decay=kwargs["weight_decay"], warmup_steps=size.warmup_steps, final_lr_frac=size.final_lr_frac,
+        eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
+    )
+    return model, Size2026(size), dict(BASE_LRS), schedule
+
+
 def main(argv=None):
     s = parse(BaseSettings, argv, __doc__)
     train_paths, val_paths = shards.shard_paths(s.manifest, "train"), shards.shard_paths(s.manifest, "val")
@@ -106,16 +144,23 @@ def main(argv=None):
     token_bytes = load_token_bytes(s.tokenizer)
     rank, _, world_size, device = init_distributed(s.device)
 
-    size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS})
+    if s.recipe == recipes.NANOCHAT_2026:
+        model, size, lrs, schedule = setup_2026(s, tokenizer.vocab_size, device)
+    else:
+        size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS})
+        torch.manual_seed(s.seed)
+        model = GPT(size.model_config()).to(device)
+        lrs = {"matrix_lr": s.matrix_lr, "embedding_lr": s.embedding_lr * size.adamw_lr_scale, "unembedding_lr": s.unembedding_lr * size.adamw_lr_scale}
+        schedule = Schedule(
+            steps=size.steps, **lrs, weight_decay=s.weight_decay, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac,
+            final_lr_frac=s.final_lr_frac, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
+        )
     try:
         micro_steps = sizing.grad_accum_steps(size.step_tokens, s.device_batch_rows, s.sequence_len, world_size)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    torch.manual_seed(s.seed)
-    model = GPT(size.model_config()).to(device)
-    lrs = {"matrix_lr": s.matrix_lr, "embedding_lr": s.embedding_lr * size.adamw_lr_scale, "unembedding_lr": s.unembedding_lr * size.adamw_lr_scale}
     derived = {**size.record(), "world_size": world_size, "grad_accum_steps": micro_steps}
-    print0("derived: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in {**derived, **lrs}.items()))
+    print0("derived: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in {**derived, **lrs}.items() if isinstance(v, (int, float))))
 
     rows_per_step = size.step_tokens // s.sequence_len
     loader = PackedLoader(train_paths, tokenizer, s.sequence_len, s.device_batch_rows, rows_per_step, rank, world_size, s.seed, device)
@@ -125,10 +170,6 @@ def main(argv=None):
         val_loader = PackedLoader(val_paths, tokenizer, s.sequence_len, s.device_batch_rows, rows_per_step, rank, world_size, 0, device)
         return bits_per_byte(model, val_loader, eval_micro_steps, token_bytes)
 
-    schedule = Schedule(
-        steps=size.steps, **lrs, weight_decay=s.weight_decay, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac,
-        final_lr_frac=s.final_lr_frac, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
-    )
     expected = estimate_cpu_seconds(model, s, micro_steps, size.steps, device) if s.compile == "auto" and device.type == "cpu" else None
     schedule.compile = decide_compile(s.compile, device, expected)
     print0(f"torch.compile: {schedule.compile}" + (f" (eager run estimated at {expected:.0f}s)" if expected else ""))

@@ -12,6 +12,13 @@ tokens (tool calls included, tool outputs not) are targets. The learning rates a
 model's times `--lr-mult`, decaying linearly to 0 over the last `--warmdown-frac` of the steps.
 Validation bits per byte over the assistant tokens of the mixture tasks' test splits.
 
+A nanochat-2026-07 model trains as that recipe's SFT (§6.5): it starts from the base checkpoint
+(the config disables mid), continues the base run's optimizer state (its optimizer.pt) with every
+group's lr reset to the base run's unscaled lr × `--lr-mult` (the recipe's init_lr_frac, 0.8), the
+lr multiplier 1 for the first half of the conversations and then linear to 0, Muon's momentum
+0.85 → 0.95 over 300 steps, its weight decay as the base run left it, and no clipping
+(`--warmdown-frac`, `--weight-decay` and `--grad-clip` are the 2025 recipe's).
+
 The tokens column of train_log.csv counts rows × sequence_len per step (an upper bound: rows are
 padded only to their micro-batch's longest conversation). The loop, resumable state under
 `--state`, signals and the checkpoint in `--out` (model.pt, meta.json, train_log.csv) are
@@ -20,7 +27,9 @@ snakechat.train.trainer's.
 
 from dataclasses import dataclass
 
+from snakechat.model import recipes
 from snakechat.train import chat_stage
+from snakechat.train.schedules2026 import SFTSchedule2026, warm_start
 from snakechat.evaluate import tasks
 from snakechat.evaluate.bpb import bits_per_byte
 from snakechat.train.chat_batches import ConversationLoader
@@ -70,7 +79,16 @@ def main(argv=None):
 
     step_tokens = s.step_conversations * sequence_len
     recipe = TokenRecipe(loader, loader.micro_steps, step_tokens, start.model.flops_per_token(), validate, meta={"conversations": len(conversations)})
-    Trainer(start.model, recipe, chat_stage.schedule(s, start, steps), chat_stage.run("sft", "snakechat.chat_sft", s, start), device).train()
+    run = chat_stage.run("sft", "snakechat.chat_sft", s, start)
+    if recipes.recipe_of_model(start.model) == recipes.NANOCHAT_2026:
+        optimizer_state = chat_stage.load_optimizer_state(start)
+        schedule = SFTSchedule2026(steps=steps, **start.lrs, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed)
+        trainer = Trainer(start.model, recipe, schedule, run, device)
+        for optimizer, state in zip(trainer.optimizers, optimizer_state, strict=True):
+            warm_start(optimizer, state, s.lr_mult)
+    else:
+        trainer = Trainer(start.model, recipe, chat_stage.schedule(s, start, steps), run, device)
+    trainer.train()
     cleanup_distributed()
 
 

@@ -4,15 +4,22 @@
 - Early checks of the chat data and the mixture, so a typo fails before a model is loaded.
 - The start checkpoint and the learning rates it carries: the base model's, kept in every
   checkpoint's meta.json under "base_lrs"; a stage trains at them × its lr_mult, with no warm-up
-  and a linear warm-down to 0 over its last warmdown_frac of the steps.
+  and a linear warm-down to 0 over its last warmdown_frac of the steps. A nanochat-2026-07 model
+  (whose base_lrs add scalar_lr) trains with MuonAdamW; its SFT has a schedule of its own
+  (snakechat.train.schedules2026, see chat_sft).
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from snakechat.evaluate import tasks
+import torch
+
+from snakechat.model import recipes
 from snakechat.model.checkpoint import load_model
 from snakechat.train.optim import Schedule
+from snakechat.train.schedules2026 import ChatSchedule2026
+from snakechat.train.trainer import OPTIMIZER_FILE
 from snakechat.runtime.settings import option
 from snakechat.train.trainer import Run, RunSettings
 
@@ -63,13 +70,26 @@ def load_start(directory, device):
     missing = [k for k in LR_KEYS if k not in source]
     if missing:
         raise SystemExit(f"{directory}/meta.json has no learning rates {missing} (neither in base_lrs nor in derived)")
-    return Start(str(directory), model, tok, meta, {k: float(source[k]) for k in LR_KEYS})
+    keys = LR_KEYS + (("scalar_lr",) if recipes.recipe_of_model(model) == recipes.NANOCHAT_2026 else ())
+    if "scalar_lr" in keys and "scalar_lr" not in source:
+        raise SystemExit(f"{directory}/meta.json base_lrs has no scalar_lr, which a {recipes.NANOCHAT_2026} model needs")
+    return Start(str(directory), model, tok, meta, {k: float(source[k]) for k in keys})
+
+
+def load_optimizer_state(start):
+    """The optimizer states the start checkpoint kept (a nanochat-2026-07 base run keeps them), on the CPU."""
+    path = Path(start.directory) / OPTIMIZER_FILE
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: a {recipes.NANOCHAT_2026} SFT continues from the base run's optimizer state, "
+                         f"which its base_train writes; retrain the base checkpoint with this snakechat")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def schedule(s, start, steps, compile=False):
     """The Schedule of a chat stage from its settings `s` (ChatSettings with the stage's lr_mult,
     warmdown_frac, eval_every and save_every) and its start checkpoint."""
-    return Schedule(
+    kind = ChatSchedule2026 if "scalar_lr" in start.lrs else Schedule
+    return kind(
         steps=steps, **{k: v * s.lr_mult for k, v in start.lrs.items()}, weight_decay=s.weight_decay, warmup_frac=0.0,
         warmdown_frac=s.warmdown_frac, final_lr_frac=0.0, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every,
         log_every=s.log_every, compile=compile, seed=s.seed,

@@ -64,18 +64,19 @@ def polar_express(x, ns_steps, coefficients=POLAR_EXPRESS):
 
 
 def muon_step(params, grads, momentum_buffer, second_moment, lr, momentum, beta2, weight_decay, ns_steps,
-              coefficients=POLAR_EXPRESS):
+              coefficients=POLAR_EXPRESS, compute_dtype=torch.float32):
     """One Muon update (§3.3) of the stacked parameters `params` (K, m, n) in place, from the
-    stacked gradients `grads` (overwritten). Returns nothing; the buffers are updated in place."""
+    stacked gradients `grads` (overwritten); the buffers are updated in place. Row equilibration
+    and Polar Express run in `compute_dtype` (bf16 in a bf16 run, as master does)."""
     m, n = params.shape[-2:]
     mu, beta2_t, wd_t = fp32(momentum), fp32(beta2), fp32(weight_decay)
     lr_t = fp32(lr * max(1.0, m / n) ** 0.5)
     # Nesterov momentum
     momentum_buffer.lerp_(grads, 1 - mu)
-    x = grads.lerp_(momentum_buffer, mu)
+    x = grads.lerp_(momentum_buffer, mu).to(compute_dtype)
     # MuonEq: every row to the matrix's rms row norm
-    tau = x.norm(dim=(-2, -1), keepdim=True) / m ** 0.5
-    row_norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    tau = x.float().norm(dim=(-2, -1), keepdim=True) / m ** 0.5
+    row_norm = x.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)
     x = x * (tau / row_norm).to(x.dtype)
     x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-6)
     x = polar_express(x, ns_steps, coefficients).to(params.dtype)
@@ -103,11 +104,13 @@ def cautious_update(params, update, lr, weight_decay):
 class MuonAdamW(torch.optim.Optimizer):
     """Param groups are dicts with "kind": "adamw" (lr, betas, eps, weight_decay) or "muon" (lr,
     momentum, beta2, ns_steps, weight_decay; all params of one shape). The schedule sets lr and the
-    Muon momentum / weight_decay of the groups before each step."""
+    Muon momentum / weight_decay of the groups before each step. `compute_dtype`: that of Muon's
+    orthogonalisation (the moments and the weights stay in the parameters' dtype)."""
 
     coefficients = POLAR_EXPRESS
 
-    def __init__(self, param_groups):
+    def __init__(self, param_groups, compute_dtype=torch.float32):
+        self.compute_dtype = compute_dtype
         for group in param_groups:
             if group.get("kind") not in ("adamw", "muon"):
                 raise ValueError(f"MuonAdamW group kind must be 'adamw' or 'muon', got {group.get('kind')!r}")
@@ -153,7 +156,7 @@ class MuonAdamW(torch.optim.Optimizer):
             state["second_moment"] = grads.new_zeros((k, m, 1) if m >= n else (k, 1, n))
         params = torch.stack([p.detach() for p in group["params"]])
         muon_step(params, grads, state["momentum_buffer"], state["second_moment"], group["lr"], group["momentum"],
-                  group["beta2"], group["weight_decay"], group["ns_steps"], self.coefficients)
+                  group["beta2"], group["weight_decay"], group["ns_steps"], self.coefficients, self.compute_dtype)
         for p, new in zip(group["params"], params.unbind(0)):
             p.copy_(new)
 

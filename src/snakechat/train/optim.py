@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from snakechat.model import recipes
 from snakechat.model.checkpoint import unwrap
+from snakechat.train.muon_adamw import MuonAdamW, param_groups
 
 ADAM_BETAS = (0.8, 0.95)
 
@@ -34,8 +36,16 @@ class Schedule:
     compile: bool = False
     seed: int = 0
 
+    saves_optimizer = False  # whether the checkpoint keeps the final optimizer state (for a later stage to continue from)
+
     def record(self):
         return asdict(self)
+
+    def apply(self, optimizers, step):
+        """Set the optimizers' hyperparameters for step `step`; returns the lr multiplier."""
+        mult = lr_multiplier(step, self)
+        set_lr(optimizers, mult)
+        return mult
 
 
 def lr_multiplier(step, schedule):
@@ -87,9 +97,14 @@ class Muon(torch.optim.Muon):
 
 
 def build_optimizers(model, schedule, precision="fp32"):
-    """[AdamW (embedding, head), Muon (hidden matrices, orthogonalised in `precision`: bf16 or fp32)];
-    each group keeps its base lr in "initial_lr". Their state is float32, as the weights are."""
+    """The optimizers of `model`'s recipe (snakechat.model.recipes). nanochat-2026-07: [MuonAdamW]
+    (snakechat.train.muon_adamw; Muon's orthogonalisation in bf16 under bf16). nanochat-2025-11:
+    [AdamW (embedding, head), Muon (hidden matrices, orthogonalised in `precision`: bf16 or fp32)].
+    Each group keeps its base lr in "initial_lr". Their state is float32, as the weights are."""
     model = unwrap(model)
+    if recipes.recipe_of_model(model) == recipes.NANOCHAT_2026:
+        groups = param_groups(model.named_parameters(), model.config.n_embd, **schedule.setup_optimizer_kwargs())
+        return [MuonAdamW(groups, torch.bfloat16 if precision == "bf16" else torch.float32)]
     matrices = model.matrix_params()
     adamw = torch.optim.AdamW(
         [dict(params=[model.wte.weight], lr=schedule.embedding_lr), dict(params=[model.lm_head.weight], lr=schedule.unembedding_lr)],

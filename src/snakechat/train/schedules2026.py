@@ -1,5 +1,6 @@
 """The per-step schedules of the nanochat-2026-07 recipe (shared/recipes/nanochat-2026-07.md §4.7,
-§6.5): plain functions of the step, so a resumed run recomputes them instead of saving them.
+§6.5): plain functions of the step, so a resumed run recomputes them instead of saving them, and
+the trainer's Schedules that apply them (`BaseSchedule2026`, `SFTSchedule2026`).
 
 Base training: the lr multiplier has a warm-up counted in steps (not a fraction), a flat part and a
 linear warm-down to a final fraction; Muon's momentum ramps up over 400 steps and down over the
@@ -8,6 +9,9 @@ multiplier depends on the fraction of the dataset consumed, and the momentum ram
 """
 
 import math
+from dataclasses import dataclass
+
+from snakechat.train.optim import Schedule
 
 WARMUP_STEPS = 40
 WARMDOWN_RATIO = 0.65
@@ -15,6 +19,8 @@ FINAL_LR_FRAC = 0.05
 MOMENTUM_WARMUP_STEPS = 400
 SFT_WARMDOWN_RATIO = 0.5
 SFT_MOMENTUM_STEPS = 300
+# base_train's learning-rate flags (§4.4), before the batch and width scalings; SFT starts from them (§6.5)
+BASE_LRS = {"matrix_lr": 0.02, "embedding_lr": 0.3, "unembedding_lr": 0.008, "scalar_lr": 0.5}
 
 
 def warmdown_steps(steps, warmdown_ratio=WARMDOWN_RATIO):
@@ -75,3 +81,66 @@ def apply(optimizer, lr_mult, momentum=None, weight_decay=None):
                 group["momentum"] = momentum
             if weight_decay is not None:
                 group["weight_decay"] = weight_decay
+
+
+def warm_start(optimizer, state, lr_mult):
+    """Continue from another run's optimizer state (§6.5): its moments, momentum buffers, steps and
+    group hyperparameters (so the Muon weight decay is the base run's last value), except the
+    learning rates: every group's lr is this optimizer's own (from its setup) × lr_mult, and becomes
+    its initial_lr."""
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = group["initial_lr"] = lr * lr_mult
+
+
+@dataclass(kw_only=True)
+class ChatSchedule2026(Schedule):
+    """The 2025 chat stages' schedule (lr multiplier only, clipping as set) for a nanochat-2026-07
+    model, whose MuonAdamW also needs the scalars' lr: how mid and RL train such a model."""
+
+    scalar_lr: float
+
+    def setup_optimizer_kwargs(self):
+        return dict(unembedding_lr=self.unembedding_lr, embedding_lr=self.embedding_lr, matrix_lr=self.matrix_lr,
+                    scalar_lr=self.scalar_lr, weight_decay=self.weight_decay)
+
+
+@dataclass(kw_only=True)
+class BaseSchedule2026(ChatSchedule2026):
+    """Base training under nanochat-2026-07 (§4.4-4.7). The lrs are setup_optimizer's arguments
+    (already × √(B/2^19); the groups apply the width factor), weight_decay is Muon's T_epoch value at
+    step 0. Per step: lr multiplier, Muon momentum, Muon weight-decay cosine; no clipping. Its final
+    optimizer state goes into the checkpoint, for SFT to continue from."""
+
+    warmup_steps: int = WARMUP_STEPS
+    warmdown_frac: float = WARMDOWN_RATIO
+    final_lr_frac: float = FINAL_LR_FRAC
+    grad_clip: float = 0.0
+    saves_optimizer = True
+
+    def apply(self, optimizers, step):
+        mult = lr_multiplier(step, self.steps, self.warmup_steps, self.warmdown_frac, self.final_lr_frac)
+        momentum = muon_momentum(step, self.steps, self.warmdown_frac)
+        decay = muon_weight_decay(step, self.steps, self.weight_decay)
+        for optimizer in optimizers:
+            apply(optimizer, mult, momentum, decay)
+        return mult
+
+
+@dataclass(kw_only=True)
+class SFTSchedule2026(ChatSchedule2026):
+    """SFT under nanochat-2026-07 (§6.5), after `warm_start` from the base run's optimizer: the lr
+    multiplier from the fraction of the epoch consumed (this step's conversations included: every
+    step takes the same number), the momentum ramp over 300 steps, the weight decay as loaded; no
+    clipping. The lrs are the base run's unscaled ones (BASE_LRS), which warm_start × its lr_mult."""
+
+    warmdown_frac: float = SFT_WARMDOWN_RATIO
+    final_lr_frac: float = 0.0
+    grad_clip: float = 0.0
+
+    def apply(self, optimizers, step):
+        mult = sft_lr_multiplier((step + 1) / self.steps, self.warmdown_frac)
+        for optimizer in optimizers:
+            apply(optimizer, mult, sft_muon_momentum(step))
+        return mult

@@ -47,9 +47,10 @@ from snakechat.runtime import provenance
 from snakechat.runtime import settings
 from snakechat.model.checkpoint import save_checkpoint
 from snakechat.runtime.common import all_reduce, atomic_path, dist_info, gather, print0
-from snakechat.train.optim import build_optimizers, lr_multiplier, set_lr
+from snakechat.train.optim import build_optimizers
 from snakechat.train.train_state import StateError, StateStore, check_identity, rng_state, set_rng_state
 
+OPTIMIZER_FILE = "optimizer.pt"  # a checkpoint's final optimizer states, where its schedule keeps them
 LOG_COLUMNS = ["step", "tokens", "flops", "loss", "lr_mult", "tokens_per_s", "mfu", "elapsed_s", "val_bpb"]
 # Dense bf16 peak FLOP/s per GPU, by a substring of torch.cuda.get_device_name().
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12)]
@@ -275,8 +276,7 @@ class Trainer:
 
     def train_step(self, model):
         t0 = time.perf_counter()
-        mult = lr_multiplier(self.step, self.schedule)
-        set_lr(self.optimizers, mult)
+        mult = self.schedule.apply(self.optimizers, self.step)
         work = self.recipe.step(self.step)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -349,7 +349,11 @@ class Trainer:
             "resumed_from": self.resumed_from, **self.recipe.meta(),
             "provenance": provenance.record(run.module, train_settings, inputs=run.inputs),
         }
-        save_checkpoint(run.settings.out, self.model, meta, extra_files={"train_log.csv": self.log.path})
+        extra = {"train_log.csv": self.log.path}
+        if self.schedule.saves_optimizer:
+            extra[OPTIMIZER_FILE] = self.store.directory / OPTIMIZER_FILE
+            torch.save([o.state_dict() for o in self.optimizers], extra[OPTIMIZER_FILE])
+        save_checkpoint(run.settings.out, self.model, meta, extra_files=extra)
         self.store.clear()
         print0(f"wrote {run.settings.out}" + (f" (val bpb {val:.4f})" if val is not None else ""))
         return meta
