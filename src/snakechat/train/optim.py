@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from snakechat.model import recipes
 from snakechat.model.checkpoint import unwrap
 
 ADAM_BETAS = (0.8, 0.95)
@@ -87,14 +88,19 @@ class Muon(torch.optim.Muon):
 
 
 def build_optimizers(model, schedule, precision="fp32"):
-    """[AdamW (embedding, head), Muon (hidden matrices, orthogonalised in `precision`: bf16 or fp32)];
-    each group keeps its base lr in "initial_lr". Their state is float32, as the weights are."""
+    """The optimizers of `model`'s recipe (the one place the choice is made): [AdamW, Muon (hidden
+    matrices, orthogonalised in `precision`: bf16 or fp32)]; each group keeps its base lr in
+    "initial_lr". Their state is float32, as the weights are.
+
+    nanochat-2025-11: AdamW on the embedding and the head. nanochat-2026-07, until its own
+    optimizer (the recipe's §3) lands here: the same two, plus AdamW groups for its value
+    embeddings (half the embedding lr) and its scalars (the recipe's fixed lrs and betas)."""
     model = unwrap(model)
     matrices = model.matrix_params()
-    adamw = torch.optim.AdamW(
-        [dict(params=[model.wte.weight], lr=schedule.embedding_lr), dict(params=[model.lm_head.weight], lr=schedule.unembedding_lr)],
-        betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=True,
-    )
+    groups = [dict(params=[model.wte.weight], lr=schedule.embedding_lr), dict(params=[model.lm_head.weight], lr=schedule.unembedding_lr)]
+    if recipes.recipe_of_model(model) == recipes.NANOCHAT_2026:
+        groups += interim_2026_groups(model, schedule)
+    adamw = torch.optim.AdamW(groups, betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=True)
     muon = Muon(matrices, precision, lr=schedule.matrix_lr, momentum=0.95, nesterov=True, weight_decay=schedule.weight_decay)
     covered = {id(p) for opt in (adamw, muon) for g in opt.param_groups for p in g["params"]}
     missed = [name for name, p in model.named_parameters() if id(p) not in covered]
@@ -105,6 +111,16 @@ def build_optimizers(model, schedule, precision="fp32"):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
     return optimizers
+
+
+def interim_2026_groups(model, schedule):
+    """AdamW groups for the 2026 model's parameters beyond the embedding, head and matrices."""
+    return [
+        dict(params=list(model.value_embeds.parameters()), lr=schedule.embedding_lr * 0.5, betas=(0.8, 0.995)),
+        dict(params=[model.resid_lambdas], lr=0.005, betas=(0.8, 0.95)),
+        dict(params=[model.x0_lambdas], lr=0.5, betas=(0.96, 0.95)),
+        dict(params=[model.smear_gate.weight, model.smear_lambda, model.backout_lambda], lr=0.2, betas=(0.8, 0.95)),
+    ]
 
 
 def set_lr(optimizers, mult):
