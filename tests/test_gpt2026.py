@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from snakechat.model import recipes
+from snakechat.model import recipes, sizing
 from snakechat.model.checkpoint import load_gpt, save_checkpoint
 from snakechat.model.engine import Engine, KVCache
 from snakechat.model.gpt2026 import GPT2026, GPT2026Config, window_sizes
@@ -187,3 +187,12 @@ def test_bf16_autocast_runs_with_float32_weights():
     loss.backward()
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
     assert abs(loss.item() - FIXTURES["loss"].item()) < 0.05
+
+
+def test_sizing_counts_the_recipe_model():
+    """The plan's and MFU's FLOPs: d24 at master's defaults has 4,775,225,616 FLOPs per token (§1.7)."""
+    d24 = sizing.size(24, 32768, 2048, aspect_ratio=64, head_dim=128, n_kv_head=0, width=0, step_tokens=0, steps=0,
+                      tokens_params_ratio=20, recipe=recipes.NANOCHAT_2026)
+    assert d24.flops_per_token == 4_775_225_616
+    assert d24.model_config().recipe == recipes.NANOCHAT_2026 and "recipe" not in d24.record()
+    assert sizing.size(24, 32768, 2048, 64, 128, 0, 0, 0, 0, 20).flops_per_token != d24.flops_per_token

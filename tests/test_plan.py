@@ -89,3 +89,13 @@ def test_the_d20_total_includes_evaluation():
     text = plan.render(p)
     total = float(re.search(r"\*\*Total: ([0-9.]+) h", text).group(1))
     assert total > row(p, "base_train")["hours"] + row(p, "base_eval")["hours"]
+
+
+def test_a_2026_recipe_is_priced_with_its_windowed_flops():
+    cfg = validated()
+    old = next(r for r in plan.stage_rows("d20", cfg)["rows"] if r["stage"] == "base_train")
+    cfg["models"]["d20"]["recipe"] = "nanochat-2026-07"
+    new = plan.stage_rows("d20", cfg)
+    base = next(r for r in new["rows"] if r["stage"] == "base_train")
+    assert new["params"] > 561e6 * 1.5  # ten value-embedding tables of 65536 × 1280
+    assert base["flops"] != old["flops"]

@@ -6,7 +6,9 @@
     torchrun --nproc_per_node=8 -m snakechat.base_train --manifest ... --depth 20
 
 Needs the data manifest (shards beside it; the last shard is validation) and a tokenizer
-directory. Depth is the one dial: width, heads, tokens per step and steps derive from it unless
+directory. `--recipe` picks the model (snakechat.model.recipes: nanochat-2025-11, the default, or
+nanochat-2026-07); it is recorded in meta.json's model_config, from which every later stage rebuilds
+it. Depth is the one dial: width, heads, tokens per step and steps derive from it unless
 given (0 = derived), as snakechat.model.sizing works them out; the AdamW learning rates are given at
 width 768 and scaled by 1/sqrt(width/768). The derived numbers are printed and stored in
 meta.json under "derived".
@@ -30,7 +32,6 @@ from snakechat.evaluate.bpb import bits_per_byte
 from snakechat.runtime.common import cleanup_distributed, init_distributed, print0
 from snakechat.train.dataloader import PackedLoader
 from snakechat.model import recipes
-from snakechat.model.gpt import GPT
 from snakechat.train.optim import Schedule
 from snakechat.train.schedules2026 import BASE_LRS, BaseSchedule2026
 from snakechat.runtime.settings import option, parse
@@ -45,7 +46,9 @@ class BaseSettings(RunSettings):
     manifest: str = option(help="data manifest.json (shards beside it)", identity=False)
     tokenizer: str = option(help="tokenizer directory", identity=False)
     depth: int = option(help="transformer layers: the one dial the rest derives from")
-    recipe: str = option(recipes.DEFAULT, "which nanochat recipe (model, optimizer, schedules, sizing)", choices=list(recipes.RECIPES))
+    # in the identity through the model's config, where a nanochat-2026-07 model records it
+    recipe: str = option(recipes.DEFAULT, "nanochat-2025-11 or nanochat-2026-07 (its model, MuonAdamW, schedules and sizing)",
+                         choices=list(recipes.RECIPES), identity=False)
     aspect_ratio: int = option(64, "width = depth × aspect_ratio (rounded up to head_dim)")
     width: int = option(0, "model width; 0 = depth × aspect_ratio")
     head_dim: int = option(128, "channels per attention head")
@@ -147,9 +150,9 @@ def main(argv=None):
     if s.recipe == recipes.NANOCHAT_2026:
         model, size, lrs, schedule = setup_2026(s, tokenizer.vocab_size, device)
     else:
-        size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS})
+        size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS}, recipe=s.recipe)
         torch.manual_seed(s.seed)
-        model = GPT(size.model_config()).to(device)
+        model = recipes.build(size.model_config()).to(device)
         lrs = {"matrix_lr": s.matrix_lr, "embedding_lr": s.embedding_lr * size.adamw_lr_scale, "unembedding_lr": s.unembedding_lr * size.adamw_lr_scale}
         schedule = Schedule(
             steps=size.steps, **lrs, weight_decay=s.weight_decay, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac,

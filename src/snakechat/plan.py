@@ -112,7 +112,7 @@ def stage_rows(name, cfg):
     tok = cfg["tokenizers"][m["tokenizer"]]
     data = cfg["datasets"][tok["dataset"]]
     plan = cfg["plan"]
-    base = sizing.size(m["depth"], tok["vocab_size"], **{k: m["base"][k] for k in sizing.SIZE_KEYS})
+    base = sizing.size(m["depth"], tok["vocab_size"], **{k: m["base"][k] for k in sizing.SIZE_KEYS}, recipe=m["recipe"])
     n_params, fpt, seq = base.params, base.flops_per_token, base.sequence_len
     gpus = plan["gpus"]
     rows = []

@@ -6,21 +6,29 @@
   backout). Its model_config records `recipe`, so every stage that loads the checkpoint rebuilds
   the same model.
 
-A model_config naming a recipe this code does not know is refused, naming it.
+A model_config naming a recipe this code does not know is refused, naming it. The names import no
+torch (the config check of `snakemake -n` reads them); the model classes load on first use.
 """
-
-from snakechat.model.gpt import GPT, GPTConfig
-from snakechat.model.gpt2026 import GPT2026, GPT2026Config
 
 NANOCHAT_2025 = "nanochat-2025-11"
 NANOCHAT_2026 = "nanochat-2026-07"
 RECIPES = (NANOCHAT_2025, NANOCHAT_2026)
 DEFAULT = NANOCHAT_2025
-_CLASSES = {NANOCHAT_2025: (GPTConfig, GPT), NANOCHAT_2026: (GPT2026Config, GPT2026)}
+# What transformers' NanoChatForCausalLM cannot express, per recipe (the export refuses these).
+NOT_EXPORTABLE = {NANOCHAT_2026: "value embeddings and their gates, sliding-window attention, smear, backout, "
+                                 "per-layer residual/x0 scalars, the ×1.2 query/key scale and the padded vocabulary"}
 
 
 class UnknownRecipe(ValueError):
     pass
+
+
+def _classes():
+    """{recipe: (config class, model class)}."""
+    from snakechat.model.gpt import GPT, GPTConfig
+    from snakechat.model.gpt2026 import GPT2026, GPT2026Config
+
+    return {NANOCHAT_2025: (GPTConfig, GPT), NANOCHAT_2026: (GPT2026Config, GPT2026)}
 
 
 def check(recipe, where="recipe"):
@@ -36,7 +44,7 @@ def recipe_of(model_config, where="model_config"):
 
 def make_config(recipe, **fields):
     """The config object of `recipe` from the shape fields both recipes share (and, for 2026, window_pattern)."""
-    config_class, _ = _CLASSES[check(recipe)]
+    config_class, _ = _classes()[check(recipe)]
     return config_class(**fields)
 
 
@@ -44,7 +52,7 @@ def config_from_dict(model_config, where="model_config"):
     """A model_config dict (meta.json's) as its recipe's config object."""
     recipe = recipe_of(model_config, where)
     fields = {k: v for k, v in model_config.items() if k != "recipe"}
-    config_class, _ = _CLASSES[recipe]
+    config_class, _ = _classes()[recipe]
     try:
         return config_class(**fields) if recipe == NANOCHAT_2025 else config_class(**fields, recipe=recipe)
     except TypeError as e:
@@ -54,7 +62,7 @@ def config_from_dict(model_config, where="model_config"):
 def build(config):
     """The model of a config object (GPTConfig or GPT2026Config)."""
     recipe = getattr(config, "recipe", NANOCHAT_2025)
-    return _CLASSES[check(recipe)][1](config)
+    return _classes()[check(recipe)][1](config)
 
 
 def model_from_dict(model_config, where="model_config"):

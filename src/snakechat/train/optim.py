@@ -106,10 +106,8 @@ def build_optimizers(model, schedule, precision="fp32"):
         groups = param_groups(model.named_parameters(), model.config.n_embd, **schedule.setup_optimizer_kwargs())
         return [MuonAdamW(groups, torch.bfloat16 if precision == "bf16" else torch.float32)]
     matrices = model.matrix_params()
-    adamw = torch.optim.AdamW(
-        [dict(params=[model.wte.weight], lr=schedule.embedding_lr), dict(params=[model.lm_head.weight], lr=schedule.unembedding_lr)],
-        betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=True,
-    )
+    groups = [dict(params=[model.wte.weight], lr=schedule.embedding_lr), dict(params=[model.lm_head.weight], lr=schedule.unembedding_lr)]
+    adamw = torch.optim.AdamW(groups, betas=ADAM_BETAS, eps=1e-10, weight_decay=0.0, fused=True)
     muon = Muon(matrices, precision, lr=schedule.matrix_lr, momentum=0.95, nesterov=True, weight_decay=schedule.weight_decay)
     covered = {id(p) for opt in (adamw, muon) for g in opt.param_groups for p in g["params"]}
     missed = [name for name, p in model.named_parameters() if id(p) not in covered]
