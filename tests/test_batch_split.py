@@ -60,17 +60,18 @@ def test_a_derived_step_is_checked_as_derived(shipped):
 
 def test_every_configured_model_under_both_profiles(shipped):
     """The shipped models against the processes each profile gives their training rules: every model
-    runs on the local profile's CPU processes; on profiles/slurm's 8-GPU nodes d20 runs and tiny (a
-    CPU model) does not."""
+    runs on the local profile's CPU processes; on profiles/slurm's 8-GPU nodes d20 and gpt2 run and
+    tiny (a CPU model) does not."""
     slurm = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]
     trainers = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "chat_rl": "rl"}
     for name, m in shipped["models"].items():
         for rule, section in trainers.items():
             if section in configcheck.training_sections(m):
-                assert configcheck.batch_division(name, m, section, shipped["launch"]["cpu_processes"]) is None, (name, section)
+                vocab = configcheck.model_vocab(shipped, m)
+                assert configcheck.batch_division(name, m, section, shipped["launch"]["cpu_processes"], vocab) is None, (name, section)
                 processes = slurm[rule]["gpu"] * slurm[rule]["nodes"]
-                problem = configcheck.batch_division(name, m, section, processes)
-                assert (problem is None) == (name == "d20"), (name, section, problem)
+                problem = configcheck.batch_division(name, m, section, processes, vocab)
+                assert (problem is None) == (name in ("d20", "gpt2")), (name, section, problem)
                 if problem:
                     assert problem.startswith(f"models.{name}.{section}.") and str(processes) in problem
 
@@ -95,6 +96,42 @@ def test_slurm_profile_plans_every_training_stage_of_d20():
     rc, out = dry_run("--profile", str(ROOT / "profiles" / "slurm"), "results/rl/d20")
     assert rc == 0, out[-3000:]
     assert {"base_train", "mid_train", "chat_sft", "chat_rl"} <= set(re.findall(r"^rule (\w+):", out, re.M))
+
+
+def test_a_2026_model_derives_its_step_by_the_2026_sizing(shipped):
+    """gpt2's derived step is the D^0.383 law's 2^20 (d24 at vocab 32768), not the 2025 rule's 2^19: 32
+    rows of 2048 split it over 16 processes, and 64 rows do not; without the vocabulary it cannot be derived."""
+    gpt2, vocab = model(shipped, "gpt2", base={"device_batch_rows": 32}), 32768
+    assert configcheck.batch_division("gpt2", gpt2, "base", 16, vocab) is None
+    as_2025 = dict(gpt2, recipe="nanochat-2025-11")
+    assert "step_tokens 524288 is not a multiple of device_batch_rows × sequence_len × processes = 32 × 2048 × 16" in configcheck.batch_division("gpt2", as_2025, "base", 16, vocab)
+    gpt2["base"]["device_batch_rows"] = 64
+    assert configcheck.batch_division("gpt2", gpt2, "base", 16, vocab) == (
+        "models.gpt2.base.step_tokens 1048576 is not a multiple of device_batch_rows × sequence_len × processes = 64 × 2048 × 16 = 2097152")
+    with pytest.raises(ValueError, match="depends on the vocabulary"):
+        configcheck.batch_division("gpt2", gpt2, "base", 16)
+
+
+def test_slurm_profile_plans_the_gpt2_speedrun_base_eval():
+    """`snakemake --profile profiles/slurm -n results/base_eval/gpt2.csv`: ClimbMix, its 32k tokenizer, the
+    CORE bundle, base_train on one 8-GPU node with a time limit above the plan's hours, base_eval over all items."""
+    from snakechat import plan
+    rc, out = dry_run("--profile", str(ROOT / "profiles" / "slurm"), "results/base_eval/gpt2.csv")
+    assert rc == 0, out[-3000:]
+    jobs = {m.group(1): m.group(2) for m in re.finditer(r"^rule (\w+):\n(.*?)^Shell command: ([^\n]*)", out, re.M | re.S)}
+    shells = dict(re.findall(r"^rule (\w+):\n.*?^Shell command: ([^\n]*)", out, re.M | re.S))
+    assert set(jobs) == {"dataset", "tok_train", "eval_bundle", "base_train", "base_eval"}
+    assert "--val-index 6542" in shells["dataset"] and "climbmix-400b-shuffle" in shells["dataset"]
+    assert "--vocab-size 32768" in shells["tok_train"]
+    train = shells["base_train"]
+    assert train.startswith("torchrun --standalone --nproc_per_node=8 -m snakechat.base_train")
+    assert all(f in train for f in ("--depth 24", "--tokens-params-ratio 8", "--device-batch-rows 16", "--sequence-len 2048", "--step-tokens 0"))
+    assert "--max-per-task 0" in shells["base_eval"] and "results/eval_bundle/core/core.yaml" in shells["base_eval"]
+    resources = dict(re.findall(r"(\w+)=([^,\n]+)", re.search(r"resources: ([^\n]*)", jobs["base_train"]).group(1)))
+    assert (resources["gpu"], resources["nodes"]) == ("8", "1")
+    cfg = configcheck.validate(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()), SCHEMA)
+    planned = next(r for r in plan.stage_rows("gpt2", cfg)["rows"] if r["stage"] == "base_train")
+    assert planned["hours"] * 60 < int(resources["runtime"]) < 3 * planned["hours"] * 60
 
 
 def test_several_nodes_multiply_the_processes(tmp_path):

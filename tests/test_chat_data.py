@@ -127,3 +127,55 @@ def test_a_cached_file_with_one_byte_flipped_is_named_and_fetched_again(http_ser
     assert [r[0] for r in http_server.requests] == ["mmlu/all/test/0000.parquet"]
     assert raw.read_bytes() == (http_server.root / "mmlu/all/test/0000.parquet").read_bytes()
     assert index["tasks"]["mmlu"]["rows"] == {"test": 1}
+
+
+def test_the_2026_sft_mixture_from_the_shipped_entry(http_server, tmp_path):
+    """The shipped `nanochat-2026` chat data against a local server laid out as the Hub's parquet exports
+    (datasets/<org>/<repo>/resolve/refs%2Fconvert%2Fparquet/<subset>/<split>/0000.parquet), then gpt2's SFT
+    mixture over it: SmolTalk once, MMLU's auxiliary train 3 times, GSM8K 4 times; validation on the test
+    splits of SmolTalk and GSM8K."""
+    from pathlib import Path
+
+    import yaml
+
+    from snakechat.pipeline import configcheck
+    from snakechat.train import chat_stage
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configcheck.validate(yaml.safe_load((root / "config/config.yaml").read_text()), root / "workflow/schemas/config.schema.yaml")
+    entry, mixture = cfg["chat_data"]["nanochat-2026"], cfg["models"]["gpt2"]["sft"]["mixture"]
+    assert cfg["models"]["gpt2"]["chat_data"] == "nanochat-2026" and entry["world_tasks"] == []
+    assert mixture == {"smoltalk": {"epochs": 1}, "mmlu_aux": {"epochs": 3}, "gsm8k": {"epochs": 4}}
+    chats = lambda tag, n: pa.table({"messages": pa.array([[{"content": f"{tag} {i}", "role": "user"}, {"content": "ok", "role": "assistant"}] for i in range(n)], type=MESSAGES)})  # noqa: E731
+    mc = {"question": ["Which?"], "subject": ["law"], "choices": [["w", "x", "y", "z"]], "answer": pa.array([3], pa.int64())}
+    arc = {"id": ["a"], "question": ["Hot?"], "choices": [{"text": ["sun", "ice"], "label": ["A", "B"]}], "answerKey": ["A"]}
+    tables = {
+        ("smoltalk", "train"): chats("smol", 5), ("smoltalk", "test"): chats("smol test", 2),
+        ("mmlu_aux", "train"): pa.table({"train": [{"answer": 2, "choices": ["a", "b", "c"], "question": f"aux {i}", "subject": ""} for i in range(3)]}),
+        ("mmlu", "test"): pa.table(mc), ("arc_easy", "test"): pa.table(arc), ("arc_challenge", "test"): pa.table(arc),
+        ("gsm8k", "train"): pa.table({"question": ["Two and two?", "Three and one?"], "answer": ["<<2+2=4>>4\n#### 4", "<<3+1=4>>4\n#### 4"]}),
+        ("gsm8k", "test"): pa.table({"question": ["One and one?"], "answer": ["<<1+1=2>>2\n#### 2"]}),
+        ("humaneval", "test"): pa.table({"task_id": ["HumanEval/0"], "prompt": ["def f():\n"], "canonical_solution": ["    return 1\n"], "test": ["def check(c):\n    assert c() == 1\n"], "entry_point": ["f"]}),
+    }
+    prefix = "https://huggingface.co/"
+    local = {}
+    for task, spec in entry["tasks"].items():
+        splits = {}
+        for split, urls in spec["splits"].items():
+            (url,) = urls
+            assert url.startswith(prefix + "datasets/") and "/resolve/refs%2Fconvert%2Fparquet/" in url and url.endswith("/0000.parquet")
+            path = http_server.root / url.removeprefix(prefix)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(tables[task, split], path)
+            splits[split] = [http_server.url(url.removeprefix(prefix))]
+        local[task] = {"format": spec["format"], "splits": splits}
+    out = tmp_path / "nanochat-2026" / "tasks.json"
+    index = run(out, local)["tasks"]
+    assert sorted(index) == sorted({task for task, _ in tables})
+    train = tasks.mixture(out.parent, mixture, "train", seed=0)
+    firsts = [c["messages"][0]["content"] for c in train]
+    assert len(train) == 5 + 3 * 3 + 4 * 2
+    assert sum(f.startswith("smol ") for f in firsts) == 5
+    assert sum(f.count("aux ") for f in firsts) == 9 and sum("and" in f for f in firsts) == 8
+    chat_stage.check_chat_data(out.parent, list(mixture), "train")
+    assert len(chat_stage.validation_conversations(out.parent, mixture, 0)) == 2 + 1

@@ -2,10 +2,12 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from http_server import http_server  # noqa: F401  (fixture)
 
 from snakechat import dataset
@@ -157,3 +159,42 @@ def test_a_shard_nobody_recorded_is_not_trusted(http_server, tmp_path, capsys):
     run_http(out / "manifest.json", url)
     assert "shard_00000.parquet: cached file rejected: no record of its download" in capsys.readouterr().out
     assert pq.read_table(out / "shard_00000.parquet").column("text").to_pylist() == DOCS[0]
+
+
+def shipped_entry(section, name):
+    from snakechat.pipeline import configcheck
+    root = Path(__file__).resolve().parents[1]
+    cfg = configcheck.validate(yaml.safe_load((root / "config/config.yaml").read_text()), root / "workflow/schemas/config.schema.yaml")
+    return cfg[section][name]
+
+
+def test_climbmix_entry_downloads_its_train_shards_and_the_separate_val_shard(http_server, tmp_path):
+    """The shipped `climbmix` entry against a local server laid out as the Hub repo
+    (datasets/karpathy/climbmix-400b-shuffle/resolve/main/shard_XXXXX.parquet), cut to 2 training shards:
+    shards 0 and 1 train, 06542 (the server's last) validates, each kept under its server name."""
+    entry = shipped_entry("datasets", "climbmix")
+    assert (entry["shards"], entry["val_index"]) == (171, 6542)
+    prefix = "https://huggingface.co/"
+    assert entry["url"].startswith(prefix)
+    layout = http_server.root / entry["url"].removeprefix(prefix)
+    layout.parent.mkdir(parents=True)
+    served = {0: DOCS[0], 1: DOCS[1], 2: ["not fetched: shard 2 would be training data"], 6542: DOCS[2]}
+    for index, docs in served.items():
+        dataset.write_shard(Path(str(layout).format(index=index)), docs)
+    flags = {**entry, "url": http_server.url(entry["url"].removeprefix(prefix)), "shards": 3, "retries": 1, "backoff": 0, "workers": 2}
+    manifest_path = tmp_path / "climbmix" / "manifest.json"
+    dataset.main(["--manifest", str(manifest_path)] + [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", json.dumps(v) if isinstance(v, dict) else str(v))])
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["splits"] == {"train": ["shard_00000.parquet", "shard_00001.parquet"], "val": ["shard_06542.parquet"]}
+    assert manifest["shards"][-1]["url"].endswith("/datasets/karpathy/climbmix-400b-shuffle/resolve/main/shard_06542.parquet")
+    assert list(shards.iter_texts(shards.shard_paths(manifest_path, "val"))) == DOCS[2]
+    assert list(shards.iter_texts(shards.shard_paths(manifest_path, "train"))) == DOCS[0] + DOCS[1]
+    assert manifest["provenance"]["config"]["val_index"] == 6542
+    assert sorted(r[0].rsplit("/", 1)[1] for r in http_server.requests) == ["shard_00000.parquet", "shard_00001.parquet", "shard_06542.parquet"]
+
+
+def test_a_val_index_among_the_training_shards_is_refused_before_any_download(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        dataset.main(["--kind", "http", "--manifest", str(tmp_path / "manifest.json"), "--shards", "171", "--val-index", "100", "--url", "http://127.0.0.1:1/shard_{index:05d}.parquet"])
+    assert "--val-index: val_index 100 is one of the training shards 0 … 169: it must be at least shards - 1 = 170" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

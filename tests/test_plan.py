@@ -99,3 +99,30 @@ def test_a_2026_recipe_is_priced_with_its_windowed_flops():
     base = next(r for r in new["rows"] if r["stage"] == "base_train")
     assert new["params"] > 561e6 * 1.5  # ten value-embedding tables of 65536 × 1280
     assert base["flops"] != old["flops"]
+
+
+def test_gpt2_is_priced_by_the_2026_sizing():
+    """gpt2 (recipe nanochat-2026-07, d24, ratio 8): the spec's speedrun row (§4.8) - 5,568 steps of 2^20
+    tokens, 5,838,471,168 tokens at 4,775,225,616 window-aware FLOPs per token - and the 1,384,122,122
+    parameters of the 2026 model (value embeddings included); d20 keeps the 2025 sizing."""
+    cfg = validated()
+    p = plan.stage_rows("gpt2", cfg)
+    assert (p["params"], p["flops_per_token"]) == (1_384_122_122, 4_775_225_616)
+    base = row(p, "base_train")
+    assert base["tokens"] == 5_838_471_168 == 5568 * 2**20
+    validation = 23 * 41_943_040  # evaluations at steps 250, 500, ..., 5500 and the last; 80 × 2^19 tokens each
+    assert base["flops"] == 4_775_225_616 * (5_838_471_168 + validation / 3)
+    assert "5,568 steps × 1,048,576 tokens (D^0.383 law); 8.0 tokens/scaling param" in base["note"]
+    assert row(p, "mid")["note"] == "skipped (mid.enabled: false)"
+    d20 = row(plan.stage_rows("d20", cfg), "base_train")
+    assert d20["tokens"] == 21_400 * 2**19 and "21,400 steps; 20.0 tokens/param" in d20["note"]
+    # an explicit step size overrides the law, as --total-batch-size does
+    cfg["models"]["gpt2"]["base"]["step_tokens"] = 2**19
+    assert "11,136 steps × 524,288 tokens;" in row(plan.stage_rows("gpt2", cfg), "base_train")["note"]
+
+
+def test_cli_prices_gpt2_and_d20_keeps_its_figures():
+    out = subprocess.run([sys.executable, "-m", "snakechat.plan", "gpt2"], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^\| base_train \| 5\.84G \| 2\.94e\+19 \| 8 \| 2\.29 h \| \$55\.08 \|", out, re.M), out
+    d20 = plan.render(plan.stage_rows("d20", validated()))
+    assert re.search(r"^\| base_train \| 11\.22G \| 4\.02e\+19 \| 8 \| 3\.14 h \| \$75\.32 \|", d20, re.M), d20

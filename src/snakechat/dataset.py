@@ -7,7 +7,7 @@ and, beside them, `manifest.json` listing each shard's file, bytes, sha256 and r
     python -m snakechat.dataset --manifest results/data/tinyworld/manifest.json \
         --kind synthetic --shards 4 --seed 0 --docs-per-shard 4096
     python -m snakechat.dataset --manifest results/data/fineweb-edu/manifest.json \
-        --kind http --shards 241 --url 'https://.../shard_{index:05d}.parquet' \
+        --kind http --shards 241 --url 'https://.../shard_{index:05d}.parquet' [--val-index 6542] \
         [--sha256 '{"shard_00000.parquet": "HEX"}'] [--bytes '{"shard_00000.parquet": N}'] \
         --retries 5 --timeout 60 --backoff 2 --max-retry-wait 120 --max-bytes 4294967296 --workers 4
 
@@ -87,8 +87,18 @@ def generate_synthetic(out_dir, seed, shards, docs_per_shard):
     return entries
 
 
-def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, workers=4, **http):
-    """Download shards 0..shards-1 from `url_template` (e.g. '.../shard_{index:05d}.parquet').
+def shard_indices(shards, val_index=None):
+    """Server indices of the shards to fetch: training shards 0 … shards-2, then the validation shard,
+    `val_index` where the server keeps it apart (ClimbMix: the last of 6,543, 06542), else shards-1."""
+    val_index = shards - 1 if val_index is None else val_index
+    if val_index < shards - 1:
+        raise ValueError(f"val_index {val_index} is one of the training shards 0 … {shards - 2}: it must be at least shards - 1 = {shards - 1}")
+    return [*range(shards - 1), val_index]
+
+
+def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, workers=4, val_index=None, **http):
+    """Download `shard_indices(shards, val_index)` from `url_template` (e.g. '.../shard_{index:05d}.parquet'),
+    each under its server index's name, so the validation shard sorts last.
 
     A shard already here is reused only if it still matches the record of its download (and the
     configured sha256/size); otherwise it is named and fetched again (`snakechat.data.download`).
@@ -104,7 +114,7 @@ def fetch_shards(out_dir, url_template, shards, sha256=None, sizes=None, workers
         return {"file": name, "bytes": info["bytes"], "sha256": info["sha256"], "rows": check_shard(path, full=False), "url": url}
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, range(shards)))
+        return list(pool.map(one, shard_indices(shards, val_index)))
 
 
 def _json_map(text, flag, convert):
@@ -129,6 +139,7 @@ def main(argv=None):
     web.add_argument("--url", help="template with {index}, e.g. .../shard_{index:05d}.parquet")
     web.add_argument("--sha256", default="{}", help='JSON object: shard file -> expected sha256')
     web.add_argument("--bytes", default="{}", help='JSON object: shard file -> expected size')
+    web.add_argument("--val-index", type=int, help="server index of the validation shard (default: shards - 1, right after the training shards)")
     download.add_http_arguments(web)
     args = parser.parse_args(argv)
     if args.shards < 2:
@@ -140,6 +151,10 @@ def main(argv=None):
             args.url.format(index=0)
         except (KeyError, IndexError, ValueError) as e:
             parser.error(f"--url {args.url!r} must be a template whose only field is {{index}} (e.g. shard_{{index:05d}}.parquet): {e!r}")
+        try:
+            shard_indices(args.shards, args.val_index)
+        except ValueError as e:
+            parser.error(f"--val-index: {e}")
 
     out_dir = Path(args.manifest).parent
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,8 +163,8 @@ def main(argv=None):
         entries = generate_synthetic(out_dir, args.seed, args.shards, args.docs_per_shard)
     else:
         sha256, sizes = _json_map(args.sha256, "--sha256", str), _json_map(args.bytes, "--bytes", int)
-        settings = {k: getattr(args, k) for k in ("kind", "shards", "url", "workers", *download.HTTP_SETTINGS)} | {"sha256": sha256, "bytes": sizes}
-        entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.workers, **download.http_settings(args))
+        settings = {k: getattr(args, k) for k in ("kind", "shards", "url", "val_index", "workers", *download.HTTP_SETTINGS)} | {"sha256": sha256, "bytes": sizes}
+        entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.workers, args.val_index, **download.http_settings(args))
     manifest = {
         "kind": args.kind,
         "shards": entries,

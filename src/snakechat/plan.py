@@ -106,14 +106,34 @@ def mixture_examples(mixture):
     return counted, by_epochs
 
 
+def base_size(m, vocab_size):
+    """The base run's sizing under the model's recipe, as the fields the plan prices: params, flops_per_token
+    (window-aware under nanochat-2026-07), sequence_len, step_tokens, steps, training_tokens, total_flops, and
+    the base_train row's note on the horizon."""
+    b = m["base"]
+    if m.get("recipe") == sizing.RECIPE_2026:
+        s = sizing.size_2026(m["depth"], vocab_size, sequence_len=b["sequence_len"], aspect_ratio=b["aspect_ratio"], head_dim=b["head_dim"],
+                             tokens_params_ratio=b["tokens_params_ratio"], total_batch_size=b["step_tokens"], num_iterations=b["steps"],
+                             weight_decay=b["weight_decay"], matrix_lr=b["matrix_lr"], embedding_lr=b["embedding_lr"],
+                             unembedding_lr=b["unembedding_lr"], warmdown_ratio=b["warmdown_frac"], final_lr_frac=b["final_lr_frac"])
+        derived = "" if b["step_tokens"] else " (D^0.383 law)"
+        note = (f"{s.num_iterations:,} steps × {s.total_batch_size:,} tokens{derived}; {s.tokens / s.scaling_params:.1f} tokens/scaling param "
+                f"({s.scaling_params / 1e6:,.0f}M: matrices + lm_head); recipe {sizing.RECIPE_2026}")
+        return dict(params=s.params_total, flops_per_token=s.flops_per_token, sequence_len=s.sequence_len, step_tokens=s.total_batch_size,
+                    steps=s.num_iterations, training_tokens=s.tokens, total_flops=s.total_flops, note=note)
+    s = sizing.size(m["depth"], vocab_size, **{k: b[k] for k in sizing.SIZE_KEYS})
+    return dict(params=s.params, flops_per_token=s.flops_per_token, sequence_len=s.sequence_len, step_tokens=s.step_tokens, steps=s.steps,
+                training_tokens=s.training_tokens, total_flops=s.total_flops, note=f"{s.steps:,} steps; {s.tokens_per_param:.1f} tokens/param")
+
+
 def stage_rows(name, cfg):
     """One dict per stage of model `name` in the validated config `cfg`."""
     m = cfg["models"][name]
     tok = cfg["tokenizers"][m["tokenizer"]]
     data = cfg["datasets"][tok["dataset"]]
     plan = cfg["plan"]
-    base = sizing.size(m["depth"], tok["vocab_size"], **{k: m["base"][k] for k in sizing.SIZE_KEYS}, recipe=m["recipe"])
-    n_params, fpt, seq = base.params, base.flops_per_token, base.sequence_len
+    base = base_size(m, tok["vocab_size"])
+    n_params, fpt, seq = base["params"], base["flops_per_token"], base["sequence_len"]
     gpus = plan["gpus"]
     rows = []
 
@@ -127,9 +147,9 @@ def stage_rows(name, cfg):
     shard_bytes = data["shards"] * plan["shard_bytes"] if data["kind"] == "http" else 0
     add("data", 0, 0, f"{data['shards']} shards ({data['kind']})", disk=shard_bytes)
     add("tok_train", 0, 0, f"CPU; {min(tok['max_chars'], 10**12):,} characters at most")
-    val_tokens, val_basis = base_validation_tokens(m["base"], base.step_tokens, base.steps)
-    add("base_train", base.training_tokens, base.total_flops + fpt / 3 * val_tokens,
-        f"{base.steps:,} steps; {base.tokens_per_param:.1f} tokens/param; + {val_basis} (forward only)",
+    val_tokens, val_basis = base_validation_tokens(m["base"], base["step_tokens"], base["steps"])
+    add("base_train", base["training_tokens"], base["total_flops"] + fpt / 3 * val_tokens,
+        f"{base['note']}; + {val_basis} (forward only)",
         disk=n_params * (CHECKPOINT_BYTES_PER_PARAM + STATE_BYTES_PER_PARAM))
     tokens, basis = base_loss_cost(m["base_loss"], seq, gpus)
     add("base_loss", tokens, tokens * fpt / 3, basis)

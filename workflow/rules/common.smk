@@ -202,7 +202,8 @@ def launch(wildcards, resources, output):
     trainer = next((r for r in TRAINING_RULES if workflow.get_rule(r).is_producer(output[0])), None)
     if trainer is not None:
         per_node, nodes, source = launcher.processes_of(resources, cpu_processes)
-        problem = configcheck.batch_division(wildcards.model, model_config(wildcards.model), TRAINING_RULES[trainer], per_node * nodes)
+        m = model_config(wildcards.model)
+        problem = configcheck.batch_division(wildcards.model, m, TRAINING_RULES[trainer], per_node * nodes, configcheck.model_vocab(config, m))
         if problem:
             raise configcheck.ConfigError(
                 f"{trainer} of model {wildcards.model!r} cannot run on {per_node * nodes} processes "

@@ -332,13 +332,14 @@ def check_content(config, config_path="config/config.yaml"):
 # start; stated here too, they fail `snakemake -n` instead of a job that waited in the queue.
 
 
-def batch_division(model_name, model, section, processes):
+def batch_division(model_name, model, section, processes, vocab_size=None):
     """Why training `section` ("base", "mid", "sft" or "rl") of model `model_name` (its config entry
-    `model`) cannot split its step over `processes` processes, as one line; None where it can."""
+    `model`) cannot split its step over `processes` processes, as one line; None where it can.
+    `vocab_size` (its tokenizer's) is needed where the recipe derives the base step from the parameters."""
     cfg, key = model[section], f"models.{model_name}.{section}"
     if section in ("base", "mid"):
         seq = cfg["sequence_len"] if section == "base" else min(cfg["sequence_len"], model["base"]["sequence_len"])
-        step = cfg["step_tokens"] or _derived_step_tokens(model["depth"])
+        step = cfg["step_tokens"] or _derived_step_tokens(model, vocab_size)
         per_pass = cfg["device_batch_rows"] * seq * processes
         if step % per_pass:
             seq_from = "sequence_len" if section == "base" or seq == cfg["sequence_len"] else "the base model's sequence_len"
@@ -358,10 +359,21 @@ def batch_division(model_name, model, section, processes):
     return None
 
 
-def _derived_step_tokens(depth):
-    from snakechat.model.sizing import derive_step_tokens  # imports torch: only for a step_tokens of 0
+def _derived_step_tokens(model, vocab_size):
+    from snakechat.model import sizing  # imports torch: only for a step_tokens of 0
 
-    return derive_step_tokens(depth)
+    if model.get("recipe") != sizing.RECIPE_2026:
+        return sizing.derive_step_tokens(model["depth"])
+    if vocab_size is None:
+        raise ValueError("the nanochat-2026-07 step size depends on the vocabulary: pass vocab_size")
+    b = model["base"]
+    return sizing.size_2026(model["depth"], vocab_size, sequence_len=b["sequence_len"], aspect_ratio=b["aspect_ratio"],
+                            head_dim=b["head_dim"], tokens_params_ratio=b["tokens_params_ratio"]).total_batch_size
+
+
+def model_vocab(config, model):
+    """The vocabulary size of a model's tokenizer (None where the config lacks it: check_references names that)."""
+    return config.get("tokenizers", {}).get(model["tokenizer"], {}).get("vocab_size")
 
 
 def training_sections(model):
@@ -372,7 +384,8 @@ def training_sections(model):
 def check_batches(config, config_path="config/config.yaml"):
     """Every model's training steps split into whole micro-batches on one process (if not, they
     split on none); whether they split over the processes a profile gives is checked per job."""
-    problems = [batch_division(name, model, section, 1) for name, model in config.get("models", {}).items() for section in training_sections(model)]
+    problems = [batch_division(name, model, section, 1, model_vocab(config, model)) for name, model in config.get("models", {}).items()
+                for section in training_sections(model)]
     problems = [p for p in problems if p]
     if problems:
         raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(f"  - {p}" for p in problems))
