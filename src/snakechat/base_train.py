@@ -33,7 +33,7 @@ from snakechat.runtime.common import cleanup_distributed, init_distributed, prin
 from snakechat.train.dataloader import PackedLoader
 from snakechat.model import recipes
 from snakechat.train.optim import Schedule
-from snakechat.train.schedules2026 import BASE_LRS, BaseSchedule2026
+from snakechat.train.schedules2026 import SCALAR_LR, BaseSchedule2026
 from snakechat.runtime.settings import option, parse
 from snakechat.model.tokenizer import Tokenizer, load_token_bytes
 from snakechat.train.trainer import Run, RunSettings, TokenRecipe, Trainer
@@ -58,14 +58,14 @@ class BaseSettings(RunSettings):
     step_tokens: int = option(0, "tokens per optimizer step, all processes; 0 = derived from depth")
     tokens_params_ratio: float = option(20.0, "training tokens per parameter, when --steps is 0")
     steps: int = option(0, "optimizer steps; 0 = tokens_params_ratio × params / step_tokens")
-    matrix_lr: float = option(0.02, "Muon lr of the hidden matrices (nanochat-2025-11)")
-    embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768) (nanochat-2025-11)")
-    unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768) (nanochat-2025-11)")
-    weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices (nanochat-2025-11)")
+    matrix_lr: float = option(0.02, "Muon lr of the hidden matrices")
+    embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768)")
+    unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768)")
+    weight_decay: float = option(0.0, "decoupled weight decay of the hidden matrices (nanochat-2026-07: Muon's, at d12, scaled by the T_epoch rule)")
     warmup_frac: float = option(0.0, "first fraction of steps of linear lr warm-up (nanochat-2025-11)")
-    warmdown_frac: float = option(0.2, "last fraction of steps of linear lr decay to final_lr_frac (nanochat-2025-11)")
-    final_lr_frac: float = option(0.0, "lr at the last step, as a fraction of the full lr (nanochat-2025-11)")
-    grad_clip: float = option(1.0, "max gradient norm (0: no clipping) (nanochat-2025-11)")
+    warmdown_frac: float = option(0.2, "last fraction of steps of linear lr decay to final_lr_frac")
+    final_lr_frac: float = option(0.0, "lr at the last step, as a fraction of the full lr")
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
     eval_every: int = option(250, "steps between validation bpb (0 = only at the end)", identity=False)
     eval_tokens: int = option(10 * 2**20, "validation tokens (whole steps' worth, at least one)", identity=False)
     save_every: int = option(1000, "steps between resumable states (0 = only at the end)", identity=False)
@@ -115,13 +115,17 @@ class Size2026:
 
 
 def setup_2026(s, vocab_size, device):
-    """(model, size, base lrs, schedule) of a nanochat-2026-07 run. The base lrs recorded for the
-    chat stages are the recipe's unscaled ones, which its SFT starts from (§6.5)."""
+    """(model, size, base lrs, schedule) of a nanochat-2026-07 run. The lr flags are base_train's
+    of the recipe (§4.4, scaled here by the batch and in the groups by the width; the scalars' lr is
+    the recipe's fixed 0.5), --weight-decay is Muon's λ at d12 (§4.5). The base lrs recorded for the
+    chat stages are the flags' unscaled values, which its SFT starts from (§6.5)."""
     if s.width or s.n_kv_head:
         raise SystemExit(f"--recipe {s.recipe} derives the width and heads from --depth: leave --width and --n-kv-head at 0")
+    lrs = {"matrix_lr": s.matrix_lr, "embedding_lr": s.embedding_lr, "unembedding_lr": s.unembedding_lr, "scalar_lr": SCALAR_LR}
     try:
         size = sizing.size_2026(s.depth, vocab_size, sequence_len=s.sequence_len, aspect_ratio=s.aspect_ratio, head_dim=s.head_dim,
-                                tokens_params_ratio=s.tokens_params_ratio, total_batch_size=s.step_tokens, num_iterations=s.steps, **BASE_LRS)
+                                tokens_params_ratio=s.tokens_params_ratio, total_batch_size=s.step_tokens, num_iterations=s.steps,
+                                weight_decay=s.weight_decay, warmdown_ratio=s.warmdown_frac, final_lr_frac=s.final_lr_frac, **lrs)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     torch.manual_seed(s.seed)
@@ -131,10 +135,10 @@ def setup_2026(s, vocab_size, device):
     kwargs = size.setup_optimizer_kwargs
     schedule = BaseSchedule2026(
         steps=size.num_iterations, matrix_lr=kwargs["matrix_lr"], embedding_lr=kwargs["embedding_lr"], unembedding_lr=kwargs["unembedding_lr"],
-        scalar_lr=kwargs["scalar_lr"], weight_decay=kwargs["weight_decay"], warmup_steps=size.warmup_steps, final_lr_frac=size.final_lr_frac,
-        eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
+        scalar_lr=kwargs["scalar_lr"], weight_decay=kwargs["weight_decay"], warmup_steps=size.warmup_steps, warmdown_frac=s.warmdown_frac,
+        final_lr_frac=s.final_lr_frac, grad_clip=s.grad_clip, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed,
     )
-    return model, Size2026(size), dict(BASE_LRS), schedule
+    return model, Size2026(size), lrs, schedule
 
 
 def main(argv=None):

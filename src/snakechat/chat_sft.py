@@ -15,9 +15,9 @@ Validation bits per byte over the assistant tokens of the mixture tasks' test sp
 A nanochat-2026-07 model trains as that recipe's SFT (§6.5): it starts from the base checkpoint
 (the config disables mid), continues the base run's optimizer state (its optimizer.pt) with every
 group's lr reset to the base run's unscaled lr × `--lr-mult` (the recipe's init_lr_frac, 0.8), the
-lr multiplier 1 for the first half of the conversations and then linear to 0, Muon's momentum
-0.85 → 0.95 over 300 steps, its weight decay as the base run left it, and no clipping
-(`--warmdown-frac`, `--weight-decay` and `--grad-clip` are the 2025 recipe's).
+lr multiplier 1 until 1 − `--warmdown-frac` (0.5) of the conversations and then linear to 0, Muon's
+momentum 0.85 → 0.95 over 300 steps and its weight decay as the base run left it (`--weight-decay`
+does not apply), clipping per `--grad-clip` (the recipe: 0).
 
 The tokens column of train_log.csv counts rows × sequence_len per step (an upper bound: rows are
 padded only to their micro-batch's longest conversation). The loop, resumable state under
@@ -82,7 +82,8 @@ def main(argv=None):
     run = chat_stage.run("sft", "snakechat.chat_sft", s, start)
     if recipes.recipe_of_model(start.model) == recipes.NANOCHAT_2026:
         optimizer_state = chat_stage.load_optimizer_state(start)
-        schedule = SFTSchedule2026(steps=steps, **start.lrs, eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, seed=s.seed)
+        schedule = SFTSchedule2026(steps=steps, **start.lrs, warmdown_frac=s.warmdown_frac, grad_clip=s.grad_clip, eval_every=s.eval_every,
+                                   save_every=s.save_every, log_every=s.log_every, seed=s.seed)
         trainer = Trainer(start.model, recipe, schedule, run, device)
         for optimizer, state in zip(trainer.optimizers, optimizer_state, strict=True):
             warm_start(optimizer, state, s.lr_mult)

@@ -19,8 +19,7 @@ FINAL_LR_FRAC = 0.05
 MOMENTUM_WARMUP_STEPS = 400
 SFT_WARMDOWN_RATIO = 0.5
 SFT_MOMENTUM_STEPS = 300
-# base_train's learning-rate flags (§4.4), before the batch and width scalings; SFT starts from them (§6.5)
-BASE_LRS = {"matrix_lr": 0.02, "embedding_lr": 0.3, "unembedding_lr": 0.008, "scalar_lr": 0.5}
+SCALAR_LR = 0.5  # setup_optimizer's scalar lr (before the batch scaling); base_train has no flag for it (§4.4, §6.5)
 
 
 def warmdown_steps(steps, warmdown_ratio=WARMDOWN_RATIO):
@@ -133,11 +132,11 @@ class SFTSchedule2026(ChatSchedule2026):
     """SFT under nanochat-2026-07 (§6.5), after `warm_start` from the base run's optimizer: the lr
     multiplier from the fraction of the epoch consumed (this step's conversations included: every
     step takes the same number), the momentum ramp over 300 steps, the weight decay as loaded; no
-    clipping. The lrs are the base run's unscaled ones (BASE_LRS), which warm_start × its lr_mult."""
+    clipping (the config's gpt2 sets grad_clip 0). The lrs are the base run's unscaled ones, which
+    warm_start × its lr_mult."""
 
     warmdown_frac: float = SFT_WARMDOWN_RATIO
     final_lr_frac: float = 0.0
-    grad_clip: float = 0.0
 
     def apply(self, optimizers, step):
         mult = sft_lr_multiplier((step + 1) / self.steps, self.warmdown_frac)
