@@ -16,6 +16,22 @@ threads each, and each run's tokens/s is the median of its steps after the first
 Both recipes are run as specified, untuned. The 2026 recipe scales its lrs by √(step tokens / 2^19)
 (§4.4) and warms up over 40 steps: at CPU-sized batches its lrs are a fraction of the d12 ones, by
 design of the recipe; `--step-tokens` changes that for both sides alike.
+
+Measured 2026-12-06, torch 2.13 CPU, fp32, eager, on the shared 2-core AMD EPYC (AVX2; load
+average ~11, so tokens/s are low and only their ratio means much), one thread per run:
+`--depth 4 --seq-len 256 --device-batch 8 --step-tokens 2048 --flops 3.5e12 --tokenizer-chars 1000000
+--eval-tokens 65536` (vocab 4096):
+
+| recipe | params | steps | tokens | train FLOPs | val bpb | loss (last 5) | tokens/s |
+|---|---|---|---|---|---|---|---|
+| nanochat-2025-11 | 5,242,880 | 60 | 122,880 | 3.48e12 | **2.5616** | 5.8599 | 410 |
+| nanochat-2026-07 | 7,340,114 | 63 | 129,024 | 3.50e12 | 3.3986 | 7.7032 | 442 |
+
+The 2025 recipe wins at equal FLOPs here, by 0.84 bpb; the 2026 model trains 8% more tokens/s
+(fewer attention FLOPs under its windows, none on its value embeddings). At 2,048 tokens a step
+the 2026 recipe's lrs are 1/16 of their d12 values (√(2048/2^19)) and 63 steps hardly leave its
+40-step warm-up: this measures the recipes at CPU scale, not the 2026 recipe at the batch sizes
+its law picks (2^18 tokens at d4).
 """
 
 import argparse
