@@ -49,6 +49,8 @@ CASES = {
     "unknown recipe": (setter("models", "tiny", "recipe", "nanochat-2027-01"), "models.tiny.recipe: 'nanochat-2027-01' is not one of ['nanochat-2025-11', 'nanochat-2026-07']"),
     "export of a 2026 model": (lambda cfg: cfg["models"]["tiny"].update(recipe="nanochat-2026-07", export_hf=["base"]),
                                "models.tiny.export_hf: ['base'] cannot be exported: a nanochat-2026-07 model has value embeddings"),
+    "mid stage of a 2026 model": (setter("models", "tiny", "recipe", "nanochat-2026-07"),
+                                  "models.tiny.mid.enabled: a nanochat-2026-07 model's SFT starts from its base checkpoint"),
     "mid rows longer than the model's": (setter("models", "tiny", "mid", "sequence_len", 512),
                                          "models.tiny.mid.sequence_len: 512 is longer than the model's context, base.sequence_len 256"),
 }

@@ -80,8 +80,9 @@ def load_optimizer_state(start):
     """The optimizer states the start checkpoint kept (a nanochat-2026-07 base run keeps them), on the CPU."""
     path = Path(start.directory) / OPTIMIZER_FILE
     if not path.exists():
-        raise SystemExit(f"{path} is missing: a {recipes.NANOCHAT_2026} SFT continues from the base run's optimizer state, "
-                         f"which its base_train writes; retrain the base checkpoint with this snakechat")
+        raise SystemExit(f"{path} is missing: a {recipes.NANOCHAT_2026} SFT continues the base run's optimizer state, which only "
+                         f"its base checkpoint keeps (stage {start.meta.get('stage')!r} here): start it from the base checkpoint, "
+                         f"made by this snakechat's base_train")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
