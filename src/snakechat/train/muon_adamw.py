@@ -32,14 +32,15 @@ ADAMW_EPS = 1e-10
 MUON_MOMENTUM, MUON_BETA2, MUON_NS_STEPS = 0.95, 0.9, 5
 
 
-def fp32(value):
-    """A hyperparameter as the fp32 0-d tensor the recipe's arithmetic uses (doubles give other bits)."""
-    return torch.tensor(value, dtype=torch.float32)
+def fp32(value, device=None):
+    """A hyperparameter as the fp32 0-d tensor the recipe's arithmetic uses (doubles give other
+    bits), on the parameters' device."""
+    return torch.tensor(value, dtype=torch.float32, device=device)
 
 
 def adamw_step(p, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
     """One AdamW update of `p` in place (§3.2): decoupled decay first, then the moments by lerp."""
-    step_t, lr_t, beta1_t, beta2_t, eps_t, wd_t = map(fp32, (step, lr, beta1, beta2, eps, weight_decay))
+    step_t, lr_t, beta1_t, beta2_t, eps_t, wd_t = (fp32(v, p.device) for v in (step, lr, beta1, beta2, eps, weight_decay))
     p.mul_(1 - lr_t * wd_t)
     exp_avg.lerp_(grad, 1 - beta1_t)
     exp_avg_sq.lerp_(grad.square(), 1 - beta2_t)
@@ -69,8 +70,8 @@ def muon_step(params, grads, momentum_buffer, second_moment, lr, momentum, beta2
     stacked gradients `grads` (overwritten); the buffers are updated in place. Row equilibration
     and Polar Express run in `compute_dtype` (bf16 in a bf16 run, as master does)."""
     m, n = params.shape[-2:]
-    mu, beta2_t, wd_t = fp32(momentum), fp32(beta2), fp32(weight_decay)
-    lr_t = fp32(lr * max(1.0, m / n) ** 0.5)
+    mu, beta2_t, wd_t = (fp32(v, params.device) for v in (momentum, beta2, weight_decay))
+    lr_t = fp32(lr * max(1.0, m / n) ** 0.5, params.device)
     # Nesterov momentum
     momentum_buffer.lerp_(grads, 1 - mu)
     x = grads.lerp_(momentum_buffer, mu).to(compute_dtype)
