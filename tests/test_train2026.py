@@ -1,6 +1,6 @@
 """The nanochat-2026-07 recipe through the real stages: base_train with MuonAdamW and the §4.7
 schedules, then SFT warm-started from the base run's optimizer state (no mid), then RL; a base run
-interrupted by a real SIGTERM resumes to the same bits."""
+interrupted by a real SIGTERM resumes to the same bits, and 2 gloo processes equal 1."""
 
 import csv
 import json
@@ -105,6 +105,18 @@ def test_base_resumes_after_sigterm_bit_for_bit(world):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in read_log(world / "base")] == [r["loss"] for r in read_log(world / "resumed")]
     assert (world / "base" / "optimizer.pt").read_bytes() == (world / "resumed" / "optimizer.pt").read_bytes()
+
+
+def test_two_gloo_processes_equal_one_bit_for_bit(world):
+    """DDP averages the gradients, then every rank runs the same MuonAdamW step: 2 processes of one
+    micro-batch each give the weights of 1 process accumulating 2 (halving is exact in floats)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*torchrun, "-m", "snakechat.base_train", *base_args(world, "gloo")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = (torch.load(world / name / "model.pt", weights_only=True) for name in ("base", "gloo"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((world / "gloo" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["derived"]["world_size"] == 2 and meta["derived"]["grad_accum_steps"] == 1
 
 
 def test_warm_start_keeps_the_base_state_and_resets_the_lrs(world):
