@@ -207,3 +207,24 @@ def test_groups_refuse_unknown_and_non_matrix_parameters():
         param_groups([*params.items(), ("extra", torch.nn.Parameter(torch.zeros(3)))], 64, **FIXTURE["setup_optimizer_kwargs"])
     with pytest.raises(ValueError, match="blocks.0.norm.*shape"):
         param_groups([*params.items(), ("blocks.0.norm", torch.nn.Parameter(torch.zeros(3)))], 64, **FIXTURE["setup_optimizer_kwargs"])
+
+
+def test_speedrun_schedule_from_the_2026_sizing():
+    """The schedules driven by snakechat.model.sizing's d24 ratio-8 speedrun (§4.8's bold row), as
+    base_train drives them: its steps, warm-down and Muon λ give §4.7's last-step values."""
+    from snakechat.model import sizing
+
+    size = sizing.size_2026(24, 32768, tokens_params_ratio=8)
+    steps, wd = size.num_iterations, size.weight_decay_scaled
+    assert (steps, size.warmdown_steps, schedules2026.warmdown_steps(steps)) == (5568, 3619, 3619)
+    assert schedules2026.lr_multiplier(steps - 1, steps, size.warmup_steps, 0.65, size.final_lr_frac) == pytest.approx(0.050263, abs=5e-7)
+    assert schedules2026.muon_weight_decay(steps - 1, steps, wd) == pytest.approx(4.75e-9, abs=5e-12)
+    schedule = schedules2026.BaseSchedule2026(steps=steps, weight_decay=wd, **{k: v for k, v in size.setup_optimizer_kwargs.items() if k != "weight_decay"})
+    params = fixture_params()
+    optimizer = MuonAdamW(param_groups(params.items(), FIXTURE["model_dim"], **schedule.setup_optimizer_kwargs()))
+    assert schedule.apply([optimizer], 0) == 0.025
+    muon = [g for g in optimizer.param_groups if g["kind"] == "muon"]
+    assert all(g["momentum"] == 0.85 and g["weight_decay"] == wd for g in muon)
+    schedule.apply([optimizer], steps - 1)
+    assert all(g["lr"] == g["initial_lr"] * schedules2026.lr_multiplier(steps - 1, steps) for g in optimizer.param_groups)
+    assert all(g["momentum"] == pytest.approx(0.90, abs=3e-5) and g["weight_decay"] == pytest.approx(4.75e-9, abs=5e-12) for g in muon)
