@@ -1,6 +1,7 @@
-"""Training throughput of the GPT in each precision: tokens/s and MFU of full optimizer steps
-(forward, backward, Muon + AdamW) on random tokens, after warm-up, on the current device, with
-fp32 and bf16 (snakechat.model.precision) measured in the same invocation and compared as ratios.
+"""Training throughput of the GPT in each precision and recipe: tokens/s and MFU of full optimizer
+steps (forward, backward, Muon + AdamW) on random tokens, after warm-up, on the current device, with
+fp32 and bf16 (snakechat.model.precision) and the nanochat-2025-11 and nanochat-2026-07 models
+(snakechat.model.recipes) at the same depth measured in the same invocation and compared as ratios.
 
     python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 32768 --floor
     python bench/train_throughput.py --depth 4 --seq-len 512 --device-batch 8 --vocab 8192 --grad-accum 8
@@ -8,7 +9,7 @@ fp32 and bf16 (snakechat.model.precision) measured in the same invocation and co
 
 Prints the model size, then per precision tokens/s and MFU (where the device's peak FLOP/s is
 known) of the timed steps, the optimizers' share of a step, and on CPU the tokens per CPU-second;
-then each precision's speed relative to the first. The precisions' steps are timed in turns (one
+then each run's speed relative to the first, and each 2026 run's relative to the 2025 run of its precision. The precisions' steps are timed in turns (one
 step of each, then the next round), so a shared machine's load falls on all of them alike. Random
 tokens leave data loading out. Each precision trains its own copy of the same initial model.
 
@@ -60,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from snakechat.runtime.common import device_type, keep_freed_memory
-from snakechat.model.gpt import GPT
+from snakechat.model import recipes
 from snakechat.train.optim import Schedule, build_optimizers
 from snakechat.model.precision import DTYPES, SETTINGS, autocast, configure, resolve
 from snakechat.model.sizing import config_from_depth
@@ -116,15 +117,20 @@ def orthogonalisation_seconds(muon, device):
 
 @dataclass
 class Run:
-    """One precision's model, optimizers and timings."""
+    """One (recipe, precision)'s model, optimizers and timings."""
 
+    recipe: str
     precision: str
-    model: GPT
+    model: torch.nn.Module
     optimizers: list
     train_model: object
     times: list = field(default_factory=list)
     cpu_times: list = field(default_factory=list)
     optimizer_times: list = field(default_factory=list)
+
+    @property
+    def label(self):
+        return f"{self.recipe} {self.precision}"
 
     @property
     def muon(self):
@@ -140,6 +146,7 @@ def main():
     p.add_argument("--vocab", type=int, default=32768)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--precision", nargs="+", choices=SETTINGS, default=["fp32", "bf16"], help="precisions to compare (the first is the baseline)")
+    p.add_argument("--recipe", nargs="+", choices=recipes.RECIPES, default=list(recipes.RECIPES), help="models to compare at this depth")
     p.add_argument("--compile", type=int, choices=[0, 1], default=0)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (the first one compiles)")
     p.add_argument("--steps", type=int, default=5, help="timed steps of each precision")
@@ -154,12 +161,13 @@ def main():
     if device.type == "cpu":
         keep_freed_memory()  # as the training stages do (through init_distributed)
     runs = []
-    for setting in args.precision:
-        precision = resolve(setting, device)
-        torch.manual_seed(0)
-        model = GPT(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim)).to(device)
-        optimizers = build_optimizers(model, Schedule(steps=1), precision)
-        runs.append(Run(precision, model, optimizers, torch.compile(model) if args.compile else model))
+    for recipe in args.recipe:
+        for setting in args.precision:
+            precision = resolve(setting, device)
+            torch.manual_seed(0)
+            model = recipes.build(config_from_depth(args.depth, args.vocab, args.seq_len, head_dim=args.head_dim, recipe=recipe)).to(device)
+            optimizers = build_optimizers(model, Schedule(steps=1), precision)
+            runs.append(Run(recipe, precision, model, optimizers, torch.compile(model) if args.compile else model))
     step_tokens = args.grad_accum * args.device_batch * args.seq_len
     tokens = torch.randint(0, args.vocab, (args.device_batch, args.seq_len + 1), device=device)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
@@ -167,7 +175,10 @@ def main():
     c = model.config
     print(f"device {device} ({torch.get_num_threads()} threads) | depth {args.depth} width {c.n_embd} heads {c.n_head} vocab {args.vocab} | "
           f"params {model.num_params() / 1e6:.1f}M | {model.flops_per_token() / 1e6:.1f} MFLOP/token | seq {args.seq_len} batch {args.device_batch} "
-          f"× {args.grad_accum} micro-batches | compile {bool(args.compile)} | precisions {', '.join(r.precision for r in runs)}")
+          f"× {args.grad_accum} micro-batches | compile {bool(args.compile)} | runs {', '.join(r.label for r in runs)}")
+    for run in runs[1:]:
+        if run.recipe != runs[0].recipe and run.precision == runs[0].precision:
+            print(f"{run.recipe}: params {run.model.num_params() / 1e6:.1f}M | {run.model.flops_per_token() / 1e6:.1f} MFLOP/token")
 
     def step(run):
         """One optimizer step; returns the seconds its optimizers took."""
@@ -189,9 +200,9 @@ def main():
         for i in range(args.warmup):
             start = time.perf_counter()
             step(run)
-            print(f"{run.precision} warm-up step {i + 1}: {time.perf_counter() - start:.1f}s")
+            print(f"{run.label} warm-up step {i + 1}: {time.perf_counter() - start:.1f}s")
     for _ in range(args.steps):
-        for run in runs:  # in turns, so that the machine's load falls on every precision alike
+        for run in runs:  # in turns, so that the machine's load falls on every run alike
             start, cpu_start = time.perf_counter(), time.process_time()
             run.optimizer_times.append(step(run))
             run.times.append(time.perf_counter() - start)
@@ -204,8 +215,8 @@ def main():
         per_step = mean(run.times)
         tok_s = step_tokens / per_step
         rates.append(tok_s)
-        mfu = f"{100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a"
-        line = (f"{run.precision}: {per_step:.3f}s/step (best {min(run.times):.3f}s) | {tok_s:,.0f} tokens/s (best {step_tokens / min(run.times):,.0f}) | "
+        mfu = f"{100 * run.model.flops_per_token() * tok_s / peak:.1f}%" if peak else "n/a"
+        line = (f"{run.label}: {per_step:.3f}s/step (best {min(run.times):.3f}s) | {tok_s:,.0f} tokens/s (best {step_tokens / min(run.times):,.0f}) | "
                 f"MFU {mfu} | optimizers {mean(run.optimizer_times):.3f}s of each step")
         if device.type == "cpu":
             # On a shared machine wall time measures the neighbours too; CPU time per step does much
@@ -215,14 +226,18 @@ def main():
     if args.floor:
         unit = "s" if device.type == "cuda" else "CPU-s"  # on CPU the floor and the step compare in CPU time
         for run in runs:
-            floor = args.grad_accum * micro_batch_floor(model, args.device_batch * args.seq_len, args.device_batch, args.seq_len, device, DTYPES[run.precision])
+            floor = args.grad_accum * micro_batch_floor(run.model, args.device_batch * args.seq_len, args.device_batch, args.seq_len, device, DTYPES[run.precision])
             floor += orthogonalisation_seconds(run.muon, device)
             floors.append(step_tokens / floor)
             step_seconds = mean(run.times if device.type == "cuda" else run.cpu_times)
-            print(f"{run.precision} kernel floor: matmuls, attention and Muon's orthogonalisation alone take {floor:.3f} {unit}/step = at most "
+            print(f"{run.label} kernel floor: matmuls, attention and Muon's orthogonalisation alone take {floor:.3f} {unit}/step = at most "
                   f"{step_tokens / floor:,.0f} tokens per {unit} (the step's {step_tokens / step_seconds:,.0f} reach {100 * floor / step_seconds:.0f}% of it)")
     for i, run in enumerate(runs[1:], 1):
-        print(f"{run.precision} / {runs[0].precision}: {rates[i] / rates[0]:.2f}× tokens/s" + (f", {floors[i] / floors[0]:.2f}× kernel floor" if floors else ""))
+        print(f"{run.label} / {runs[0].label}: {rates[i] / rates[0]:.2f}× tokens/s" + (f", {floors[i] / floors[0]:.2f}× kernel floor" if floors else ""))
+    for i, run in enumerate(runs):
+        base = next((j for j, r in enumerate(runs) if r.recipe == recipes.NANOCHAT_2025 and r.precision == run.precision), None)
+        if run.recipe != recipes.NANOCHAT_2025 and base is not None and base != 0:
+            print(f"{run.label} / {runs[base].label}: {rates[i] / rates[base]:.2f}× tokens/s")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ CASES = {
     "shards": (setter("datasets", "tinyworld", "shards", 10**7), "datasets.tinyworld.shards: 10000000 is greater than the maximum of 100000"),
     "sequence length": (setter("models", "tiny", "base", "sequence_len", 10**7), "models.tiny.base.sequence_len: 10000000 is greater than the maximum of 131072"),
     "head dim": (setter("models", "tiny", "base", "head_dim", 4096), "models.tiny.base.head_dim: 4096 is greater than the maximum of 1024"),
+    "unknown recipe": (setter("models", "tiny", "recipe", "nanochat-2027-01"), "models.tiny.recipe: 'nanochat-2027-01' is not one of ['nanochat-2025-11', 'nanochat-2026-07']"),
+    "export of a 2026 model": (lambda cfg: cfg["models"]["tiny"].update(recipe="nanochat-2026-07", export_hf=["base"]),
+                               "models.tiny.export_hf: ['base'] cannot be exported: a nanochat-2026-07 model has value embeddings"),
+    "mid stage of a 2026 model": (setter("models", "tiny", "recipe", "nanochat-2026-07"),
+                                  "models.tiny.mid.enabled: a nanochat-2026-07 model's SFT starts from its base checkpoint"),
     "mid rows longer than the model's": (setter("models", "tiny", "mid", "sequence_len", 512),
                                          "models.tiny.mid.sequence_len: 512 is longer than the model's context, base.sequence_len 256"),
     "val shard among the training shards": (setter("datasets", "climbmix", "val_index", 100),
@@ -90,7 +95,7 @@ def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path):
 # --- the same through `snakemake -n`, each case on its own ---
 
 
-DRY_RUN_CASES = ["mixture task", "rl task", "url without index", "url without scheme", "depth", "mid rows longer than the model's"]
+DRY_RUN_CASES = ["mixture task", "rl task", "url without index", "url without scheme", "depth", "mid rows longer than the model's", "export of a 2026 model"]
 
 
 @pytest.mark.parametrize("case", DRY_RUN_CASES)

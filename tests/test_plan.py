@@ -91,6 +91,16 @@ def test_the_d20_total_includes_evaluation():
     assert total > row(p, "base_train")["hours"] + row(p, "base_eval")["hours"]
 
 
+def test_a_2026_recipe_is_priced_with_its_windowed_flops():
+    cfg = validated()
+    old = next(r for r in plan.stage_rows("d20", cfg)["rows"] if r["stage"] == "base_train")
+    cfg["models"]["d20"]["recipe"] = "nanochat-2026-07"
+    new = plan.stage_rows("d20", cfg)
+    base = next(r for r in new["rows"] if r["stage"] == "base_train")
+    assert new["params"] > 561e6 * 1.5  # ten value-embedding tables of 65536 × 1280
+    assert base["flops"] != old["flops"]
+
+
 def test_gpt2_is_priced_by_the_2026_sizing():
     """gpt2 (recipe nanochat-2026-07, d24, ratio 8): the spec's speedrun row (§4.8) - 5,568 steps of 2^20
     tokens, 5,838,471,168 tokens at 4,775,225,616 window-aware FLOPs per token - and the 1,384,122,122

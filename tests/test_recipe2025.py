@@ -106,8 +106,9 @@ def teacher_forced(schedule):
                 params[ours(name)].copy_(value)
         for name, grad in step["grads"].items():
             params[ours(name)].grad = grad.clone()
-        got = optimizer_step(model, optimizers, schedule, k)
-        yield step, got, {name: p.detach().clone() for name, p in params.items()}
+        mult, norm = optimizer_step(model, optimizers, schedule, k)
+        momentum = optimizers[1].param_groups[0]["momentum"]  # what the step set on Muon
+        yield step, (mult, momentum, norm), {name: p.detach().clone() for name, p in params.items()}
         before = step["params_after"]
 
 

@@ -66,6 +66,7 @@ def test_report_card_has_every_section_and_marks_missing_stages(results):
     assert "- chat_eval: done\n" in text  # its sidecar is missing: no precision to tell
     assert "| trained on (device × world size, precision) | cpu × 1 in bf16 |" in text
     assert "3.20M" in text  # parameters
+    assert "| recipe | nanochat-2025-11 |" in text  # a model_config without a recipe is the 2025 model
     assert "| tokens : params | 2.0 |" in text
     assert "| CORE (2 tasks, 100 items each) | – | 0.3000 |" in text
     assert "| chat: facts-mc (accuracy; world, 50 of 100 items) | – | – | – | 0.6000 | – |" in text
@@ -200,3 +201,11 @@ def test_a_missing_start_checkpoint_is_named(results):
     orphan = chat_checkpoint(results, "sft", results / "nowhere", 1e10, 2)
     with pytest.raises(SystemExit, match="nowhere has no meta.json"):
         plots.training_logs([f"sft:tiny={orphan / 'train_log.csv'}"])
+
+
+def test_report_card_names_a_2026_recipe_and_counts_its_parameters():
+    cfg = {"sequence_len": 64, "vocab_size": 512, "n_layer": 4, "n_head": 2, "n_kv_head": 2, "n_embd": 64,
+           "window_pattern": "SSSL", "recipe": "nanochat-2026-07"}
+    text = report.model_section({"model_config": cfg})
+    assert "| recipe | nanochat-2026-07 (windows SSSL) |" in text
+    assert "| parameters | 327.76K |" in text  # 327,762: value embeddings and scalars counted (spec §1.2)

@@ -197,7 +197,7 @@ def test_sigterm_then_resume_gives_identical_weights_and_refuses_other_settings(
     state_dir = runs["runs"] / name / "state"
     assert list(state_dir.glob("state_*.pt")) and not (runs["runs"] / name / "out").exists()
     other = "bf16" if precision == "fp32" else "fp32"
-    for extra, named in ((["--matrix-lr", "0.03"], "matrix_lr"), (["--precision", other], "precision")):
+    for extra, named in ((["--matrix-lr", "0.03"], "matrix_lr"), (["--precision", other], "precision"), (["--recipe", "nanochat-2026-07"], "nanochat-2026-07")):
         refused = base_train(runs, name, extra=extra, wait=False, precision=precision)
         out, _ = refused.communicate(timeout=120)
         assert refused.returncode != 0 and "made with other settings" in out and named in out, out
@@ -237,6 +237,27 @@ def test_base_loss_beats_unigram(runs):
     assert result["val_bpb"] < 0.8 * result["unigram_val_bpb"]
     assert [s["prompt"] for s in result["samples"]] == ["The age of", "What is 2"]
     assert all(s["completion"] for s in result["samples"])
+
+
+def test_a_2026_recipe_trains_records_its_recipe_and_loads_in_later_stages(runs):
+    """base_train --recipe nanochat-2026-07 builds the 2026 model, meta.json's model_config names it,
+    and base_loss (checkpoint loading, bits per byte, engine samples) rebuilds it from there."""
+    name = "recipe-2026"
+    base_train(runs, name, extra=["--recipe", "nanochat-2026-07", "--steps", "12", "--eval-every", "0", "--save-every", "0"])
+    out = runs["runs"] / name / "out"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["model_config"]["recipe"] == "nanochat-2026-07" and meta["model_config"]["window_pattern"] == "SSSL"
+    assert "value_embeds.1.weight" in weights(runs["runs"] / name) and "blocks.1.attn.ve_gate.weight" in weights(runs["runs"] / name)
+    losses = [float(r["loss"]) for r in read_log(out / "train_log.csv")]
+    assert losses[-1] < losses[0]
+    full_meta = json.loads((full_run(runs, "fp32") / "out" / "meta.json").read_text())
+    assert "recipe" not in full_meta["model_config"]  # the default recipe's meta.json is as it was
+    loss_json = runs["runs"] / "loss-2026.json"
+    cmd = [sys.executable, "-m", "snakechat.base_loss", "--checkpoint", str(out), "--manifest", str(runs["corpus"] / "manifest.json"),
+           "--out", str(loss_json), "--device-batch-rows", "4", "--split-tokens", "512", "--max-new-tokens", "4", "--prompts", '["The age of"]', "--device", "cpu"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(loss_json.read_text())["samples"][0]["completion"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -11,8 +11,15 @@ own row cut to `--sequence-len`, padded to the longest row of its micro-batch; o
 tokens (tool calls included, tool outputs not) are targets. The learning rates are the base
 model's times `--lr-mult`, decaying linearly to 0 over the last `--warmdown-frac` of the steps.
 As nanochat b399e43, a horizon of N steps (`--steps`, or a pass over the mixture times `--epochs`)
-trains N-1 optimizer steps, the lr × 1 - s/N at step s.
+trains N-1 optimizer steps, the lr × 1 - s/N at step s (a nanochat-2026-07 model trains all N).
 Validation bits per byte over the assistant tokens of the mixture tasks' test splits.
+
+A nanochat-2026-07 model trains as that recipe's SFT (§6.5): it starts from the base checkpoint
+(the config disables mid), continues the base run's optimizer state (its optimizer.pt) with every
+group's lr reset to the base run's unscaled lr × `--lr-mult` (the recipe's init_lr_frac, 0.8), the
+lr multiplier 1 until 1 − `--warmdown-frac` (0.5) of the conversations and then linear to 0, Muon's
+momentum 0.85 → 0.95 over 300 steps and its weight decay as the base run left it (`--weight-decay`
+does not apply), clipping per `--grad-clip` (the recipe: 0).
 
 The tokens column of train_log.csv counts rows × sequence_len per step (an upper bound: rows are
 padded only to their micro-batch's longest conversation). The loop, resumable state under
@@ -22,7 +29,9 @@ snakechat.train.trainer's.
 
 from dataclasses import dataclass
 
+from snakechat.model import recipes
 from snakechat.train import chat_stage
+from snakechat.train.schedules2026 import SFTSchedule2026, warm_start
 from snakechat.evaluate import tasks
 from snakechat.evaluate.bpb import bits_per_byte
 from snakechat.train.chat_batches import ConversationLoader
@@ -57,7 +66,8 @@ def main(argv=None):
     conversations = tasks.mixture(s.chat_data, s.mixture, "train", s.seed)
     loader = ConversationLoader(start.tok, conversations, s.device_batch_rows, s.step_conversations, sequence_len, s.seed, rank, world_size, device)
     horizon = s.steps or max(1, s.epochs * loader.steps_per_pass())
-    steps = max(1, horizon - 1)
+    nanochat_2026 = recipes.recipe_of_model(start.model) == recipes.NANOCHAT_2026
+    steps = horizon if nanochat_2026 else max(1, horizon - 1)  # b399e43 stops one step short of its horizon; the 2026 SFT runs it all
     print0(f"SFT: {len(conversations):,} conversations, {loader.steps_per_pass()} steps per pass, horizon {horizon}: "
            f"{steps} steps of {s.step_conversations} conversations")
 
@@ -74,7 +84,17 @@ def main(argv=None):
 
     step_tokens = s.step_conversations * sequence_len
     recipe = TokenRecipe(loader, loader.micro_steps, step_tokens, start.model.flops_per_token(), validate, meta={"conversations": len(conversations)})
-    Trainer(start.model, recipe, chat_stage.schedule(s, start, steps, "linear", horizon=horizon), chat_stage.run("sft", "snakechat.chat_sft", s, start), device).train()
+    run = chat_stage.run("sft", "snakechat.chat_sft", s, start)
+    if nanochat_2026:
+        optimizer_state = chat_stage.load_optimizer_state(start)
+        schedule = SFTSchedule2026(steps=steps, **start.lrs, warmdown_frac=s.warmdown_frac, grad_clip=s.grad_clip, eval_every=s.eval_every,
+                                   save_every=s.save_every, log_every=s.log_every, seed=s.seed)
+        trainer = Trainer(start.model, recipe, schedule, run, device)
+        for optimizer, state in zip(trainer.optimizers, optimizer_state, strict=True):
+            warm_start(optimizer, state, s.lr_mult)
+    else:
+        trainer = Trainer(start.model, recipe, chat_stage.schedule(s, start, steps, "linear", horizon=horizon), run, device)
+    trainer.train()
     cleanup_distributed()
 
 

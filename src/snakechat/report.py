@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from snakechat.model import sizing
+from snakechat.model import recipes, sizing
 from snakechat.runtime.common import write_text_atomic
 from snakechat.runtime.provenance import git_state
 
@@ -95,7 +95,9 @@ def model_section(meta):
     cfg = meta.get("model_config", {})
     params = sizing.parameters(meta)
     tokens = meta.get("tokens")
+    recipe = cfg.get("recipe", recipes.DEFAULT)
     rows = [
+        ("recipe", recipe + (f" (windows {cfg.get('window_pattern')})" if recipe == recipes.NANOCHAT_2026 else "")),
         ("parameters", human(params) if params else "–"),
         ("depth", cfg.get("n_layer")),
         ("width", cfg.get("n_embd")),

@@ -21,13 +21,14 @@ rule base_train:
         tokenizer_dir=subpath(input.tokenizer, parent=True),
         state=state_dir,
         depth=model_setting("depth"),
+        recipe=model_setting("recipe"),
         precision=model_setting("precision"),
         tracking=tracking_flags,
         args=model_flags("base"),
         code=code_fingerprint("snakechat.base_train"),
     shell:
         "{params.launch} -m snakechat.base_train --manifest {input.manifest} --tokenizer {params.tokenizer_dir} "
-        "--state {params.state} --out {output} --depth {params.depth} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"
+        "--state {params.state} --out {output} --depth {params.depth} --recipe {params.recipe} --precision {params.precision} {params.tracking} {params.args} > {log} 2>&1"
 
 
 rule base_loss:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from snakechat.model import gpt
+from snakechat.model import gpt, recipes
 from snakechat.model.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE
 
 RMS_NORM_EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default for float32 inputs
@@ -87,6 +87,10 @@ def check_model_config(model_config, where):
     """The GPTConfig of a checkpoint, refused if it holds anything NanoChat cannot express."""
     if not isinstance(model_config, dict):
         raise ExportError(f"{where}: model_config must be a mapping, got {type(model_config).__name__}")
+    recipe = model_config.get("recipe", recipes.DEFAULT)
+    if recipe in recipes.NOT_EXPORTABLE:
+        raise ExportError(f"{where}: a {recipe} model has {recipes.NOT_EXPORTABLE[recipe]}, which NanoChatForCausalLM cannot express; "
+                          "refusing an approximate export")
     known = set(MAPPED_CONFIG_KEYS)
     unknown = sorted(set(model_config) - known)
     if unknown:

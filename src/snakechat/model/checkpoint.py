@@ -3,7 +3,8 @@ and any extra files (e.g. `train_log.csv`), written to a temporary directory and
 place so a reader never sees half a checkpoint. The directory gets the mode the user's umask
 gives, like every other output (a team on a shared filesystem reads it).
 
-`meta["model_config"]` rebuilds the GPT; `meta["sha256"]` holds the sha256 of model.pt and of
+`meta["model_config"]` rebuilds the GPT of its recipe (snakechat.model.recipes; a recipe this code
+does not know is refused, naming it); `meta["sha256"]` holds the sha256 of model.pt and of
 each extra file, recorded as they are written. A checkpoint carries its tokenizer: the files of the
 tokenizer directory `meta["tokenizer"]` names when it is saved are copied into `tokenizer/` (with
 their sha256), and meta.json then names that folder relative to itself, so a checkpoint copied or
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from snakechat.runtime.common import atomic_dir
-from snakechat.model.gpt import GPT, GPTConfig
+from snakechat.model import recipes
 from snakechat.runtime.provenance import hash_file
 
 MODEL_FILE = "model.pt"
@@ -91,12 +92,14 @@ def load_gpt(directory, device="cpu"):
     """(model, meta) from a checkpoint directory, weights (verified) in float32 on `device`; meta
     as it was saved (without the checksums save_checkpoint added)."""
     meta = load_meta(directory)
+    if "model_config" in meta:
+        recipes.recipe_of(meta["model_config"], f"{Path(directory) / META_FILE} model_config")
     path = verified(directory, MODEL_FILE, meta)
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise ValueError(f"cannot read checkpoint weights {path}: {e}") from e
-    model = GPT(GPTConfig(**meta["model_config"])).to(device)
+    model = recipes.model_from_dict(meta["model_config"], f"{Path(directory) / META_FILE} model_config").to(device)
     model.load_state_dict(state)
     return model, {k: v for k, v in meta.items() if k != "sha256"}
 

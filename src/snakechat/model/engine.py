@@ -40,7 +40,9 @@ class KVCache:
     keys/values (B, n_kv_head, T, head_dim) and attends over what it returns; `pos` is how many
     positions are cached (the rotary offset of the next token) and advances after the last layer.
     Storage is allocated on the first insert, in the dtype and device of the keys, and grows if
-    a sequence outlives the initial capacity.
+    a sequence outlives the initial capacity. `prev_embedding` is per-row model state that must
+    travel with the cache (the 2026 model's smear keeps the last token's embedding there); the
+    model sets it, `expand` copies it to every row.
     """
 
     def __init__(self, batch_size, n_layer, n_kv_head, head_dim, capacity):
@@ -48,9 +50,11 @@ class KVCache:
         self.capacity = capacity
         self.kv = None  # (n_layer, 2, B, H, capacity, D)
         self.pos = 0
+        self.prev_embedding = None  # (B, 1, C) or None
 
     def reset(self):
         self.pos = 0
+        self.prev_embedding = None
 
     def _allocate(self, like):
         shape = (self.n_layer, 2, self.batch_size, self.n_kv_head, self.capacity, self.head_dim)
@@ -84,6 +88,8 @@ class KVCache:
         if self.kv is not None:
             out._allocate(self.kv)
             out.kv[:, :, :, :, : self.pos] = self.kv[:, :, :, :, : self.pos]
+        if self.prev_embedding is not None:
+            out.prev_embedding = self.prev_embedding.expand(batch_size, -1, -1).clone()
         out.pos = self.pos
         return out
 

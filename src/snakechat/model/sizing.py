@@ -13,6 +13,10 @@ That is the recipe nanochat-2025-11. `size_2026` sizes a model of the recipe nan
 (nanochat master, July 2026) by its own rules: parameters counted by formula, the horizon from the
 scaling params (matrices + lm_head) at 12 tokens each, the batch from a power law in them relative
 to d12, learning rates and the Muon weight decay scaled by that batch, window-aware FLOPs.
+
+The shape is that of the model's recipe (snakechat.model.recipes): the same fields for both, and its
+parameters and FLOPs are counted on that recipe's model (the 2026 one counts windowed attention as
+computed).
 """
 
 import math
@@ -20,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from snakechat.model.gpt import GPT, GPTConfig
+from snakechat.model import recipes
 
 REFERENCE_DEPTH = 20
 REFERENCE_STEP_TOKENS = 2**19  # tokens per optimizer step at the reference depth
@@ -29,7 +33,7 @@ REFERENCE_WIDTH = 768  # AdamW learning rates are tuned at this width
 SIZE_KEYS = ("sequence_len", "aspect_ratio", "head_dim", "n_kv_head", "width", "step_tokens", "steps", "tokens_params_ratio")
 
 
-def config_from_depth(depth, vocab_size, sequence_len, aspect_ratio=64, head_dim=128, n_kv_head=None, width=None):
+def config_from_depth(depth, vocab_size, sequence_len, aspect_ratio=64, head_dim=128, n_kv_head=None, width=None, recipe=recipes.DEFAULT):
     """The model shape for a depth: width = depth × aspect_ratio, rounded up to a multiple of head_dim."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
@@ -39,7 +43,7 @@ def config_from_depth(depth, vocab_size, sequence_len, aspect_ratio=64, head_dim
     n_kv_head = n_kv_head or n_head
     if n_head % n_kv_head:
         raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head} (depth {depth}, width {width}, head_dim {head_dim})")
-    return GPTConfig(sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head, n_kv_head=n_kv_head, n_embd=width)
+    return recipes.make_config(recipe, sequence_len=sequence_len, vocab_size=vocab_size, n_layer=depth, n_head=n_head, n_kv_head=n_kv_head, n_embd=width)
 
 
 def derive_step_tokens(depth):
@@ -65,7 +69,7 @@ def grad_accum_steps(step_tokens, device_batch_rows, sequence_len, world_size):
 def count(config):
     """(parameters, training FLOPs per token) of a model shape, counted on the meta device (no memory, no time)."""
     with torch.device("meta"):
-        model = GPT(config)
+        model = recipes.build(config)
     return model.num_params(), model.flops_per_token()
 
 
@@ -88,18 +92,20 @@ class Sizing:
     tokens_per_param: float
     total_flops: int
     adamw_lr_scale: float
+    recipe: str = recipes.DEFAULT
 
     def model_config(self):
-        return GPTConfig(sequence_len=self.sequence_len, vocab_size=self.vocab_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_kv_head=self.n_kv_head, n_embd=self.n_embd)
+        return recipes.make_config(self.recipe, sequence_len=self.sequence_len, vocab_size=self.vocab_size, n_layer=self.n_layer,
+                                   n_head=self.n_head, n_kv_head=self.n_kv_head, n_embd=self.n_embd)
 
     def record(self):
-        return asdict(self)
+        """The derived numbers (the recipe is in the model_config beside them)."""
+        return {k: v for k, v in asdict(self).items() if k != "recipe"}
 
 
-def size(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head, width, step_tokens, steps, tokens_params_ratio):
-    """The Sizing of a base model from its depth and the base settings of SIZE_KEYS (0 = derived)."""
-    config = config_from_depth(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head or None, width or None)
+def size(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head, width, step_tokens, steps, tokens_params_ratio, recipe=recipes.DEFAULT):
+    """The Sizing of a base model of `recipe` from its depth and the base settings of SIZE_KEYS (0 = derived)."""
+    config = config_from_depth(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head or None, width or None, recipe)
     params, flops_per_token = count(config)
     step_tokens = step_tokens or derive_step_tokens(depth)
     steps = steps or max(1, round(tokens_params_ratio * params / step_tokens))
@@ -108,7 +114,7 @@ def size(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head, wid
         head_dim=config.n_embd // config.n_head, vocab_size=vocab_size, sequence_len=sequence_len, params=params,
         flops_per_token=flops_per_token, step_tokens=step_tokens, steps=steps, training_tokens=steps * step_tokens,
         tokens_per_param=steps * step_tokens / params, total_flops=flops_per_token * steps * step_tokens,
-        adamw_lr_scale=adamw_lr_scale(config.n_embd),
+        adamw_lr_scale=adamw_lr_scale(config.n_embd), recipe=recipe,
     )
 
 
@@ -117,7 +123,7 @@ def parameters(meta):
     recorded = meta.get("derived", {}).get("params")
     if recorded:
         return recorded
-    return count(GPTConfig(**meta["model_config"]))[0] if meta.get("model_config") else None
+    return count(recipes.config_from_dict(meta["model_config"]))[0] if meta.get("model_config") else None
 
 
 # --- recipe nanochat-2026-07 (docs: /work/shared/recipes/nanochat-2026-07.md §1.2, §1.5, §1.7, §4) ---

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from snakechat.model import recipes
+
 
 class ConfigError(ValueError):
     pass
@@ -311,8 +313,28 @@ def check_sizes(config):
     return problems
 
 
+def check_exports(config):
+    """Models whose recipe transformers' NanoChatForCausalLM cannot express, yet export_hf asks for."""
+    problems = []
+    for model, m in config.get("models", {}).items():
+        features = recipes.NOT_EXPORTABLE.get(m.get("recipe", recipes.DEFAULT))
+        if features and m.get("export_hf"):
+            problems.append(f"models.{model}.export_hf: {m['export_hf']} cannot be exported: a {m['recipe']} model has {features}, "
+                            f"which transformers' NanoChatForCausalLM cannot express (set export_hf: [])")
+    return problems
+
+
+def check_recipe_stages(config):
+    """nanochat-2026-07 models whose SFT would not start: it continues the base run's optimizer state,
+    which only a base checkpoint keeps, so such a model has no mid stage."""
+    return [f"models.{model}.mid.enabled: a {recipes.NANOCHAT_2026} model's SFT starts from its base checkpoint and continues "
+            f"the base run's optimizer state, so it has no mid stage (set mid: {{enabled: false}})"
+            for model, m in config.get("models", {}).items()
+            if m.get("recipe", recipes.DEFAULT) == recipes.NANOCHAT_2026 and m.get("mid", {}).get("enabled", True)]
+
+
 def check_content(config, config_path="config/config.yaml"):
-    problems = check_urls(config) + check_task_names(config) + check_sizes(config)
+    problems = check_urls(config) + check_task_names(config) + check_sizes(config) + check_exports(config) + check_recipe_stages(config)
     if problems:
         raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(f"  - {p}" for p in problems))
 

@@ -7,14 +7,21 @@
   and a linear decay to 0 over its last warmdown_frac, each stage computing it as nanochat
   b399e43's script does (snakechat.train.optim.lr_multiplier), and no gradient clipping by default
   (b399e43 clips in base_train only).
+  A nanochat-2026-07 model (whose base_lrs add scalar_lr) trains with MuonAdamW; its SFT has a
+  schedule of its own (snakechat.train.schedules2026, see chat_sft).
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from snakechat.evaluate import tasks
+import torch
+
+from snakechat.model import recipes
 from snakechat.model.checkpoint import load_model
 from snakechat.train.optim import NEWTON_SCHULZ, Schedule
+from snakechat.train.schedules2026 import ChatSchedule2026
+from snakechat.train.trainer import OPTIMIZER_FILE
 from snakechat.runtime.settings import option
 from snakechat.train.trainer import Run, RunSettings
 
@@ -67,14 +74,29 @@ def load_start(directory, device):
     missing = [k for k in LR_KEYS if k not in source]
     if missing:
         raise SystemExit(f"{directory}/meta.json has no learning rates {missing} (neither in base_lrs nor in derived)")
-    return Start(str(directory), model, tok, meta, {k: float(source[k]) for k in LR_KEYS})
+    keys = LR_KEYS + (("scalar_lr",) if recipes.recipe_of_model(model) == recipes.NANOCHAT_2026 else ())
+    if "scalar_lr" in keys and "scalar_lr" not in source:
+        raise SystemExit(f"{directory}/meta.json base_lrs has no scalar_lr, which a {recipes.NANOCHAT_2026} model needs")
+    return Start(str(directory), model, tok, meta, {k: float(source[k]) for k in keys})
+
+
+def load_optimizer_state(start):
+    """The optimizer states the start checkpoint kept (a nanochat-2026-07 base run keeps them), on the CPU."""
+    path = Path(start.directory) / OPTIMIZER_FILE
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: a {recipes.NANOCHAT_2026} SFT continues the base run's optimizer state, which only "
+                         f"its base checkpoint keeps (stage {start.meta.get('stage')!r} here): start it from the base checkpoint, "
+                         f"made by this snakechat's base_train")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def schedule(s, start, steps, decay, compile=False, **extra):
     """The Schedule of a chat stage from its settings `s` (ChatSettings with the stage's lr_mult,
     warmdown_frac, eval_every and save_every), its start checkpoint and its `decay`
-    (snakechat.train.optim.lr_multiplier); `extra`: further Schedule fields."""
-    return Schedule(
+    (snakechat.train.optim.lr_multiplier); `extra`: further Schedule fields. A nanochat-2026-07
+    start (its lrs include scalar_lr) gets that recipe's chat schedule."""
+    kind = ChatSchedule2026 if "scalar_lr" in start.lrs else Schedule
+    return kind(
         steps=steps, **{k: v * s.lr_mult for k, v in start.lrs.items()}, weight_decay=s.weight_decay, warmup_frac=0.0,
         warmdown_frac=s.warmdown_frac, final_lr_frac=0.0, decay=decay, newton_schulz=s.newton_schulz, grad_clip=s.grad_clip,
         eval_every=s.eval_every, save_every=s.save_every, log_every=s.log_every, compile=compile, seed=s.seed, **extra,

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from snakechat.model import recipes
 from snakechat.model.checkpoint import unwrap
+from snakechat.train.muon_adamw import MuonAdamW, param_groups
 
 ADAM_BETAS = (0.8, 0.95)
 MUON_MOMENTUM = (0.85, 0.95)  # b399e43's warm-up: from the first to the second over momentum_warmup steps
@@ -49,6 +51,8 @@ class Schedule:
     compile: bool = False
     seed: int = 0
 
+    saves_optimizer = False  # whether the checkpoint keeps the final optimizer state (for a later stage to continue from)
+
     def __post_init__(self):
         for key, allowed in (("decay", DECAYS), ("newton_schulz", NEWTON_SCHULZ)):
             if getattr(self, key) not in allowed:
@@ -56,6 +60,14 @@ class Schedule:
 
     def record(self):
         return asdict(self)
+
+    def apply(self, optimizers, step):
+        """Set the optimizers' hyperparameters for optimizer step `step` (the lr multiplier, Muon's
+        momentum); returns the lr multiplier. A recipe's own schedule sets its own."""
+        mult = lr_multiplier(step, self)
+        set_lr(optimizers, mult)
+        set_momentum(optimizers, muon_momentum(step, self))
+        return mult
 
 
 def lr_multiplier(step, schedule):
@@ -156,10 +168,15 @@ class Muon(torch.optim.Muon):
 
 
 def build_optimizers(model, schedule, precision="fp32"):
-    """[AdamW (embedding, head; weight_decay), Muon (hidden matrices, no weight decay, orthogonalised
-    as schedule.newton_schulz says)]; each group keeps its base lr in "initial_lr". Their state is
+    """The optimizers of `model`'s recipe (snakechat.model.recipes). nanochat-2026-07: [MuonAdamW]
+    (snakechat.train.muon_adamw; Muon's orthogonalisation in bf16 under bf16). nanochat-2025-11:
+    [AdamW (embedding, head; weight_decay), Muon (hidden matrices, no weight decay, orthogonalised
+    as schedule.newton_schulz says)]. Each group keeps its base lr in "initial_lr". Their state is
     float32, as the weights are."""
     model = unwrap(model)
+    if recipes.recipe_of_model(model) == recipes.NANOCHAT_2026:
+        groups = param_groups(model.named_parameters(), model.config.n_embd, **schedule.setup_optimizer_kwargs())
+        return [MuonAdamW(groups, torch.bfloat16 if precision == "bf16" else torch.float32)]
     matrices = model.matrix_params()
     adamw = torch.optim.AdamW(
         [dict(params=[model.wte.weight], lr=schedule.embedding_lr), dict(params=[model.lm_head.weight], lr=schedule.unembedding_lr)],
@@ -194,12 +211,11 @@ def set_momentum(optimizers, momentum):
 def optimizer_step(model, optimizers, schedule, step):
     """Optimizer step `step` on the accumulated gradients, in b399e43's base_train order: clip
     (grad_clip > 0), the lr multiplier and Muon's momentum of the step, AdamW then Muon, gradients
-    dropped. Returns (lr multiplier, momentum, the pre-clip gradient norm or None)."""
+    dropped. The schedule sets each step's hyperparameters (`Schedule.apply`). Returns (lr
+    multiplier, the pre-clip gradient norm or None)."""
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.grad_clip) if schedule.grad_clip > 0 else None
-    mult, momentum = lr_multiplier(step, schedule), muon_momentum(step, schedule)
-    set_lr(optimizers, mult)
-    set_momentum(optimizers, momentum)
+    mult = schedule.apply(optimizers, step)
     for opt in optimizers:
         opt.step()
     model.zero_grad(set_to_none=True)
-    return mult, momentum, norm
+    return mult, norm

@@ -54,6 +54,7 @@ from snakechat.runtime.progress import Progress
 from snakechat.train.optim import build_optimizers, optimizer_step
 from snakechat.train.train_state import StateError, StateStore, check_identity, rng_state, set_rng_state
 
+OPTIMIZER_FILE = "optimizer.pt"  # a checkpoint's final optimizer states, where its schedule keeps them
 LOG_COLUMNS = ["step", "tokens", "flops", "loss", "lr_mult", "tokens_per_s", "mfu", "elapsed_s", "val_bpb"]
 # Dense bf16 peak FLOP/s per GPU, by a substring of torch.cuda.get_device_name().
 PEAK_FLOPS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12)]
@@ -310,7 +311,7 @@ class Trainer:
                 loss = self.recipe.loss(model, batch)
             loss.backward()
             loss_sum += loss.detach()
-        mult, _, _ = optimizer_step(self.model, self.optimizers, self.schedule, self.step)
+        mult, _ = optimizer_step(self.model, self.optimizers, self.schedule, self.step)
         self.loss = all_reduce([loss_sum.item()])[0] / self.world_size
         dt = time.perf_counter() - t0
         self.step, self.tokens, self.flops, self.elapsed = self.step + 1, self.tokens + work.tokens, self.flops + work.flops, self.elapsed + dt
@@ -374,7 +375,11 @@ class Trainer:
             "resumed_from": self.resumed_from, **self.recipe.meta(),
             "provenance": provenance.record(run.module, train_settings, inputs=run.inputs),
         }
-        save_checkpoint(run.settings.out, self.model, meta, extra_files={"train_log.csv": self.log.path})
+        extra = {"train_log.csv": self.log.path}
+        if self.schedule.saves_optimizer:
+            extra[OPTIMIZER_FILE] = self.store.directory / OPTIMIZER_FILE
+            torch.save([o.state_dict() for o in self.optimizers], extra[OPTIMIZER_FILE])
+        save_checkpoint(run.settings.out, self.model, meta, extra_files=extra)
         self.tracker.summary({"final_loss": self.loss, "val_bpb": val, "step": self.step, "tokens": self.tokens, "flops": self.flops, "elapsed_s": self.elapsed})
         self.store.clear()
         print0(f"wrote {run.settings.out}" + (f" (val bpb {val:.4f})" if val is not None else ""))
