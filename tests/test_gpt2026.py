@@ -152,18 +152,22 @@ def test_greedy_generation_past_the_window_case_b(tok):
     assert short == naive_greedy(model, prompt[:150], 16)
 
 
-def test_cache_chunks_smear_across_their_boundary():
-    """A chunk fed into a non-empty cache smears its first token with the cached one, as training does."""
+@pytest.mark.parametrize("windowed", [True, False], ids=["window-sized cache", "full cache"])
+def test_cache_chunks_smear_across_their_boundary(windowed):
+    """A chunk fed into a non-empty cache smears its first token with the cached one, as training
+    does; a window-sized cache keeps only each layer's window and computes the same."""
     b = FIXTURES["case_B"]
     model = fixture_model(b["config"]).eval()
     ids = b["idx"][:1, :200]
     c = model.config
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(1, c.n_layer, c.n_kv_head, c.n_embd // c.n_head, 8)
+        cache = KVCache(1, c.n_layer, c.n_kv_head, c.n_embd // c.n_head, 8, model.windows if windowed else None)
         pieces = [model(ids[:, :150], kv_cache=cache), model(ids[:, 150:180], kv_cache=cache)]
         pieces += [model(ids[:, t:t + 1], kv_cache=cache) for t in range(180, 200)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=2e-6, rtol=0)
+    held = [cache.cached_positions(i) for i in range(c.n_layer)]
+    assert held == ([128, 128, 128, 200] if windowed else [200] * 4)
 
 
 def test_checkpoint_round_trip_and_unknown_recipe(tmp_path):
