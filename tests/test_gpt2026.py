@@ -17,6 +17,7 @@ import torch
 from snakechat.model import recipes, sizing
 from snakechat.model.checkpoint import load_gpt, save_checkpoint
 from snakechat.model.engine import Engine, KVCache
+from snakechat.model.precision import for_inference
 from snakechat.model.gpt2026 import GPT2026, GPT2026Config, window_sizes
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import tokenizer
@@ -200,3 +201,15 @@ def test_sizing_counts_the_recipe_model():
     assert d24.flops_per_token == 4_775_225_616
     assert d24.model_config().recipe == recipes.NANOCHAT_2026 and "recipe" not in d24.record()
     assert sizing.size(24, 32768, 2048, 64, 128, 0, 0, 0, 0, 20).flops_per_token != d24.flops_per_token
+
+
+def test_bf16_inference_engine(tok):
+    """Under precision.for_inference (bf16 matmul weights) the engine decodes with a bf16 cache."""
+    model = for_inference(fixture_model().eval(), "bf16")
+    engine = Engine(model, tok, precision="bf16")
+    cache = engine._new_cache(1, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(FIXTURES["idx"][:1, :8], kv_cache=cache)
+    assert logits.dtype == torch.float32 and cache.recent[0][0].dtype == torch.bfloat16
+    rows = engine_tokens(engine, FIXTURES["generate_A"]["prompt"], 2, 16)
+    assert len(rows[0]) == 16 and rows[0] == rows[1]
