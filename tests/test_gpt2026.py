@@ -213,3 +213,22 @@ def test_bf16_inference_engine(tok):
     assert logits.dtype == torch.float32 and cache.recent[0][0].dtype == torch.bfloat16
     rows = engine_tokens(engine, FIXTURES["generate_A"]["prompt"], 2, 16)
     assert len(rows[0]) == 16 and rows[0] == rows[1]
+
+
+def test_chat_eval_scores_a_2026_checkpoint(tmp_path, tok):
+    """A stage that loads a checkpoint (chat_eval: generation and multiple choice) takes the 2026 model from it."""
+    from snakechat import chat_eval
+    from test_chat_eval import write_chat_data
+
+    tok.save(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = GPT2026(GPT2026Config(sequence_len=128, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_kv_head=2, n_embd=64))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    save_checkpoint(tmp_path / "sft", model, {"model_config": model.config.to_dict(), "tokenizer": str(tmp_path / "tok"), "step": 0})
+    out = tmp_path / "sft.csv"
+    chat_eval.main(["--checkpoint", str(tmp_path / "sft"), "--chat-data", str(write_chat_data(tmp_path / "chat")), "--out", str(out),
+                    "--max-per-task", "2", "--max-new-tokens", "8", "--precision", "fp32"])
+    rows = out.read_text().splitlines()
+    assert rows[-1].startswith("ChatCORE,") and len(rows) == 5
