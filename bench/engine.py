@@ -1,6 +1,7 @@
 """Generation speed of snakechat.model.engine: tokens/s for batch sizes 1 and 16, with and without the KV cache,
-in each precision (fp32 and bf16, snakechat.model.precision), and of transformers' `generate` on the same
-model exported by snakechat.export_hf (float32).
+in each precision (fp32 and bf16, snakechat.model.precision) and, for random models, each recipe at the same
+depth (nanochat-2025-11 and nanochat-2026-07, snakechat.model.recipes), and of transformers' `generate` on
+the 2025 model exported by snakechat.export_hf (float32; the 2026 model does not export).
 
     python bench/engine.py                                   # random depth-4 model, tiny-sized
     python bench/engine.py --checkpoint results/sft/tiny
@@ -18,7 +19,7 @@ ratio is against snakechat's engine with the cache at the same batch size, measu
 snakechat prefills the prompt once and copies its cache to every row; transformers prefills each row.
 On the 2-core VM (depth 4, 3.8M parameters, --threads 1, a busy machine) transformers made 136 vs
 242 tokens/s at batch 1 (0.56x) and 765 vs 1032 at batch 16 (0.74x).
-Every ratio is against the first precision's engine with the cache at the same batch size.
+Every ratio is against the first engine (first recipe, first precision) with the cache at the same batch size.
 
 Measured with the random depth-4 model (3.8M parameters), `--threads 1`, tokens per CPU-second,
 2026-12-02:
@@ -37,6 +38,11 @@ depth 12 (87M parameters; `--depth 12 --new-tokens 32 --prompt-tokens 16 --repea
 other work ran on the second core) bf16 breaks even at batch 1 (27.2 vs 27.0 tokens per CPU-s)
 and makes 1.87× fp32's at batch 16 (359.3 vs 191.7). Emulated bf16 costs half the speed at
 batch 16; `auto` picks fp32 there.
+
+Both recipes at depth 4 (3.8M and 4.6M parameters: the 2026 model adds two value-embedding
+tables), fp32, `--threads 1 --repeats 1 --new-tokens 64 --hf false`, tokens per CPU-second on the
+busy 2-core EPYC, 2026-12-06: with the KV cache 244.3 vs 231.7 at batch 1 (0.95×) and 1262.2 vs
+1264.1 at batch 16 (1.00×); without it 61.2 vs 53.8 and 84.7 vs 86.3.
 """
 
 import argparse
@@ -50,18 +56,17 @@ import torch
 from snakechat.world import corpus as world_corpus
 from snakechat.runtime.common import device_type
 from snakechat.model.engine import Engine
-from snakechat.model.gpt import GPT
+from snakechat.model import recipes
 from snakechat.model.precision import SETTINGS, for_inference, resolve
 from snakechat.model.sizing import config_from_depth
 from snakechat.model.tokenizer import Tokenizer
 
 
-def random_model(args, device):
-    """A randomly initialised GPT of --depth with a tokenizer trained on the built-in world."""
-    tok = Tokenizer.train(world_corpus.corpus_documents(0, 3000), vocab_size=args.vocab_size)
-    config = config_from_depth(args.depth, vocab_size=tok.vocab_size, sequence_len=args.sequence_len)
+def random_model(args, tok, recipe, device):
+    """A randomly initialised model of `recipe` and --depth."""
+    config = config_from_depth(args.depth, vocab_size=tok.vocab_size, sequence_len=args.sequence_len, recipe=recipe)
     torch.manual_seed(0)
-    return GPT(config).to(device), tok
+    return recipes.build(config).to(device)
 
 
 def sync(device):
@@ -132,6 +137,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--precision", nargs="+", choices=SETTINGS, default=["fp32", "bf16"], help="precisions to compare (the first is the baseline)")
+    p.add_argument("--recipe", nargs="+", choices=recipes.RECIPES, default=list(recipes.RECIPES), help="models to compare (random models only)")
     p.add_argument("--hf", choices=["auto", "false"], default="auto", help="auto: add the transformers row where transformers is installed (CPU only)")
     args = p.parse_args(argv)
     if args.threads:
@@ -141,33 +147,36 @@ def main(argv=None):
         from snakechat.model.checkpoint import load_model
 
         model, tok, _ = load_model(args.checkpoint, device)
+        models = [model]
     else:
-        model, tok = random_model(args, device)
-    model.eval()
+        tok = Tokenizer.train(world_corpus.corpus_documents(0, 3000), vocab_size=args.vocab_size)
+        models = [random_model(args, tok, recipe, device) for recipe in args.recipe]
     # each precision's engine samples from the model as the stages load it (precision.for_inference: bf16 weights under bf16)
     resolved = [resolve(setting, device) for setting in args.precision]
-    engines = [Engine(model if r == "fp32" else for_inference(copy.deepcopy(model), r), tok, precision=r) for r in resolved]
-    c = model.config
-    params = sum(p.numel() for p in model.parameters())
+    engines = [Engine(m.eval() if r == "fp32" else for_inference(copy.deepcopy(m).eval(), r), tok, precision=r) for m in models for r in resolved]
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})")
-    print(f"model: n_layer={c.n_layer} n_embd={c.n_embd} vocab={c.vocab_size} params={params / 1e6:.1f}M; prompt={args.prompt_tokens} new={args.new_tokens}")
+    for m in models:
+        c = m.config
+        print(f"model {recipes.recipe_of_model(m)}: n_layer={c.n_layer} n_embd={c.n_embd} vocab={c.vocab_size} params={m.num_params() / 1e6:.1f}M; "
+              f"prompt={args.prompt_tokens} new={args.new_tokens}")
     prompt = torch.randint(0, tok.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
     hf = None
-    if args.hf == "auto" and device.type == "cpu":
+    model = next((m for m in models if recipes.recipe_of_model(m) == recipes.NANOCHAT_2025), None)
+    if args.hf == "auto" and device.type == "cpu" and model is not None:
         workdir = tempfile.TemporaryDirectory(prefix="bench_engine_")
         hf = hf_export(model, tok, Path(workdir.name))
         if hf is None:
             print("transformers is not installed (pip install 'snakechat[hf]'): no transformers row")
-    print(f"{'engine':>12} {'precision':>9} {'batch':>5} {'kv_cache':>8} {'tokens/s':>10} {'steps':>6} {'ratio':>6}")
+    print(f"{'engine':>12} {'recipe':>16} {'precision':>9} {'batch':>5} {'kv_cache':>8} {'tokens/s':>10} {'steps':>6} {'ratio':>6}")
     for batch in args.batch_sizes:
         baseline = None
         for use_cache in (True, False):
             for engine, (rate, steps) in zip(engines, measure(engines, prompt, batch, args.new_tokens, use_cache, device, args.repeats)):
                 baseline = baseline or rate
-                print(f"{'snakechat':>12} {engine.precision:>9} {batch:>5} {str(use_cache):>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
+                print(f"{'snakechat':>12} {recipes.recipe_of_model(engine.model):>16} {engine.precision:>9} {batch:>5} {str(use_cache):>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
         if hf is not None:
             rate, steps = measure_hf(hf, prompt, batch, args.new_tokens, args.repeats)
-            print(f"{'transformers':>12} {'fp32':>9} {batch:>5} {'True':>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
+            print(f"{'transformers':>12} {recipes.NANOCHAT_2025:>16} {'fp32':>9} {batch:>5} {'True':>8} {rate:>10.1f} {steps:>6} {rate / baseline:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,20 @@ On a 2-core AMD EPYC with AVX2 only (no AVX512-BF16, no AMX), where bf16 is emul
 | d4, vocab 32k | 1,305 (79%: floor 837 tok per CPU-s, the step 663) | 27 (Muon alone 9.9 s of a 151 s step) | 0.021 |
 
 There bf16 is 48× slower than fp32, which is why `--precision auto` trains in fp32 on such a CPU.
+
+The two recipes at depth 4 (fp32, `--threads 1 --steps 3 --warmup 1`, tokens per CPU-second, the
+2-core AMD EPYC (AVX2), a busy machine, 2026-12-06):
+
+| shape | nanochat-2025-11 | nanochat-2026-07 | 2026 / 2025 |
+|---|---|---|---|
+| seq 256, batch 16, vocab 4k, head_dim 64 (tiny's) | 1,866 | 1,387 | 0.74× |
+| seq 512, batch 4, vocab 8k, head_dim 64 | 1,315 | 952 | 0.72× |
+
+The gap is the head: the 2026 model computes its loss as the reference does (15·tanh(z/15), then
+cross-entropy, bit for bit), while the 2025 model's CPU HeadLoss uses the sigmoid form in one
+buffer; at N = 2048, C = 256, V = 8192 those take 0.91 and 0.39 CPU-s per forward + backward, the
+whole difference between the two models' steps (1.72 and 1.21 CPU-s). The sliding windows cost
+nothing measurable here (all-L windows: 1.71 CPU-s).
 """
 
 import argparse

@@ -220,7 +220,11 @@ def test_refuses_what_nanochat_cannot_express(tmp_path):
     (ckpt / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(SystemExit, match="'window_pattern' have no counterpart in NanoChatForCausalLM"):
         export_hf.main(["--checkpoint", str(ckpt), "--out", str(out)])
-    del meta["model_config"]["window_pattern"]
+    meta["model_config"]["recipe"] = "nanochat-2026-07"
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="a nanochat-2026-07 model has value embeddings and their gates, sliding-window attention, smear, backout"):
+        export_hf.main(["--checkpoint", str(ckpt), "--out", str(out)])
+    del meta["model_config"]["window_pattern"], meta["model_config"]["recipe"]
     (ckpt / "meta.json").write_text(json.dumps(meta))
 
     state = torch.load(ckpt / "model.pt", weights_only=True)

@@ -17,6 +17,7 @@ import torch
 from snakechat.model import recipes, sizing
 from snakechat.model.checkpoint import load_gpt, save_checkpoint
 from snakechat.model.engine import Engine, KVCache
+from snakechat.model.precision import for_inference
 from snakechat.model.gpt2026 import GPT2026, GPT2026Config, window_sizes
 from tiny_chat_model import one_torch_thread  # noqa: F401 (autouse fixture)
 from tiny_chat_model import tokenizer
@@ -152,18 +153,22 @@ def test_greedy_generation_past_the_window_case_b(tok):
     assert short == naive_greedy(model, prompt[:150], 16)
 
 
-def test_cache_chunks_smear_across_their_boundary():
-    """A chunk fed into a non-empty cache smears its first token with the cached one, as training does."""
+@pytest.mark.parametrize("windowed", [True, False], ids=["window-sized cache", "full cache"])
+def test_cache_chunks_smear_across_their_boundary(windowed):
+    """A chunk fed into a non-empty cache smears its first token with the cached one, as training
+    does; a window-sized cache keeps only each layer's window and computes the same."""
     b = FIXTURES["case_B"]
     model = fixture_model(b["config"]).eval()
     ids = b["idx"][:1, :200]
     c = model.config
     with torch.no_grad():
         full = model(ids)
-        cache = KVCache(1, c.n_layer, c.n_kv_head, c.n_embd // c.n_head, 8)
+        cache = KVCache(1, c.n_layer, c.n_kv_head, c.n_embd // c.n_head, 8, model.windows if windowed else None)
         pieces = [model(ids[:, :150], kv_cache=cache), model(ids[:, 150:180], kv_cache=cache)]
         pieces += [model(ids[:, t:t + 1], kv_cache=cache) for t in range(180, 200)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=2e-6, rtol=0)
+    held = [cache.cached_positions(i) for i in range(c.n_layer)]
+    assert held == ([128, 128, 128, 200] if windowed else [200] * 4)
 
 
 def test_checkpoint_round_trip_and_unknown_recipe(tmp_path):
@@ -196,3 +201,34 @@ def test_sizing_counts_the_recipe_model():
     assert d24.flops_per_token == 4_775_225_616
     assert d24.model_config().recipe == recipes.NANOCHAT_2026 and "recipe" not in d24.record()
     assert sizing.size(24, 32768, 2048, 64, 128, 0, 0, 0, 0, 20).flops_per_token != d24.flops_per_token
+
+
+def test_bf16_inference_engine(tok):
+    """Under precision.for_inference (bf16 matmul weights) the engine decodes with a bf16 cache."""
+    model = for_inference(fixture_model().eval(), "bf16")
+    engine = Engine(model, tok, precision="bf16")
+    cache = engine._new_cache(1, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(FIXTURES["idx"][:1, :8], kv_cache=cache)
+    assert logits.dtype == torch.float32 and cache.recent[0][0].dtype == torch.bfloat16
+    rows = engine_tokens(engine, FIXTURES["generate_A"]["prompt"], 2, 16)
+    assert len(rows[0]) == 16 and rows[0] == rows[1]
+
+
+def test_chat_eval_scores_a_2026_checkpoint(tmp_path, tok):
+    """A stage that loads a checkpoint (chat_eval: generation and multiple choice) takes the 2026 model from it."""
+    from snakechat import chat_eval
+    from test_chat_eval import write_chat_data
+
+    tok.save(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = GPT2026(GPT2026Config(sequence_len=128, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_kv_head=2, n_embd=64))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    save_checkpoint(tmp_path / "sft", model, {"model_config": model.config.to_dict(), "tokenizer": str(tmp_path / "tok"), "step": 0})
+    out = tmp_path / "sft.csv"
+    chat_eval.main(["--checkpoint", str(tmp_path / "sft"), "--chat-data", str(write_chat_data(tmp_path / "chat")), "--out", str(out),
+                    "--max-per-task", "2", "--max-new-tokens", "8", "--precision", "fp32"])
+    rows = out.read_text().splitlines()
+    assert rows[-1].startswith("ChatCORE,") and len(rows) == 5

@@ -37,23 +37,32 @@ class KVCache:
     """Keys and values of every layer for the positions seen so far (the model's kv_cache protocol).
 
     The model calls `insert_kv(layer, k, v)` in each attention layer with the new positions'
-    keys/values (B, n_kv_head, T, head_dim) and attends over what it returns; `pos` is how many
-    positions are cached (the rotary offset of the next token) and advances after the last layer.
-    Storage is allocated on the first insert, in the dtype and device of the keys, and grows if
-    a sequence outlives the initial capacity. `prev_embedding` is per-row model state that must
-    travel with the cache (the 2026 model's smear keeps the last token's embedding there); the
-    model sets it, `expand` copies it to every row.
+    keys/values (B, n_kv_head, T, head_dim) and attends over what it returns (the cached positions
+    it may need, then the new ones); `pos` is how many positions were seen (the rotary offset of the
+    next token) and advances after the last layer. `prev_embedding` is per-row model state that must
+    travel with the cache (the 2026 model's smear keeps the last token's embedding there); the model
+    sets it, `expand` copies it to every row.
+
+    Without `windows`, every position is kept: storage is allocated on the first insert, in the
+    dtype and device of the keys, and grows if a sequence outlives the initial capacity. With
+    `windows` (per layer, how many earlier positions a query may see: the 2026 model's sliding
+    windows), a layer keeps only its last `window` positions, the most any later query reads.
     """
 
-    def __init__(self, batch_size, n_layer, n_kv_head, head_dim, capacity):
+    def __init__(self, batch_size, n_layer, n_kv_head, head_dim, capacity, windows=None):
         self.batch_size, self.n_layer, self.n_kv_head, self.head_dim = batch_size, n_layer, n_kv_head, head_dim
         self.capacity = capacity
-        self.kv = None  # (n_layer, 2, B, H, capacity, D)
+        self.windows = list(windows) if windows is not None else None
+        if self.windows is not None and len(self.windows) != n_layer:
+            raise ValueError(f"windows has {len(self.windows)} entries for {n_layer} layers")
+        self.kv = None  # (n_layer, 2, B, H, capacity, D), without windows
+        self.recent = [None] * n_layer  # per layer (k, v) of its last positions (B, H, <= window, D), with windows
         self.pos = 0
         self.prev_embedding = None  # (B, 1, C) or None
 
     def reset(self):
         self.pos = 0
+        self.recent = [None] * self.n_layer
         self.prev_embedding = None
 
     def _allocate(self, like):
@@ -69,25 +78,44 @@ class KVCache:
     def insert_kv(self, layer_idx, k, v):
         if k.shape[0] != self.batch_size or k.shape[1] != self.n_kv_head or k.shape[3] != self.head_dim:
             raise ValueError(f"kv cache holds (B={self.batch_size}, H={self.n_kv_head}, D={self.head_dim}), got keys of shape {tuple(k.shape)}")
+        start, end = self.pos, self.pos + k.shape[2]
+        if layer_idx == self.n_layer - 1:
+            self.pos = end
+        if self.windows is not None:
+            return self._insert_windowed(layer_idx, k, v)
         if self.kv is None:
             self._allocate(k)
-        start, end = self.pos, self.pos + k.shape[2]
         if end > self.capacity:
             self._grow(end)
         self.kv[layer_idx, 0, :, :, start:end] = k
         self.kv[layer_idx, 1, :, :, start:end] = v
-        if layer_idx == self.n_layer - 1:
-            self.pos = end
         return self.kv[layer_idx, 0, :, :, :end], self.kv[layer_idx, 1, :, :, :end]
+
+    def _insert_windowed(self, layer_idx, k, v):
+        kept = self.recent[layer_idx]
+        if kept is not None:
+            k, v = torch.cat([kept[0], k], dim=2), torch.cat([kept[1], v], dim=2)
+        window = self.windows[layer_idx]
+        # a copy where the tail is a small part of a long chunk, so the chunk itself is not kept alive
+        tail = (lambda t: t[:, :, -window:].clone()) if k.shape[2] > 2 * window else (lambda t: t[:, :, -window:])
+        self.recent[layer_idx] = (tail(k), tail(v))
+        return k, v
+
+    def cached_positions(self, layer_idx):
+        """How many positions layer `layer_idx` holds."""
+        if self.windows is not None:
+            return 0 if self.recent[layer_idx] is None else self.recent[layer_idx][0].shape[2]
+        return self.pos if self.kv is not None else 0
 
     def expand(self, batch_size, capacity=None):
         """A new cache with `batch_size` rows, each a copy of this (single-row) cache."""
         if self.batch_size != 1:
             raise ValueError("only a single-row cache can be expanded")
-        out = KVCache(batch_size, self.n_layer, self.n_kv_head, self.head_dim, max(capacity or 0, self.pos, 1))
+        out = KVCache(batch_size, self.n_layer, self.n_kv_head, self.head_dim, max(capacity or 0, self.pos, 1), self.windows)
         if self.kv is not None:
             out._allocate(self.kv)
             out.kv[:, :, :, :, : self.pos] = self.kv[:, :, :, :, : self.pos]
+        out.recent = [None if kept is None else tuple(t.expand(batch_size, -1, -1, -1).clone() for t in kept) for kept in self.recent]
         if self.prev_embedding is not None:
             out.prev_embedding = self.prev_embedding.expand(batch_size, -1, -1).clone()
         out.pos = self.pos
@@ -166,8 +194,9 @@ class Engine:
             return self.model(ids, kv_cache=kv_cache)[:, -1, :].float()
 
     def _new_cache(self, batch_size, capacity):
+        """A cache for the model; a model with sliding windows (`model.windows`) keeps only what they need."""
         c = self.config
-        return KVCache(batch_size, c.n_layer, c.n_kv_head, c.n_embd // c.n_head, capacity)
+        return KVCache(batch_size, c.n_layer, c.n_kv_head, c.n_embd // c.n_head, capacity, getattr(self.model, "windows", None))
 
     @torch.inference_mode()
     def generate(self, tokens, num_samples=1, max_tokens=256, temperature=1.0, top_k=None, top_p=None, seed=42, use_cache=True):
