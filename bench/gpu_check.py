@@ -39,46 +39,52 @@ from pathlib import Path
 
 import torch
 
-from snakechat.model.engine import sample_next
-from snakechat.model.gpt import GPT
+from snakechat.model import recipes
+from snakechat.model.engine import Engine, sample_next
 from snakechat.model.precision import autocast, configure, for_inference
 from snakechat.model.sizing import config_from_depth
 from snakechat.runtime.common import write_json_atomic
 from snakechat.train.optim import Schedule, build_optimizers
+from snakechat.train.schedules2026 import SCALAR_LR, ChatSchedule2026
 from snakechat.train.trainer import peak_flops
 
-RECIPES = ("nanochat-2025-11",)
+RECIPES = recipes.RECIPES
 MIN_PART_S = 5  # a part is not started with less time than this left
 
 # The shapes of a run: what the GPU measures, and the tiny ones the CPU mode runs the same code at
 # (compiled by dynamo alone there: inductor's CPU code generation would take minutes of the seconds
 # the test suite can spend, and it is torch's code, not this script's).
 SHAPES = {
-    "cuda": dict(compile_backend="inductor", depth=20, seq=2048, vocab=65536, max_batch=128, depths=(20, 24, 26, 28, 32, 36, 40, 48, 56, 64), steps=5,
+    "cuda": dict(compile_backend="inductor", depth=20, seq=2048, vocab={recipes.NANOCHAT_2025: 65536, recipes.NANOCHAT_2026: 32768}, max_batch=128, depths=(20, 24, 26, 28, 32, 36, 40, 48, 56, 64), steps=5,
                  small=dict(depth=4, seq=512, vocab=32768, batch=16), prompt=16, new_tokens=64, decode_rows=(1, 32)),
-    "cpu": dict(compile_backend="eager", depth=2, seq=64, vocab=512, max_batch=4, depths=(1, 2, 3), steps=2,
+    "cpu": dict(compile_backend="eager", depth=2, seq=64, vocab={recipe: 512 for recipe in recipes.RECIPES}, max_batch=4, depths=(1, 2, 3), steps=2,
                 small=dict(depth=1, seq=32, vocab=256, batch=2), prompt=8, new_tokens=8, decode_rows=(1, 32)),
 }
 
 
-def build(recipe, depth, vocab, seq, device):
-    """A freshly initialised model of `recipe` at `depth`, and its optimizers (bf16 autocast, float32 state)."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+def build(recipe, depth, vocab, seq, device, precision="bf16"):
+    """A freshly initialised model of `recipe` at `depth` (nanochat's shape rule: width 64·depth in
+    heads of 128), and its recipe's optimizers (float32 state; Muon's orthogonalisation in `precision`)."""
+    shape = config_from_depth(depth, vocab, seq)
+    config = recipes.make_config(recipe, sequence_len=seq, vocab_size=vocab, n_layer=depth, n_head=shape.n_head,
+                                 n_kv_head=shape.n_kv_head, n_embd=shape.n_embd)
     torch.manual_seed(0)
     with torch.device(device):
-        model = GPT(config_from_depth(depth, vocab, seq))
+        model = recipes.build(config)
     model.init_weights()
-    return model, build_optimizers(model, Schedule(steps=1), "bf16")
+    schedule = ChatSchedule2026(steps=1, scalar_lr=SCALAR_LR) if recipe == recipes.NANOCHAT_2026 else Schedule(steps=1)
+    return model, build_optimizers(model, schedule, precision)
 
 
-def attention_kernels(device):
-    """SDPA restricted to its flash kernel on CUDA (what the check measures); the default choice on CPU."""
+def attention_kernels(recipe, device):
+    """SDPA restricted to its flash kernel on CUDA (what the check measures; a windowed layer's masked
+    attention, which flash cannot take, may use the memory-efficient kernel); the default choice on CPU."""
     if device.type != "cuda":
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+    kernels = [SDPBackend.FLASH_ATTENTION] + ([SDPBackend.EFFICIENT_ATTENTION] if recipe == recipes.NANOCHAT_2026 else [])
+    return sdpa_kernel(kernels)
 
 
 def sync(device):
@@ -86,10 +92,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def train_step(model, forward, optimizers, batch, seq, vocab, device):
+def train_step(recipe, model, forward, optimizers, batch, seq, vocab, device):
     """One optimizer step on random tokens; returns (loss, seconds the optimizers took)."""
     tokens = torch.randint(0, vocab, (batch, seq + 1), device=device)
-    with autocast(device, "bf16"), attention_kernels(device):
+    with autocast(device, "bf16"), attention_kernels(recipe, device):
         loss = forward(tokens[:, :-1], tokens[:, 1:])
     loss.backward()
     sync(device)
@@ -119,8 +125,8 @@ def largest_batch(recipe, shape, device):
     batch = 1
     while batch <= shape["max_batch"]:
         def step():
-            model, optimizers = build(recipe, shape["depth"], shape["vocab"], shape["seq"], device)
-            train_step(model, model, optimizers, batch, shape["seq"], shape["vocab"], device)
+            model, optimizers = build(recipe, shape["depth"], shape["vocab"][recipe], shape["seq"], device)
+            train_step(recipe, model, model, optimizers, batch, shape["seq"], shape["vocab"][recipe], device)
 
         tried[batch] = fits(step, device)
         if not tried[batch]:
@@ -133,18 +139,19 @@ def part_train(recipe, shape, device):
     best, tried = largest_batch(recipe, shape, device)
     if not best:
         return {"status": "failed", "note": "not even device batch 1 fits", "tried": tried}
-    model, optimizers = build(recipe, shape["depth"], shape["vocab"], shape["seq"], device)
+    vocab = shape["vocab"][recipe]
+    model, optimizers = build(recipe, shape["depth"], vocab, shape["seq"], device)
     compiled = torch.compile(model, dynamic=False, backend=shape["compile_backend"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    train_step(model, compiled, optimizers, best, shape["seq"], shape["vocab"], device)
+    train_step(recipe, model, compiled, optimizers, best, shape["seq"], vocab, device)
     first = time.perf_counter() - start
-    train_step(model, compiled, optimizers, best, shape["seq"], shape["vocab"], device)  # warm-up
+    train_step(recipe, model, compiled, optimizers, best, shape["seq"], vocab, device)  # warm-up
     times, opt_times = [], []
     for _ in range(shape["steps"]):
         start = time.perf_counter()
-        _, opt_s = train_step(model, compiled, optimizers, best, shape["seq"], shape["vocab"], device)
+        _, opt_s = train_step(recipe, model, compiled, optimizers, best, shape["seq"], vocab, device)
         times.append(time.perf_counter() - start)
         opt_times.append(opt_s)
     step_s = sorted(times)[len(times) // 2]
@@ -152,9 +159,9 @@ def part_train(recipe, shape, device):
     peak = peak_flops(device)
     flops_per_token = model.flops_per_token()
     return {
-        "status": "ok", "depth": shape["depth"], "sequence_len": shape["seq"], "vocab": shape["vocab"],
+        "status": "ok", "depth": shape["depth"], "sequence_len": shape["seq"], "vocab": vocab,
         "params": model.num_params(), "device_batch": best, "batches_tried": tried, "compile_backend": shape["compile_backend"],
-        "attention": "SDPA flash" if device.type == "cuda" else "SDPA (CPU default)",
+        "attention": ("SDPA flash" + (" (+ memory-efficient for windowed layers)" if recipe == recipes.NANOCHAT_2026 else "")) if device.type == "cuda" else "SDPA (CPU default)",
         "step_s": step_s, "tokens_per_s": tokens_per_s, "flops_per_token": flops_per_token,
         "mfu": flops_per_token * tokens_per_s / peak if peak else None, "peak_flops": peak,
         "compile_s": first - step_s, "optimizer_share": sum(opt_times) / sum(times),
@@ -166,8 +173,8 @@ def part_max_depth(recipe, shape, device):
     tried, best = {}, None
     for depth in shape["depths"]:
         def step():
-            model, optimizers = build(recipe, depth, shape["vocab"], shape["seq"], device)
-            train_step(model, model, optimizers, 1, shape["seq"], shape["vocab"], device)
+            model, optimizers = build(recipe, depth, shape["vocab"][recipe], shape["seq"], device)
+            train_step(recipe, model, model, optimizers, 1, shape["seq"], shape["vocab"][recipe], device)
 
         tried[depth] = fits(step, device)
         if not tried[depth]:
@@ -187,11 +194,7 @@ def part_precision(shape, device):
     batches = [torch.multinomial(zipf, shape[0] * shape[1], replacement=True, generator=generator).view(shape).to(device) for _ in range(20)]
     curves = {}
     for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        with torch.device(device):
-            model = GPT(config_from_depth(small["depth"], small["vocab"], small["seq"]))
-        model.init_weights()
-        optimizers = build_optimizers(model, Schedule(steps=1), precision)
+        model, optimizers = build(recipes.DEFAULT, small["depth"], small["vocab"], small["seq"], device, precision)
         losses = []
         for tokens in batches:
             with autocast(device, precision):
@@ -210,11 +213,9 @@ def part_precision(shape, device):
 @torch.no_grad()
 def decode_rate(model, rows, prompt_len, new_tokens, vocab, device):
     """Tokens/s of the engine's cached decoding: prefill one row, copy its cache to `rows` rows, then
-    one sampled token per row per step (as Engine.generate runs it, without the tool bookkeeping)."""
-    from snakechat.model.engine import Engine
-
-    engine = Engine.__new__(Engine)  # the engine's forward and cache, without a tokenizer for the tool
-    engine.model, engine.config, engine.device, engine.precision = model, model.config, device, "bf16"
+    one sampled token per row per step (as Engine.generate runs it, without the calculator's
+    bookkeeping, which needs a trained tokenizer)."""
+    engine = Engine(model, tokenizer=None, precision="bf16")
     generator = torch.Generator(device=device)
     generator.manual_seed(0)
     prompt = torch.randint(0, vocab, (1, prompt_len), device=device)
@@ -232,10 +233,11 @@ def decode_rate(model, rows, prompt_len, new_tokens, vocab, device):
 
 
 def part_decode(recipe, shape, device):
-    model, _ = build(recipe, shape["depth"], shape["vocab"], shape["seq"], device)
+    vocab = shape["vocab"][recipe]
+    model, _ = build(recipe, shape["depth"], vocab, shape["seq"], device)
     model = for_inference(model, "bf16")
-    decode_rate(model, 1, shape["prompt"], 2, shape["vocab"], device)  # warm-up
-    rates = {str(rows): decode_rate(model, rows, shape["prompt"], shape["new_tokens"], shape["vocab"], device) for rows in shape["decode_rows"]}
+    decode_rate(model, 1, shape["prompt"], 2, vocab, device)  # warm-up
+    rates = {str(rows): decode_rate(model, rows, shape["prompt"], shape["new_tokens"], vocab, device) for rows in shape["decode_rows"]}
     return {"status": "ok", "depth": shape["depth"], "params": model.num_params(), "prompt_tokens": shape["prompt"],
             "new_tokens": shape["new_tokens"], "tokens_per_s": rates}
 

@@ -173,7 +173,7 @@ def test_cache_chunks_smear_across_their_boundary(windowed):
 
 def test_checkpoint_round_trip_and_unknown_recipe(tmp_path):
     model = fixture_model()
-    meta = {"model_config": model.config.to_dict(), "tokenizer": "unused"}
+    meta = {"model_config": model.config.to_dict()}
     assert meta["model_config"]["recipe"] == recipes.NANOCHAT_2026
     save_checkpoint(tmp_path / "ckpt", model, meta)
     loaded, loaded_meta = load_gpt(tmp_path / "ckpt")
