@@ -12,7 +12,7 @@ import torch
 from snakechat import export_hf
 from snakechat.export import hf_mapping
 from snakechat.world import corpus as world_corpus
-from snakechat.model.checkpoint import load_model
+from snakechat.model.checkpoint import load_model, sealed
 from snakechat.model.conversation import render_conversation, render_for_completion
 from snakechat.model.engine import Engine
 from snakechat.model.gpt import norm
@@ -198,7 +198,7 @@ def save_weights(ckpt, state):
     torch.save(state, ckpt / "model.pt")
     meta = json.loads((ckpt / "meta.json").read_text())
     meta["sha256"]["model.pt"] = hash_file(ckpt / "model.pt")
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "meta.json").write_text(json.dumps(sealed(meta)))
 
 
 def test_refuses_what_nanochat_cannot_express(tmp_path):
@@ -217,11 +217,11 @@ def test_refuses_what_nanochat_cannot_express(tmp_path):
 
     meta = json.loads((ckpt / "meta.json").read_text())
     meta["model_config"]["window_pattern"] = "SSSL"  # sliding-window layers: NanoChat attends to everything
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "meta.json").write_text(json.dumps(sealed(meta)))
     with pytest.raises(SystemExit, match="'window_pattern' have no counterpart in NanoChatForCausalLM"):
         export_hf.main(["--checkpoint", str(ckpt), "--out", str(out)])
     del meta["model_config"]["window_pattern"]
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "meta.json").write_text(json.dumps(sealed(meta)))
 
     state = torch.load(ckpt / "model.pt", weights_only=True)
     state["resid_lambdas"] = torch.ones(2)  # per-layer residual scalars: NanoChat has none

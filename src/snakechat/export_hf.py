@@ -60,7 +60,7 @@ from pathlib import Path
 import torch
 
 from snakechat.model import gpt
-from snakechat.model.checkpoint import MODEL_FILE, CheckpointError, load_meta, verified
+from snakechat.model.checkpoint import MODEL_FILE, CheckpointError, load_meta, verified, verified_tokenizer
 from snakechat.runtime.common import atomic_dir, write_json_atomic
 from snakechat.export.hf_folder import import_transformers, verify, write_export
 from snakechat.export.hf_mapping import ExportError, check_model_config, check_state
@@ -72,7 +72,10 @@ EXPORT_META = "snakechat_export.json"
 
 def load_checkpoint(checkpoint_dir):
     """(model_config, state, meta) of a checkpoint, checked against the mapping."""
-    meta = load_meta(checkpoint_dir)
+    try:
+        meta = load_meta(checkpoint_dir, sealed_only=True)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
     where = Path(checkpoint_dir) / "meta.json"
     if "model_config" not in meta:
         raise ExportError(f"{where}: no model_config")
@@ -98,9 +101,10 @@ def export(checkpoint_dir, out_dir):
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out {out_dir} exists and is not a directory")
     config, state, meta = load_checkpoint(checkpoint_dir)
-    if "tokenizer" not in meta:
-        raise ExportError(f"{checkpoint_dir / 'meta.json'}: no tokenizer directory")
-    tok_dir = Path(meta["tokenizer"])
+    try:
+        tok_dir = verified_tokenizer(checkpoint_dir, meta)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
     tok = Tokenizer.load(tok_dir)
     model = gpt.GPT(config)
     model.load_state_dict(state)
