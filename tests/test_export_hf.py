@@ -170,10 +170,12 @@ def test_chat_template_renders_snakechat_tokens(trained):
 def test_base_eval_on_the_export_writes_the_same_core_csv(trained, tmp_path):
     """Both scored in fp32, where the export is exact (bf16 rounds the two models' different op orders differently)."""
     from snakechat import base_eval
+    from snakechat.evaluate import core_bundle
     from snakechat.world import bundle as world_bundle
 
     bundle = tmp_path / "bundle"
     world_bundle.write_bundle(bundle, 0)
+    core_bundle.write_source(bundle)  # as the eval_bundle stage does
     rows = {}
     for flag, path in (("--checkpoint", trained / "base"), ("--hf-path", trained / "hf" / "base")):
         out = tmp_path / f"{flag.strip('-')}.csv"

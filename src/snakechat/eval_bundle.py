@@ -22,8 +22,7 @@ import zipfile
 from pathlib import Path
 
 from snakechat.data import download
-from snakechat.runtime.common import write_json_atomic
-from snakechat.evaluate.core_bundle import load_bundle
+from snakechat.evaluate.core_bundle import load_bundle, write_source
 from snakechat.runtime.provenance import record
 
 
@@ -154,7 +153,7 @@ def main(argv=None):
             zip_path.unlink()  # a later run must not take this zip as good
             download.record_path(zip_path).unlink(missing_ok=True)
             raise
-    write_json_atomic(out_dir / "source.json", {"source": source, "tasks": rows, "provenance": record("snakechat.eval_bundle", settings)})
+    write_source(out_dir, source=source, tasks=rows, provenance=record("snakechat.eval_bundle", settings))
     print(f"wrote {out_dir}: {len(rows)} tasks, {sum(rows.values())} items", flush=True)
 
 
