@@ -187,3 +187,28 @@ def test_checkpoint_directories_follow_the_umask(tmp_path, mask):
     assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o777 & ~mask
     for f in ("model.pt", "meta.json"):
         assert stat.S_IMODE((tmp_path / "ckpt" / f).stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_failed_training_job_keeps_the_previous_checkpoint(tmp_path):
+    """Snakemake deletes a rule's outputs before it runs the job; a training job that then fails
+    (its resume refused, its inputs unreadable) must not cost the checkpoint that was there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    (work / "config/config.yaml").write_text((root / "config/config.yaml").read_text())
+    for path, text in [("results/data/tinyworld/manifest.json", "{}"), ("results/tokenizer/tinyworld-4k/tokenizer.json", "{}"),
+                       ("results/tokenizer/tinyworld-4k/token_bytes.json", "[]"), ("results/base/tiny/model.pt", "the previous weights"),
+                       ("results/base/tiny/meta.json", "{}")]:
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d", str(work), "-c1",
+                          "results/base/tiny", "--forcerun", "base_train", "--allowed-rules", "base_train"],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode != 0
+    assert "not a readable dataset manifest" in (work / "logs/base_train/tiny.log").read_text()  # the job ran, and failed
+    assert (work / "results/base/tiny/model.pt").read_text() == "the previous weights", run.stderr[-2000:]
