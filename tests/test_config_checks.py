@@ -224,3 +224,24 @@ def test_nested_config_values_from_the_command_line_are_typed_by_the_schema(tmp_
                                          "datasets": {"x": {"timeout": "1e3"}}}, schema)
     assert typed["models"]["tiny"] == {"depth": 4, "base": {"grad_clip": 0.5}, "eval_bundle": "core"}
     assert typed["datasets"]["x"]["timeout"] == 1000.0
+
+
+def test_number_flags_refuse_nan_and_infinity(capsys):
+    """The stages' CLIs refuse what the config check refuses, for a run started by hand."""
+    from dataclasses import dataclass
+
+    from snakechat import eval_bundle
+    from snakechat.runtime import settings
+
+    @dataclass(kw_only=True)
+    class Clip:
+        grad_clip: float = settings.option(1.0, "max gradient norm")
+
+    assert settings.parse(Clip, ["--grad-clip", "0.5"], "").grad_clip == 0.5
+    for value in ("nan", "inf", "Infinity"):
+        with pytest.raises(SystemExit):
+            settings.parse(Clip, ["--grad-clip", value], "")
+        assert f"--grad-clip: invalid finite number value: '{value}'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_bundle.main(["--out", "x/core.yaml", "--kind", "http", "--url", "http://127.0.0.1:9/b.zip", "--max-retry-wait", "nan"])
+    assert "--max-retry-wait: invalid finite number value: 'nan'" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from pathlib import Path
 from snakechat.data import download
 from snakechat.evaluate.core_bundle import load_bundle, write_source
 from snakechat.runtime.provenance import record
+from snakechat.runtime.settings import finite_float
 
 
 def check_bundle(root):
@@ -128,7 +129,7 @@ def main(argv=None):
     parser.add_argument("--url", help="http: the bundle zip")
     parser.add_argument("--sha256", help="http: expected sha256 of the zip")
     parser.add_argument("--max-unpacked-bytes", type=int, default=MAX_UNPACKED_BYTES, help="http: most bytes the zip may unpack to, checked before unpacking")
-    parser.add_argument("--max-ratio", type=float, default=MAX_RATIO, help="http: most unpacked bytes per packed byte of a member over 1 MiB")
+    parser.add_argument("--max-ratio", type=finite_float, default=MAX_RATIO, help="http: most unpacked bytes per packed byte of a member over 1 MiB")
     download.add_http_arguments(parser, workers=False)
     args = parser.parse_args(argv)
     if args.kind == "http" and args.url is None:

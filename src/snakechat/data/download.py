@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 from snakechat.runtime.provenance import hash_file
+from snakechat.runtime.settings import finite_float
 
 USER_AGENT = "snakechat-download/1"
 CHUNK = 1 << 20
@@ -143,12 +144,12 @@ def http_settings(args):
 def add_http_arguments(parser, workers=True):
     """The download settings every http source takes (the config's retries, timeout, backoff, max_retry_wait, max_bytes, workers)."""
     parser.add_argument("--retries", type=int, default=5, help="http: extra attempts after a transient failure")
-    parser.add_argument("--timeout", type=float, default=60.0, help="http: seconds a connection may stall")
-    parser.add_argument("--backoff", type=float, default=2.0, help="http: seconds before the first retry, doubled each time")
-    parser.add_argument("--max-retry-wait", type=float, default=MAX_RETRY_WAIT, help="http: most seconds to wait before a retry, whatever Retry-After says")
+    parser.add_argument("--timeout", type=finite_float, default=60.0, help="http: seconds a connection may stall")
+    parser.add_argument("--backoff", type=finite_float, default=2.0, help="http: seconds before the first retry, doubled each time")
+    parser.add_argument("--max-retry-wait", type=finite_float, default=MAX_RETRY_WAIT, help="http: most seconds to wait before a retry, whatever Retry-After says")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="http: most bytes of one file (where its size is not given)")
-    parser.add_argument("--deadline", type=float, default=DEADLINE, help="http: most seconds for one file, retries and waits included")
-    parser.add_argument("--min-rate", type=float, default=MIN_RATE, help="http: least bytes/s a transfer must average over each --timeout window (0: no minimum)")
+    parser.add_argument("--deadline", type=finite_float, default=DEADLINE, help="http: most seconds for one file, retries and waits included")
+    parser.add_argument("--min-rate", type=finite_float, default=MIN_RATE, help="http: least bytes/s a transfer must average over each --timeout window (0: no minimum)")
     if workers:
         parser.add_argument("--workers", type=int, default=4, help="http: parallel downloads")
 
