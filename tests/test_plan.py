@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from snakechat import plan
@@ -89,3 +90,10 @@ def test_the_d20_total_includes_evaluation():
     text = plan.render(p)
     total = float(re.search(r"\*\*Total: ([0-9.]+) h", text).group(1))
     assert total > row(p, "base_train")["hours"] + row(p, "base_eval")["hours"]
+
+
+def test_a_config_file_that_is_not_plain_yaml_is_named(tmp_path):
+    bad = tmp_path / "my.yaml"
+    bad.write_bytes((Path(plan.ROOT) / "config/config.yaml").read_bytes() + b"\nplan: {gpu_hour_usd: 2\xff}\n")
+    with pytest.raises(configcheck.ConfigError, match=f"invalid config {bad}:\\d+: not UTF-8 text"):
+        plan.main(["tiny", "--config", str(bad), "--overlay", str(tmp_path / "none.yaml")])
