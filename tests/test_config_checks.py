@@ -217,8 +217,8 @@ def test_nested_config_values_from_the_command_line_are_typed_by_the_schema(tmp_
     work = workflow_copy(tmp_path)
     code, out = dry_run(work, "results/plan/tiny.md", "--config", "models={tiny: {base: {steps: 5, grad_clip: 0.5}, mid: {enabled: false}}}")
     assert code == 0, out[-3000:]
-    code, out = dry_run(work, "results/plan/tiny.md", "--config", "models={tiny: {base: {steps: five}}}")
-    assert code != 0 and "models.tiny.base.steps: 'five' is not of type 'integer'" in out, out[-3000:]
+    with pytest.raises(configcheck.ConfigError, match="models.tiny.base.steps: 'five' is not of type 'integer'"):
+        configcheck.load(good_config(), SCHEMA, command_line={"models": {"tiny": {"base": {"steps": "five"}}}}, overlay_path=tmp_path / "none.yaml")
     schema = yaml.safe_load(SCHEMA.read_text())
     typed = configcheck.typed_by_schema({"models": {"tiny": {"depth": "4", "base": {"grad_clip": "0.5"}, "eval_bundle": "core"}},
                                          "datasets": {"x": {"timeout": "1e3"}}}, schema)
