@@ -14,8 +14,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from snakechat.runtime.provenance import hash_file
 
 READ_ROWS = 1024  # documents per read (one row group of a written shard)
@@ -100,8 +98,28 @@ def shard_paths(manifest_path, split):
     return [manifest_path.parent / e["file"] for e in chosen]
 
 
+def missing_or_resized(manifest_path):
+    """What a stat shows wrong with the shards a manifest lists (missing, or not the recorded size),
+    one line each: cheap enough for the workflow to ask while it plans, so a dry run names them."""
+    manifest_path = Path(manifest_path)
+    try:
+        entries = json.loads(manifest_path.read_text())["shards"]
+        recorded = [(manifest_path.parent / e["file"], e["bytes"]) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return [f"{manifest_path}: not a readable dataset manifest ({type(e).__name__}: {e})"]
+    problems = []
+    for path, size in recorded:
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != size:
+            problems.append(f"{path}: {path.stat().st_size} bytes, the manifest records {size}")
+    return problems
+
+
 def iter_texts(paths):
     """Yield the documents of the given shards, in order, one string per row."""
+    import pyarrow.parquet as pq  # here: the workflow imports this module while it plans
+
     for path in paths:
         try:
             batches = pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS, columns=["text"])
