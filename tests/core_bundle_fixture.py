@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import yaml
 
+from snakechat.evaluate import core_bundle
+
 # A corpus the n-gram model is "trained" on: the right answers of SMALL_TASKS appear in it.
 CORPUS = "the sky is blue. grass is green. the cat meows. the dog barks. 2+2= 4. 3+3= 6. "
 
@@ -35,6 +37,7 @@ def write_bundle(root, tasks, baselines=None):
         for label, (kind, *_rest) in tasks.items():
             default = 0 if kind == "language_modeling" else 50
             w.writerow([label, "test", (baselines or {}).get(label, default), "hand-made"])
+    core_bundle.write_source(root, source={"hand-made": True})  # the file hashes base_eval checks, as the eval_bundle stage records them
     return root
 
 

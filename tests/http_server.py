@@ -9,6 +9,9 @@ Modes (set `server.mode` at any time):
   busy     - the first request for each file gets 503 with `Retry-After: <server.retry_after>` (default
              0); later ones are served
   nolength - serves every file whole with no Content-Length header, the end marked by closing
+  trickle  - sends the body one byte every `server.trickle_s` seconds (default 0.05), each byte
+             well inside any read timeout
+  slowhead - sends the status line and headers one byte every `server.trickle_s` seconds
 
 Use the `http_server` fixture: `from http_server import http_server` in a test module, then
 write files under `http_server.root` and fetch `http_server.url("name")`.
@@ -16,6 +19,7 @@ write files under `http_server.root` and fetch `http_server.url("name")`.
 
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -43,6 +47,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         data = path.read_bytes()
+        if server.mode == "slowhead":
+            self._trickle(f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+            return
         if server.mode == "corrupt":
             half = len(data) // 2
             data = data[:half] + bytes(b ^ 0x5A for b in data[half:])
@@ -78,7 +85,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
+        if server.mode == "trickle":
+            self._trickle(body)
+            return
         self.wfile.write(body)
+
+    def _trickle(self, data):
+        """`data` a byte at a time, until it is all sent or the client hangs up."""
+        self.close_connection = True
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(self.server.owner.trickle_s)
+        except OSError:
+            pass
 
 
 class FileServer:
@@ -86,6 +107,7 @@ class FileServer:
         self.root = Path(root)
         self.mode = mode
         self.retry_after = "0"  # what `busy` answers
+        self.trickle_s = 0.05  # seconds between the bytes of `trickle` and `slowhead`
         self.requests = []  # (path, Range header or None), in order
         self.dropped = set()  # files that already had their one failure (drop / busy)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

@@ -49,7 +49,7 @@ def write_chat_data(directory):
     ]:
         tasks.write_jsonl(directory / name / "test.jsonl", records)
         entries[name] = {"kind": kind, "splits": {"test": f"{name}/test.jsonl"}, "random_baseline": baseline, "format": fmt}
-    (directory / "tasks.json").write_text(json.dumps({"tasks": entries}))
+    tasks.write_tasks(directory, entries)
     return directory
 
 

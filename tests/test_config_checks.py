@@ -140,3 +140,115 @@ def test_dry_run_fails_on_a_duplicate_key_in_the_shipped_file(tmp_path):
     code, out = dry_run(work)
     assert code != 0
     assert f"config/config.yaml:{line + 1}: duplicate key 'default_models' (first given at line {line})" in out, out[-3000:]
+
+
+# --- numbers that are not finite, YAML that is not plain, and --config values (issue 33) ---
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (setter("models", "tiny", "base", "grad_clip", float("nan")), "models.tiny.base.grad_clip"),
+    (setter("datasets", "fineweb-edu", "max_retry_wait", float("nan")), "datasets.fineweb-edu.max_retry_wait"),
+    (setter("datasets", "fineweb-edu", "max_retry_wait", float("inf")), "datasets.fineweb-edu.max_retry_wait"),
+])
+def test_non_finite_numbers_are_refused_by_key_and_file(mutate, key):
+    message = refusal(mutate)
+    assert f"{key}: " in message and "is not a finite number" in message and "invalid config my.yaml" in message
+
+
+def test_a_nan_in_a_configfile_fails_the_dry_run(tmp_path):
+    work = workflow_copy(tmp_path)
+    bad = tmp_path / "nan.yaml"
+    bad.write_text("models: {tiny: {base: {grad_clip: .nan}}}\n")
+    code, out = dry_run(work, "--configfile", str(bad))
+    assert code != 0 and "models.tiny.base.grad_clip: nan is not a finite number" in out and str(bad) in out, out[-3000:]
+
+
+def alias_bomb(levels=12):
+    """A few hundred bytes that stand for 3**levels values."""
+    lines = ["l0: &l0 {x: 1, y: 1, z: 1}"]
+    lines += [f"l{i}: &l{i} {{x: *l{i - 1}, y: *l{i - 1}, z: *l{i - 1}}}" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_are_bounded(tmp_path):
+    import time
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb(20))
+    start = time.perf_counter()
+    with pytest.raises(configcheck.ConfigError) as err:
+        configcheck.read_yaml(bomb)
+    assert time.perf_counter() - start < 2
+    assert f"invalid config {bomb}:" in str(err.value) and "aliases expand to more than" in str(err.value)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("a: &a [1, *a]\n")
+    with pytest.raises(configcheck.ConfigError, match="refers to the value that contains it"):
+        configcheck.read_yaml(loop)
+    fine = tmp_path / "fine.yaml"  # aliases within the bound still read, duplicate keys still found under them
+    fine.write_text(alias_bomb(5) + "d: &d {x: 1, x: 2}\ne: [*d, *d]\n")
+    with pytest.raises(configcheck.ConfigError, match="duplicate key 'd.x'"):
+        configcheck.read_yaml(fine)
+    fine.write_text(alias_bomb(5))
+    assert configcheck.read_yaml(fine)["l4"]["x"]["y"]["z"]["x"] == {"x": 1, "y": 1, "z": 1}
+
+
+def test_an_alias_bomb_in_the_overlay_fails_the_dry_run_at_once(tmp_path):
+    work = workflow_copy(tmp_path)
+    (work / "config/local.yaml").write_text(alias_bomb(20))
+    code, out = dry_run(work)
+    assert code != 0 and "invalid config config/local.yaml:" in out and "aliases expand to more than" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"models:\n  tiny: {depth: \xff}\n", ":2: not UTF-8 text (byte 0xff at offset 24)"),
+    (b"models:\n  tiny: {depth: !!int abc}\n", ":2:17: cannot read tag:yaml.org,2002:int value 'abc'"),
+    (b"models: !!python/object/apply:os.system [true]\n", ":1:9: not YAML: could not determine a constructor"),
+    (b"models:\n  tiny: {depth: 4\x07}\n", ":2: not YAML: character U+0007 is not allowed"),
+])
+def test_every_yaml_error_names_file_and_line(tmp_path, content, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(configcheck.ConfigError) as err:
+        configcheck.read_yaml(path)
+    assert f"invalid config {path}{expected}" in str(err.value)
+
+
+def test_a_non_utf8_overlay_fails_the_dry_run_naming_it(tmp_path):
+    work = workflow_copy(tmp_path)
+    (work / "config/local.yaml").write_bytes(b"models:\n  tiny: {depth: \xff}\n")
+    code, out = dry_run(work)
+    assert code != 0 and "invalid config config/local.yaml:2: not UTF-8 text" in out, out[-3000:]
+
+
+def test_nested_config_values_from_the_command_line_are_typed_by_the_schema(tmp_path):
+    work = workflow_copy(tmp_path)
+    code, out = dry_run(work, "results/plan/tiny.md", "--config", "models={tiny: {base: {steps: 5, grad_clip: 0.5}, mid: {enabled: false}}}")
+    assert code == 0, out[-3000:]
+    with pytest.raises(configcheck.ConfigError, match="models.tiny.base.steps: 'five' is not of type 'integer'"):
+        configcheck.load(good_config(), SCHEMA, command_line={"models": {"tiny": {"base": {"steps": "five"}}}}, overlay_path=tmp_path / "none.yaml")
+    schema = yaml.safe_load(SCHEMA.read_text())
+    typed = configcheck.typed_by_schema({"models": {"tiny": {"depth": "4", "base": {"grad_clip": "0.5"}, "eval_bundle": "core"}},
+                                         "datasets": {"x": {"timeout": "1e3"}}}, schema)
+    assert typed["models"]["tiny"] == {"depth": 4, "base": {"grad_clip": 0.5}, "eval_bundle": "core"}
+    assert typed["datasets"]["x"]["timeout"] == 1000.0
+
+
+def test_number_flags_refuse_nan_and_infinity(capsys):
+    """The stages' CLIs refuse what the config check refuses, for a run started by hand."""
+    from dataclasses import dataclass
+
+    from snakechat import eval_bundle
+    from snakechat.runtime import settings
+
+    @dataclass(kw_only=True)
+    class Clip:
+        grad_clip: float = settings.option(1.0, "max gradient norm")
+
+    assert settings.parse(Clip, ["--grad-clip", "0.5"], "").grad_clip == 0.5
+    for value in ("nan", "inf", "Infinity"):
+        with pytest.raises(SystemExit):
+            settings.parse(Clip, ["--grad-clip", value], "")
+        assert f"--grad-clip: invalid finite number value: '{value}'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_bundle.main(["--out", "x/core.yaml", "--kind", "http", "--url", "http://127.0.0.1:9/b.zip", "--max-retry-wait", "nan"])
+    assert "--max-retry-wait: invalid finite number value: 'nan'" in capsys.readouterr().err

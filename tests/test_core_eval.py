@@ -369,3 +369,23 @@ def test_torchrun_spreads_items_and_gathers_the_same_result(tmp_path, checkpoint
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert strip(read_csv(two)) == strip(read_csv(one))
     assert json.loads((tmp_path / "two.csv.meta.json").read_text())["world_size"] == 2
+
+
+def test_a_changed_answer_in_an_installed_bundle_is_refused_naming_the_file(tmp_path):
+    root = write_bundle(tmp_path / "bundle", small_tasks())
+    assert [t.label for t in core_bundle.load_bundle(root, verify=True)] == ["mc", "schema", "lm"]
+    path = root / "eval_data" / "multiple_choice" / "mc.jsonl"
+    good = path.read_text()
+    item = json.loads(good.splitlines()[0])
+    item["gold"] = (item["gold"] + 1) % len(item["choices"])  # still a valid item, now with the wrong answer
+    path.write_text(json.dumps(item) + "\n" + "\n".join(good.splitlines()[1:]) + "\n")
+    assert core_bundle.load_bundle(root)  # unverified, it reads (the stage's own check while installing)
+    with pytest.raises(core_bundle.BundleError, match=f"{path}: changed since the bundle was installed"):
+        core_bundle.load_bundle(root, verify=True)
+    path.write_text(good)
+    (root / "eval_meta_data.csv").write_bytes((root / "eval_meta_data.csv").read_bytes() + b"x\xff,t,1,d\n")
+    with pytest.raises(core_bundle.BundleError, match="eval_meta_data.csv: not UTF-8"):
+        core_bundle.load_bundle(root)
+    (root / "source.json").unlink()
+    with pytest.raises(core_bundle.BundleError, match="source.json: no record of the bundle's file hashes"):
+        core_bundle.load_bundle(root, verify=True)

@@ -51,3 +51,19 @@ def test_download_rule_resumes_after_a_failure(http_server, tmp_path):
     assert "results/data/web/shard_00001.parquet: cached file rejected: sha256" in (work / "logs/dataset/web.log").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["rows"] for s in manifest["shards"]] == [50, 50, 50]
+
+
+def test_a_dry_run_names_a_shard_gone_or_cut(tmp_path):
+    from shipped_workflow import dry_run, workflow_copy
+
+    work = workflow_copy(tmp_path)
+    manifest = work / "results/data/tinyworld/manifest.json"
+    manifest.parent.mkdir(parents=True)
+    for i in range(3):
+        dataset.write_shard(manifest.parent / dataset.shard_name(i), [f"shard {i} doc {j}" for j in range(20)])
+    entries = [dataset.shard_entry(manifest.parent / dataset.shard_name(i)) for i in range(3)]
+    manifest.write_text(json.dumps({"shards": entries}))
+    (manifest.parent / "shard_00001.parquet").unlink()
+    code, out = dry_run(work, "results/tokenizer/tinyworld-4k/tokenizer.json")
+    assert code != 0 and "dataset 'tinyworld': results/data/tinyworld/shard_00001.parquet: missing" in out, out[-3000:]
+    assert "Delete results/data/tinyworld/manifest.json and the dataset rule writes or fetches the shards again" in out

@@ -43,7 +43,7 @@ def test_http_shards_download_into_manifest_and_read_back(http_server, tmp_path)
     assert [p.name for p in val] == ["shard_00002.parquet"]
     assert list(shards.iter_texts(train)) == DOCS[0] + DOCS[1]
     assert list(shards.iter_texts(val)) == DOCS[2]
-    assert sorted(p.name for p in manifest_path.parent.iterdir() if not p.name.endswith(".download.json")) == ["manifest.json", *[e["file"] for e in manifest["shards"]]]
+    assert sorted(p.name for p in manifest_path.parent.iterdir() if not p.name.endswith(".download.json") and p.name != shards.STAMPS) == ["manifest.json", *[e["file"] for e in manifest["shards"]]]
 
 
 def test_dropped_connections_are_resumed(http_server, tmp_path):
@@ -198,3 +198,80 @@ def test_a_val_index_among_the_training_shards_is_refused_before_any_download(tm
         dataset.main(["--kind", "http", "--manifest", str(tmp_path / "manifest.json"), "--shards", "171", "--val-index", "100", "--url", "http://127.0.0.1:1/shard_{index:05d}.parquet"])
     assert "--val-index: val_index 100 is one of the training shards 0 … 169: it must be at least shards - 1 = 170" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def synthetic(tmp_path, count=3):
+    manifest = tmp_path / "d" / "manifest.json"
+    dataset.main(["--kind", "synthetic", "--manifest", str(manifest), "--seed", "0", "--shards", str(count), "--docs-per-shard", "64"])
+    return manifest
+
+
+def test_a_swapped_duplicated_or_edited_shard_is_refused_naming_it(tmp_path):
+    manifest = synthetic(tmp_path)
+    d = manifest.parent
+    first, second, last = (d / f"shard_0000{i}.parquet" for i in range(3))
+    assert shards.shard_paths(manifest, "train") == [first, second]
+    good = {p: p.read_bytes() for p in (first, second, last)}
+    second.rename(d / "tmp")
+    last.rename(second)
+    (d / "tmp").rename(last)  # train and validation swapped
+    for split, path in (("train", second), ("val", last)):
+        with pytest.raises(shards.ShardError, match=rf"{path}: .*{manifest}"):
+            shards.shard_paths(manifest, split)
+    for path, data in good.items():
+        path.write_bytes(data)
+    first.write_bytes(good[second][:len(good[first])].ljust(len(good[first]), b"\0"))  # another shard's bytes, same size
+    with pytest.raises(shards.ShardError, match=rf"{first}: sha256 [0-9a-f]+ is not the .* that {manifest} records"):
+        shards.shard_paths(manifest, "train")
+    first.write_bytes(good[first])
+    edited = bytearray(good[last])
+    edited[len(edited) // 2] ^= 1
+    last.write_bytes(bytes(edited))  # one bit, in place
+    with pytest.raises(shards.ShardError, match=rf"{last}: sha256"):
+        shards.shard_paths(manifest, "val")
+    last.write_bytes(good[last])
+    assert shards.shard_paths(manifest, "val") == [last]
+    last.unlink()
+    with pytest.raises(shards.ShardError, match=rf"{last}: shard listed in {manifest} cannot be read"):
+        shards.shard_paths(manifest, "val")
+
+
+def test_a_verified_shard_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    manifest = synthetic(tmp_path)
+    hashed = []
+    real = shards.hash_file
+    monkeypatch.setattr(shards, "hash_file", lambda path: hashed.append(path.name) or real(path))
+    shards.shard_paths(manifest, "train")
+    assert hashed == []  # the dataset stage recorded its hashes
+    (manifest.parent / shards.STAMPS).unlink()
+    shards.shard_paths(manifest, "train")
+    shards.shard_paths(manifest, "train")
+    assert hashed == ["shard_00000.parquet", "shard_00001.parquet"]
+    path = manifest.parent / "shard_00001.parquet"
+    path.write_bytes(path.read_bytes())  # same bytes, a new mtime: hashed once more
+    shards.shard_paths(manifest, "train")
+    assert hashed[2:] == ["shard_00001.parquet"]
+
+
+def test_a_read_error_names_the_shard(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    for name, data in (("a.parquet", b"PAR1 not really"), ("b.parquet", b"validation")):
+        (d / name).write_bytes(data)
+    entries = [{"file": n, "bytes": (d / n).stat().st_size, "sha256": hashlib.sha256((d / n).read_bytes()).hexdigest()} for n in ("a.parquet", "b.parquet")]
+    (d / "manifest.json").write_text(json.dumps({"shards": entries}))
+    paths = shards.shard_paths(d / "manifest.json", "train")
+    with pytest.raises(shards.ShardError, match=rf"{d / 'a.parquet'}: cannot read the shard"):
+        list(shards.iter_texts(paths))
+    from snakechat.train.dataloader import read_unit
+
+    with pytest.raises(ValueError, match=rf"parquet shard {d / 'a.parquet'}"):
+        read_unit((str(d / "a.parquet"), 0, 0, 1))
+
+
+def test_a_mirror_serving_one_shard_twice_is_refused(http_server, tmp_path):
+    url = serve_shards(http_server)
+    (http_server.root / dataset.shard_name(2)).write_bytes((http_server.root / dataset.shard_name(0)).read_bytes())
+    with pytest.raises(SystemExit, match="shards shard_00000.parquet, shard_00002.parquet have the same content"):
+        run_http(tmp_path / "manifest.json", url)
+    assert not (tmp_path / "manifest.json").exists()

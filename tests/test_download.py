@@ -194,3 +194,38 @@ def test_an_announced_body_over_the_limit_is_refused_unread(http_server, tmp_pat
     with pytest.raises(DownloadError, match=f"{url}: the server announces {len(PAYLOAD)} bytes, over the limit of 1000"):
         fetch(url, tmp_path / "blob.bin", max_bytes=1000, retries=3, backoff=0, log=quiet)
     assert len(http_server.requests) == 1 and leftovers(tmp_path) == ["www"]
+
+
+SMALL = os.urandom(2000)
+
+
+def test_a_trickling_body_is_dropped_under_the_minimum_rate(http_server, tmp_path):
+    url = serve(http_server, data=SMALL)
+    http_server.mode = "trickle"  # 20 bytes/s, each byte well inside the read timeout
+    messages = []
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=rf"{url}: giving up after 2 attempts: \d+ bytes/s over the last 0\.\d s, under min_rate 1000"):
+        fetch(url, tmp_path / "blob.bin", timeout=0.5, min_rate=1000, retries=1, backoff=0, log=messages.append)
+    assert time.monotonic() - start < 5
+    assert http_server.requests[1][1] is not None  # the retry resumed what had come
+    assert leftovers(tmp_path) == [".blob.bin.part", "www"]
+
+
+@pytest.mark.parametrize("mode", ["trickle", "slowhead"])
+def test_a_trickling_server_cannot_hold_a_download_past_its_deadline(http_server, tmp_path, mode):
+    url = serve(http_server, data=SMALL)
+    http_server.mode = mode  # no minimum rate, a read timeout each byte arrives within: only the deadline ends it
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=rf"{url}: no complete file within the deadline of 1.5 s \(\d+ bytes after 1 attempts"):
+        fetch(url, tmp_path / "blob.bin", timeout=5, min_rate=0, deadline=1.5, backoff=0, log=quiet)
+    took = time.monotonic() - start
+    assert 1.5 <= took < 4, took
+    assert not (tmp_path / "blob.bin").exists()
+
+
+def test_a_slow_but_steady_server_is_not_dropped(http_server, tmp_path):
+    data = SMALL[:60]
+    url = serve(http_server, data=data)
+    http_server.mode, http_server.trickle_s = "trickle", 0.005  # ~200 bytes/s
+    fetch(url, tmp_path / "blob.bin", timeout=0.1, min_rate=20, deadline=30, size=len(data), backoff=0, log=quiet)
+    assert (tmp_path / "blob.bin").read_bytes() == data

@@ -117,3 +117,30 @@ def test_a_cached_zip_with_one_byte_flipped_is_named_and_fetched_again(http_serv
     assert [r[0] for r in http_server.requests] == ["eval_bundle.zip"]
     assert cached.read_bytes() == served
     assert json.loads((out.parent / "source.json").read_text())["source"]["sha256"] == hashlib.sha256(served).hexdigest()
+
+
+def bomb_zip(path, unpacked_bytes):
+    """The bundle's zip with one more member of zeros: a few KB that unpack to `unpacked_bytes`."""
+    make_zip(path)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("eval_bundle/eval_data/padding.bin", "w", force_zip64=True) as member:
+            block = bytes(1 << 20)
+            for _ in range(unpacked_bytes >> 20):
+                member.write(block)
+    return path
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_unpacked(http_server, tmp_path):
+    zip_path = bomb_zip(http_server.root / "bomb.zip", 64 << 20)
+    assert zip_path.stat().st_size < 200_000
+    out = tmp_path / "eval_bundle" / "core" / "core.yaml"
+    with pytest.raises(DownloadError, match=r"member eval_bundle/eval_data/padding.bin unpacks \d+ bytes to 67108864 \(over max_ratio 100"):
+        run(out, http_server.url("bomb.zip"))
+    assert [p.name for p in (tmp_path / "eval_bundle").iterdir()] == []
+    with pytest.raises(DownloadError, match=r"it unpacks to \d+ bytes, more than max_unpacked_bytes 1000000"):
+        run(out, http_server.url("bomb.zip"), "--max-ratio", "100000", "--max-unpacked-bytes", "1000000")
+    with pytest.raises(ValueError, match="over max_ratio 100"):  # a zip already on disk is checked before it is unpacked too
+        eval_bundle.from_zip(tmp_path / "b", zip_path)
+    assert not (tmp_path / "b").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.")] == []
+    run(out, http_server.url("bomb.zip"), "--max-ratio", "100000")  # within caps set wide enough it installs
+    assert (out.parent / "eval_data/padding.bin").stat().st_size == 64 << 20

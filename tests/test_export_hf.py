@@ -12,7 +12,7 @@ import torch
 from snakechat import export_hf
 from snakechat.export import hf_mapping
 from snakechat.world import corpus as world_corpus
-from snakechat.model.checkpoint import load_model
+from snakechat.model.checkpoint import load_model, sealed
 from snakechat.model.conversation import render_conversation, render_for_completion
 from snakechat.model.engine import Engine
 from snakechat.model.gpt import norm
@@ -170,10 +170,12 @@ def test_chat_template_renders_snakechat_tokens(trained):
 def test_base_eval_on_the_export_writes_the_same_core_csv(trained, tmp_path):
     """Both scored in fp32, where the export is exact (bf16 rounds the two models' different op orders differently)."""
     from snakechat import base_eval
+    from snakechat.evaluate import core_bundle
     from snakechat.world import bundle as world_bundle
 
     bundle = tmp_path / "bundle"
     world_bundle.write_bundle(bundle, 0)
+    core_bundle.write_source(bundle)  # as the eval_bundle stage does
     rows = {}
     for flag, path in (("--checkpoint", trained / "base"), ("--hf-path", trained / "hf" / "base")):
         out = tmp_path / f"{flag.strip('-')}.csv"
@@ -198,7 +200,7 @@ def save_weights(ckpt, state):
     torch.save(state, ckpt / "model.pt")
     meta = json.loads((ckpt / "meta.json").read_text())
     meta["sha256"]["model.pt"] = hash_file(ckpt / "model.pt")
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "meta.json").write_text(json.dumps(sealed(meta)))
 
 
 def test_refuses_what_nanochat_cannot_express(tmp_path):
@@ -217,15 +219,15 @@ def test_refuses_what_nanochat_cannot_express(tmp_path):
 
     meta = json.loads((ckpt / "meta.json").read_text())
     meta["model_config"]["window_pattern"] = "SSSL"  # sliding-window layers: NanoChat attends to everything
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "meta.json").write_text(json.dumps(sealed(meta)))
     with pytest.raises(SystemExit, match="'window_pattern' have no counterpart in NanoChatForCausalLM"):
         export_hf.main(["--checkpoint", str(ckpt), "--out", str(out)])
     meta["model_config"]["recipe"] = "nanochat-2026-07"
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "meta.json").write_text(json.dumps(sealed(meta)))
     with pytest.raises(SystemExit, match="a nanochat-2026-07 model has value embeddings and their gates, sliding-window attention, smear, backout"):
         export_hf.main(["--checkpoint", str(ckpt), "--out", str(out)])
     del meta["model_config"]["window_pattern"], meta["model_config"]["recipe"]
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "meta.json").write_text(json.dumps(sealed(meta)))
 
     state = torch.load(ckpt / "model.pt", weights_only=True)
     state["resid_lambdas"] = torch.ones(2)  # per-layer residual scalars: NanoChat has none

@@ -1,4 +1,5 @@
-"""What a stage loads is verified: checkpoint weights against the sha256 in their meta.json,
+"""What a stage loads is verified: checkpoint weights against the sha256 in their meta.json, meta.json
+against its own checksum, the tokenizer against the hash recorded with the weights,
 resumable states against the sha256 written beside them. One flipped byte is enough to be caught
 (torch.load alone reads such files without complaint), and a corrupt newest state falls back to
 the previous verified one. Checkpoint directories get the user's umask, like every output."""
@@ -11,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from snakechat.model.checkpoint import CheckpointError, load_gpt, save_checkpoint
+from snakechat.model.checkpoint import CheckpointError, load_gpt, load_model, save_checkpoint, sealed
 from snakechat.model.gpt import GPT, GPTConfig
 from snakechat.train.optim import Schedule
 from snakechat.train.train_state import StateStore
@@ -52,10 +53,47 @@ def test_a_flipped_byte_in_checkpoint_weights_is_refused_naming_the_file(tmp_pat
     assert str(tmp_path / "ckpt/model.pt") in str(err.value)
 
     del meta["sha256"]
-    (tmp_path / "ckpt/meta.json").write_text(json.dumps(meta))
+    (tmp_path / "ckpt/meta.json").write_text(json.dumps(sealed(meta)))
     with pytest.raises(CheckpointError, match="records no sha256") as err:
         load_gpt(tmp_path / "ckpt")
     assert str(tmp_path / "ckpt/model.pt") in str(err.value) and str(tmp_path / "ckpt/meta.json") in str(err.value)
+
+
+def test_an_edited_meta_json_or_tokenizer_is_refused_naming_the_file(tmp_path):
+    from snakechat.model.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    tok = Tokenizer.train([f"word{i} and more words {i * 7}" for i in range(300)], vocab_size=300)
+    tok.save(tmp_path / "tok")
+    config = GPTConfig(sequence_len=16, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
+    save_checkpoint(tmp_path / "ckpt", GPT(config), {"model_config": config.to_dict(), "tokenizer": str(tmp_path / "tok"), "step": 5})
+    meta_path = tmp_path / "ckpt/meta.json"
+    load_model(tmp_path / "ckpt")
+    good = meta_path.read_text()
+
+    meta_path.write_text(good.replace('"step": 5', '"step": 6'))  # still valid JSON
+    with pytest.raises(CheckpointError, match=f"{meta_path} was changed after it was written"):
+        load_gpt(tmp_path / "ckpt")
+    meta = json.loads(good)
+    del meta["meta_sha256"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"{meta_path} has no meta_sha256"):
+        load_gpt(tmp_path / "ckpt")
+    del meta["model_config"]
+    meta_path.write_text(json.dumps(sealed(meta)))
+    with pytest.raises(CheckpointError, match=f"{meta_path} has no model_config"):
+        load_gpt(tmp_path / "ckpt")
+    meta_path.write_bytes(good.encode().replace(b'"step"', b'"st\xffep"'))
+    with pytest.raises(CheckpointError, match=f"{meta_path} is not UTF-8"):
+        load_gpt(tmp_path / "ckpt")
+    meta_path.write_text(good)
+
+    Tokenizer.train([f"other text {i}" for i in range(300)], vocab_size=300).save(tmp_path / "tok")  # retrained in place
+    with pytest.raises(CheckpointError, match=f"tokenizer {tmp_path / 'tok'} is not the one {tmp_path / 'ckpt'} was trained with"):
+        load_model(tmp_path / "ckpt")
+    tok.save(tmp_path / "tok")
+    (tmp_path / "tok" / "tok_eval.csv").write_text("tokenizer,bytes\n")  # tok_eval's report beside it is not the tokenizer
+    load_model(tmp_path / "ckpt")
 
 
 def test_a_flipped_byte_in_the_newest_state_falls_back_to_the_previous_one(tmp_path):
@@ -149,3 +187,28 @@ def test_checkpoint_directories_follow_the_umask(tmp_path, mask):
     assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o777 & ~mask
     for f in ("model.pt", "meta.json"):
         assert stat.S_IMODE((tmp_path / "ckpt" / f).stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_failed_training_job_keeps_the_previous_checkpoint(tmp_path):
+    """Snakemake deletes a rule's outputs before it runs the job; a training job that then fails
+    (its resume refused, its inputs unreadable) must not cost the checkpoint that was there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    (work / "config/config.yaml").write_text((root / "config/config.yaml").read_text())
+    for path, text in [("results/data/tinyworld/manifest.json", "{}"), ("results/tokenizer/tinyworld-4k/tokenizer.json", "{}"),
+                       ("results/tokenizer/tinyworld-4k/token_bytes.json", "[]"), ("results/base/tiny/model.pt", "the previous weights"),
+                       ("results/base/tiny/meta.json", "{}")]:
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d", str(work), "-c1",
+                          "results/base/tiny", "--forcerun", "base_train", "--allowed-rules", "base_train"],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode != 0
+    assert "not a readable dataset manifest" in (work / "logs/base_train/tiny.log").read_text()  # the job ran, and failed
+    assert (work / "results/base/tiny/model.pt").read_text() == "the previous weights", run.stderr[-2000:]

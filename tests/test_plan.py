@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from snakechat import plan
@@ -126,3 +127,10 @@ def test_cli_prices_gpt2_and_d20_keeps_its_figures():
     assert re.search(r"^\| base_train \| 5\.84G \| 2\.94e\+19 \| 8 \| 2\.29 h \| \$55\.08 \|", out, re.M), out
     d20 = plan.render(plan.stage_rows("d20", validated()))
     assert re.search(r"^\| base_train \| 11\.22G \| 4\.02e\+19 \| 8 \| 3\.14 h \| \$75\.32 \|", d20, re.M), d20
+
+
+def test_a_config_file_that_is_not_plain_yaml_is_named(tmp_path):
+    bad = tmp_path / "my.yaml"
+    bad.write_bytes((Path(plan.ROOT) / "config/config.yaml").read_bytes() + b"\nplan: {gpu_hour_usd: 2\xff}\n")
+    with pytest.raises(configcheck.ConfigError, match=f"invalid config {bad}:\\d+: not UTF-8 text"):
+        plan.main(["tiny", "--config", str(bad), "--overlay", str(tmp_path / "none.yaml")])

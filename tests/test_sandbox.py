@@ -193,6 +193,18 @@ def test_plain_values_cross_exactly_and_exceptions_keep_their_type(sandbox):
     assert result.passed, result
 
 
+@pytest.mark.parametrize("shadow, tests", [
+    ("def abs(x):\n    return 0\n", "def check(candidate):\n    assert abs(candidate(2, 3) - 5) < 1e-9\n"),
+    ("def all(x):\n    return True\n", "def check(candidate):\n    assert all([candidate(2, 3) == 5, candidate(-1, 1) == 0])\n"),
+    ("import math as len\n", "def check(candidate):\n    assert len([candidate(2, 3)]) == 1 and candidate(2, 3) == 5\n"),
+])
+def test_a_program_shadowing_the_tests_builtins_does_not_pass(sandbox, shadow, tests):
+    """The tests' builtins stay the builtins: a wrong `add` with its own `abs` (or `all`) fails."""
+    result = sandbox.run(shadow + WRONG, tests, "add")
+    assert not result.passed and result.status == "failed", result
+    assert sandbox.run(shadow + RECORD["prompt"] + RECORD["canonical_solution"], tests, "add").passed
+
+
 EXIT_TRICKS = {
     # name: (code run before the wrong answer, whether that code runs to its end)
     "sys.exit": ("import sys\nsys.exit(0)", False),
@@ -428,6 +440,51 @@ def test_fork_bomb_is_bounded(sandbox, host):
     """)
     made = int(result.detail.split("forks before refusal:")[1].split()[0])
     assert made < sandbox.processes
+
+
+FORK_BOMB = """
+import os, time
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+except OSError:
+    time.sleep(60)  # hold the whole budget until the wall clock ends the run
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="started as root, every run drops to a uid; unprivileged runs each have a user namespace")
+def test_a_fork_bomb_beside_correct_solutions_fails_none_of_them(sandbox):
+    """Concurrent runs as root each have their own process budget: a bomb that holds all of its own
+    leaves the correct solutions that run beside it passing."""
+    correct = RECORD["prompt"] + RECORD["canonical_solution"]
+    results = {}
+
+    def run(name, program):
+        results[name] = sandbox.run(program, RECORD["test"], "add")
+
+    bomb = threading.Thread(target=run, args=("bomb", FORK_BOMB + WRONG))
+    bomb.start()
+    time.sleep(1.0)  # the bomb has forked to its limit and holds it
+    others = [threading.Thread(target=run, args=(i, correct)) for i in range(3)]
+    for t in others:
+        t.start()
+    for t in [bomb, *others]:
+        t.join()
+    assert not results["bomb"].passed and results["bomb"].status == "timeout", results["bomb"]
+    for i in range(3):
+        assert results[i].passed, results[i]
+    assert harness_processes() == []
+
+
+def test_the_uid_pool_gives_concurrent_runs_distinct_uids(monkeypatch):
+    """A uid held by one run is not given to another until that run ends, however the slots are drawn."""
+    monkeypatch.setattr(humaneval_sandbox.secrets, "randbelow", lambda n: 7)  # every run starts at the same slot
+    with humaneval_sandbox.run_uid() as a, humaneval_sandbox.run_uid() as b:
+        assert a == humaneval_sandbox.RUN_UID_BASE + 7 and b == a + 1
+    with humaneval_sandbox.run_uid() as c:
+        assert c == a  # given back
 
 
 def test_8gb_allocation_fails(sandbox, host):

@@ -201,11 +201,38 @@ def make_chat_dir(tmp_path):
     tasks.write_jsonl(tmp_path / "quiz" / "train.jsonl", mc)
     tasks.write_jsonl(tmp_path / "math" / "train.jsonl", gsm)
     tasks.write_jsonl(tmp_path / "math" / "test.jsonl", gsm[:2])
-    (tmp_path / "tasks.json").write_text(json.dumps({"tasks": {
+    tasks.write_tasks(tmp_path, {
         "quiz": {"kind": "mc", "splits": {"train": "quiz/train.jsonl"}, "random_baseline": 0.5},
         "math": {"kind": "gsm8k", "splits": {"train": "math/train.jsonl", "test": "math/test.jsonl"}, "random_baseline": 0.0},
-    }}))
+    })
     return tmp_path
+
+
+def test_a_changed_or_unreadable_split_file_is_refused_naming_it(tmp_path):
+    chat = make_chat_dir(tmp_path)
+    path = chat / "math" / "test.jsonl"
+    good = path.read_text()
+    assert tasks.load_split(chat, "math", "test")[1][1]["answer"] == "#### 1"
+    path.write_text(good.replace("#### 1", "#### 7"))  # one changed answer, still valid records
+    with pytest.raises(ValueError, match=f"{path}: changed since {chat / 'tasks.json'} was written"):
+        tasks.load_split(chat, "math", "test")
+    (chat / "math" / "train.jsonl").rename(chat / "x")
+    (chat / "math" / "test.jsonl").rename(chat / "math" / "train.jsonl")
+    (chat / "x").rename(chat / "math" / "test.jsonl")  # train and test swapped
+    with pytest.raises(ValueError, match="changed since"):
+        tasks.load_split(chat, "math", "train")
+    bad = chat / "bad.jsonl"
+    bad.write_bytes(b'{"question": "q\xff", "answer": "#### 1"}\n')
+    with pytest.raises(ValueError, match=f"{bad}: not UTF-8 text"):
+        tasks.read_jsonl(bad)
+    index = json.loads((chat / "tasks.json").read_text())
+    del index["tasks"]["quiz"]["sha256"]
+    (chat / "tasks.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="task 'quiz' records no sha256 for its 'train' split"):
+        tasks.load_split(chat, "quiz", "train")
+    (chat / "tasks.json").write_bytes(b'{"tasks": {"\xfe": 1}}')
+    with pytest.raises(ValueError, match=f"{chat / 'tasks.json'}: not UTF-8 text"):
+        tasks.load_tasks(chat)
 
 
 def test_mixture_counts_epochs_and_weights_and_is_seeded(tmp_path):

@@ -295,3 +295,14 @@ def test_tok_train_rejects_bad_input_before_training(tmp_path):
     with pytest.raises(SystemExit, match="training shards missing"):
         tok_train.main(["--manifest", str(manifest), "--out", str(tmp_path / "t"), "--vocab-size", "600", "--max-chars", "10", "--doc-cap", "10"])
     assert not (tmp_path / "t").exists()
+
+
+def test_an_unreadable_tokenizer_file_is_named(tmp_path):
+    Tokenizer.train(make_docs(50, seed=1), vocab_size=300).save(tmp_path / "tok")
+    path = tmp_path / "tok" / "tokenizer.json"
+    path.write_bytes(path.read_bytes()[:100] + b"\xff" + path.read_bytes()[100:])
+    with pytest.raises(ValueError, match=f"{path}: cannot read the tokenizer"):
+        Tokenizer.load(tmp_path / "tok")
+    (tmp_path / "tok" / "meta.json").write_bytes(b'{"encoder": "\xfe"}')
+    with pytest.raises(ValueError, match=f"{tmp_path / 'tok' / 'meta.json'}: not the tokenizer's meta data"):
+        Tokenizer.load(tmp_path / "tok")

@@ -243,7 +243,7 @@ def test_chat_data_follows_contract(chat):
     spec = json.loads((chat / "tasks.json").read_text())["tasks"]
     assert set(spec) == {t[0] for t in world_chat.TASKS}
     for name, entry in spec.items():
-        assert set(entry) == {"kind", "splits", "random_baseline", "format"} and entry["format"] == "world" and 0 <= entry["random_baseline"] <= 1
+        assert set(entry) == {"kind", "splits", "random_baseline", "format", "sha256"} and entry["format"] == "world" and 0 <= entry["random_baseline"] <= 1
         for split in ("train", "test"):
             kind, records = tasks.load_split(chat, name, split)
             assert kind == entry["kind"]

@@ -2,6 +2,7 @@
 last shard validation), for the tests that tokenize or train: any texts, or the built-in world's
 corpus with a tokenizer trained on it."""
 
+import hashlib
 import json
 
 import pyarrow as pa
@@ -18,7 +19,8 @@ def write_dataset(root, shards, row_group_size=1024):
     for i, texts in enumerate(shards):
         name = f"shard_{i:05d}.parquet"
         pq.write_table(pa.table({"text": texts}), root / name, row_group_size=row_group_size)
-        entries.append({"file": name, "rows": len(texts), "bytes": (root / name).stat().st_size})
+        entries.append({"file": name, "rows": len(texts), "bytes": (root / name).stat().st_size,
+                        "sha256": hashlib.sha256((root / name).read_bytes()).hexdigest()})
     (root / "manifest.json").write_text(json.dumps({"shards": entries}))
     return root / "manifest.json"
 

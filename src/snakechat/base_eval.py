@@ -109,7 +109,7 @@ def main(argv=None):
     model_dir = args.checkpoint or args.hf_path
     if not model_dir.is_dir():
         raise SystemExit(f"model directory {model_dir} does not exist")
-    tasks = core_bundle.load_bundle(args.bundle)  # a bad bundle fails here, before the model loads
+    tasks = core_bundle.load_bundle(args.bundle, verify=True)  # a bad or changed bundle fails here, before the model loads
     core_eval.check_fewshot_room(tasks, args.max_per_task)
     rank, _, world_size, device = init_distributed(args.device)
     resolved = precision.resolve(args.precision, device)

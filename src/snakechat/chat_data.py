@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from snakechat.data import download
 from snakechat.evaluate import tasks
-from snakechat.runtime.common import atomic_path, write_json_atomic
+from snakechat.runtime.common import atomic_path
 from snakechat.runtime.provenance import record
 
 
@@ -194,7 +194,7 @@ def main(argv=None):
     counts = check_chat_dir(chat_dir, entries)
     for task, entry in entries.items():
         entry["rows"] = counts[task]
-    write_json_atomic(out, {"tasks": entries, "sources": sources, "provenance": record("snakechat.chat_data", settings)})
+    tasks.write_tasks(chat_dir, entries, sources=sources, provenance=record("snakechat.chat_data", settings))
     print(f"wrote {out}: " + ", ".join(f"{t} {c}" for t, c in counts.items()), flush=True)
 
 

@@ -60,6 +60,7 @@ from snakechat.runtime.progress import Progress
 from snakechat.model.conversation import render_for_completion
 from snakechat.model.engine import Engine
 from snakechat.model.precision import SETTINGS, autocast, for_inference, resolve
+from snakechat.runtime.settings import finite_float
 
 EVALUATED_KINDS = ("mc", "gsm8k", "humaneval")
 COLUMNS = ["task", "kind", "protocol", "n", "test_items", "accuracy", "baseline", "centered"]
@@ -270,10 +271,10 @@ def parse_args(argv=None):
     p.add_argument("--max-per-task", type=int, default=0, help="items per task, the first of the split shuffled as nanochat does (0: all, as nanochat)")
     p.add_argument("--num-samples", type=int, default=1, help="replies sampled per generative item (correct if any is)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="tokens per reply (nanochat: 512)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (nanochat)")
+    p.add_argument("--temperature", type=finite_float, default=0.0, help="0: greedy (nanochat)")
     p.add_argument("--top-k", type=int, default=50, help="0: no top-k filter")
     p.add_argument("--device-batch-items", type=int, default=8, help="items per process at once (mc: per forward pass; generative: x num-samples rows)")
-    p.add_argument("--sandbox-timeout", type=float, default=5.0, help="seconds a HumanEval program may run (nanochat: 5)")
+    p.add_argument("--sandbox-timeout", type=finite_float, default=5.0, help="seconds a HumanEval program may run (nanochat: 5)")
     p.add_argument("--unsandboxed", type=true_or_false, default=False, metavar="{true,false}", help="true: run HumanEval code without isolation where bubblewrap cannot start")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from snakechat.data import download
+from snakechat.data.shards import record_verified
 from snakechat.runtime.common import atomic_path, write_json_atomic
 from snakechat.runtime.provenance import hash_file, record
 
@@ -167,6 +168,11 @@ def main(argv=None):
         if args.val_index is not None:
             settings["val_index"] = args.val_index
         entries = fetch_shards(out_dir, args.url, args.shards, sha256, sizes, args.workers, args.val_index, **download.http_settings(args))
+    twins = [e["file"] for e in entries if sum(f["sha256"] == e["sha256"] for f in entries) > 1]
+    if twins:
+        raise SystemExit(f"{out_dir}: shards {', '.join(twins)} have the same content; a dataset whose shards repeat "
+                         f"(a mirror serving one file twice) would train on its validation shard or weigh documents twice")
+    record_verified(out_dir, {e["file"]: e["sha256"] for e in entries})  # readers then stat instead of hashing
     manifest = {
         "kind": args.kind,
         "shards": entries,

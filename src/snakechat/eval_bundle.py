@@ -22,9 +22,9 @@ import zipfile
 from pathlib import Path
 
 from snakechat.data import download
-from snakechat.runtime.common import write_json_atomic
-from snakechat.evaluate.core_bundle import load_bundle
+from snakechat.evaluate.core_bundle import load_bundle, write_source
 from snakechat.runtime.provenance import record
+from snakechat.runtime.settings import finite_float
 
 
 def check_bundle(root):
@@ -44,9 +44,31 @@ def bundle_root(extracted):
     return found[0]
 
 
-def check_zip(path):
-    """Raise unless `path` is a readable zip with a core.yaml at the top or one folder down."""
+MAX_UNPACKED_BYTES = 4 << 30  # DCLM's eval_bundle.zip unpacks to well under this
+MAX_RATIO = 100  # unpacked / packed bytes of one member: text compresses ~5-20x, a bomb ~1000x
+MAX_MEMBERS = 100_000
+
+
+def check_sizes(z, max_unpacked_bytes=MAX_UNPACKED_BYTES, max_ratio=MAX_RATIO):
+    """Raise unless the zip's members, as its directory declares them, stay within the caps. The
+    declared sizes bound what is written: zipfile stops a member at its declared size (and its CRC
+    check then fails), so checking them before any byte is unpacked bounds the disk a zip can fill."""
+    members = z.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise ValueError(f"{len(members)} members, more than the {MAX_MEMBERS} a bundle may have")
+    total = sum(m.file_size for m in members)
+    if total > max_unpacked_bytes:
+        raise ValueError(f"it unpacks to {total} bytes, more than max_unpacked_bytes {max_unpacked_bytes}")
+    for m in members:
+        if m.file_size > max_ratio * max(m.compress_size, 1) and m.file_size > 1 << 20:
+            raise ValueError(f"member {m.filename} unpacks {m.compress_size} bytes to {m.file_size} "
+                             f"(over max_ratio {max_ratio}: a zip bomb, or data no bundle holds)")
+
+
+def check_zip(path, max_unpacked_bytes=MAX_UNPACKED_BYTES, max_ratio=MAX_RATIO):
+    """Raise unless `path` is a readable zip within the size caps with a core.yaml at the top or one folder down."""
     with zipfile.ZipFile(path) as z:
+        check_sizes(z, max_unpacked_bytes, max_ratio)  # before testzip, which unpacks every member
         bad = z.testzip()
         if bad is not None:
             raise ValueError(f"member {bad} fails its CRC check")
@@ -86,9 +108,10 @@ def from_world(out_dir, seed):
     return install(build, out_dir)
 
 
-def from_zip(out_dir, zip_path):
+def from_zip(out_dir, zip_path, max_unpacked_bytes=MAX_UNPACKED_BYTES, max_ratio=MAX_RATIO):
     def build(work):
         with zipfile.ZipFile(zip_path) as z:
+            check_sizes(z, max_unpacked_bytes, max_ratio)
             z.extractall(work / "unpacked")
         return bundle_root(work / "unpacked")
 
@@ -105,6 +128,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="synthetic: the world's seed")
     parser.add_argument("--url", help="http: the bundle zip")
     parser.add_argument("--sha256", help="http: expected sha256 of the zip")
+    parser.add_argument("--max-unpacked-bytes", type=int, default=MAX_UNPACKED_BYTES, help="http: most bytes the zip may unpack to, checked before unpacking")
+    parser.add_argument("--max-ratio", type=finite_float, default=MAX_RATIO, help="http: most unpacked bytes per packed byte of a member over 1 MiB")
     download.add_http_arguments(parser, workers=False)
     args = parser.parse_args(argv)
     if args.kind == "http" and args.url is None:
@@ -119,16 +144,17 @@ def main(argv=None):
         rows = from_world(out_dir, args.seed)
         source = {}
     else:
-        settings = {k: getattr(args, k) for k in ("kind", "url", "sha256", *download.HTTP_SETTINGS)}
+        settings = {k: getattr(args, k) for k in ("kind", "url", "sha256", "max_unpacked_bytes", "max_ratio", *download.HTTP_SETTINGS)}
         zip_path = out_dir.parent / f"{out_dir.name}.zip"
-        source = download.fetch(args.url, zip_path, sha256=args.sha256, verify=check_zip, **download.http_settings(args))
+        caps = {"max_unpacked_bytes": args.max_unpacked_bytes, "max_ratio": args.max_ratio}
+        source = download.fetch(args.url, zip_path, sha256=args.sha256, verify=lambda path: check_zip(path, **caps), **download.http_settings(args))
         try:
-            rows = from_zip(out_dir, zip_path)
+            rows = from_zip(out_dir, zip_path, **caps)
         except ValueError:
             zip_path.unlink()  # a later run must not take this zip as good
             download.record_path(zip_path).unlink(missing_ok=True)
             raise
-    write_json_atomic(out_dir / "source.json", {"source": source, "tasks": rows, "provenance": record("snakechat.eval_bundle", settings)})
+    write_source(out_dir, source=source, tasks=rows, provenance=record("snakechat.eval_bundle", settings))
     print(f"wrote {out_dir}: {len(rows)} tasks, {sum(rows.values())} items", flush=True)
 
 

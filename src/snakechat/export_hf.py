@@ -72,7 +72,10 @@ EXPORT_META = "snakechat_export.json"
 
 def load_checkpoint(checkpoint_dir):
     """(model_config, state, meta) of a checkpoint, checked against the mapping."""
-    meta = load_meta(checkpoint_dir)
+    try:
+        meta = load_meta(checkpoint_dir, sealed_only=True)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from None
     where = Path(checkpoint_dir) / "meta.json"
     if "model_config" not in meta:
         raise ExportError(f"{where}: no model_config")

@@ -13,7 +13,6 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 
 from snakechat.pipeline import configcheck
 from snakechat.model import sizing
@@ -239,7 +238,7 @@ def main(argv=None):
     if args.config_json:
         cfg = json.loads(args.config_json)
     else:
-        cfg = configcheck.load(yaml.safe_load(Path(args.config).read_text()), ROOT / "workflow/schemas/config.schema.yaml", [args.config], overlay_path=args.overlay)
+        cfg = configcheck.load(configcheck.read_yaml(args.config), ROOT / "workflow/schemas/config.schema.yaml", [args.config], overlay_path=args.overlay)
     if args.model not in cfg["models"]:
         raise SystemExit(f"model {args.model!r} is not in the config (known: {', '.join(sorted(cfg['models']))})")
     text = render(stage_rows(args.model, cfg))

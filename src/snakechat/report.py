@@ -25,6 +25,7 @@ import torch
 from snakechat.model import recipes, sizing
 from snakechat.runtime.common import write_text_atomic
 from snakechat.runtime.provenance import git_state
+from snakechat.runtime.settings import finite_float
 
 STAGES = ["base", "mid", "sft", "rl"]
 TRAINING_JOBS = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "chat_rl": "rl"}
@@ -281,7 +282,7 @@ def main(argv=None):
     parser.add_argument("--base-eval")
     parser.add_argument("--chat-eval", nargs="*", metavar="STAGE=CSV")
     parser.add_argument("--benchmark", nargs="*", metavar="JOB=TSV")
-    parser.add_argument("--gpu-hour-usd", type=float, required=True)
+    parser.add_argument("--gpu-hour-usd", type=finite_float, required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     write_text_atomic(args.out, build(args))

@@ -25,6 +25,7 @@ from snakechat.data import shards
 from snakechat.runtime.common import atomic_path, write_json_atomic
 from snakechat.runtime.provenance import record
 from snakechat.model.tokenizer import Tokenizer
+from snakechat.runtime.settings import finite_float
 
 COLUMNS = ["tokenizer", "text_kind", "bytes", "tokens", "bytes_per_token", "tokens_per_byte", "status"]
 
@@ -180,7 +181,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="the CSV to write")
     p.add_argument("--eval-chars", type=int, required=True, help="characters of each split to measure (whole documents, so a little more)")
     p.add_argument("--references", default="[]", help="JSON list: tiktoken encoding names or tokenizer.json paths")
-    p.add_argument("--reference-timeout", type=float, required=True, help="seconds allowed to load (download) one reference")
+    p.add_argument("--reference-timeout", type=finite_float, required=True, help="seconds allowed to load (download) one reference")
     return p.parse_args(argv)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from snakechat.runtime.common import write_json_atomic
 from snakechat.runtime.provenance import record
-from snakechat.data.shards import iter_texts, shard_paths
+from snakechat.data.shards import ShardError, iter_texts, shard_paths
 from snakechat.model.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, TRAINERS, Tokenizer, capped_documents
 
 CHECK_DOCS = 256  # training documents on which tiktoken's ids are checked against HF's
@@ -62,10 +62,12 @@ def main(argv=None):
     manifest = Path(args.manifest)
     if not manifest.exists():
         raise SystemExit(f"no dataset manifest at {manifest}")
-    shards = shard_paths(manifest, "train")
-    missing = [str(p) for p in shards if not p.exists()]
-    if not shards or missing:
-        raise SystemExit(f"{manifest}: training shards missing: {missing or 'the manifest lists fewer than two shards'}")
+    try:
+        shards = shard_paths(manifest, "train")
+    except ShardError as e:
+        raise SystemExit(f"{manifest}: training shards missing or not the recorded ones: {e}") from None
+    if not shards:
+        raise SystemExit(f"{manifest}: training shards missing: the manifest lists fewer than two shards")
 
     texts = CharCounter(capped_documents(iter_texts(shards), args.doc_cap, args.max_chars))
     start = time.perf_counter()

@@ -7,7 +7,7 @@ rule base_train:
         tokenizer=model_tokenizer,
         token_bytes=model_token_bytes,
     output:
-        directory("results/base/{model}"),
+        update(directory("results/base/{model}")),  # the previous checkpoint stays until the new one is complete; restored if the job fails
     log:
         "logs/base_train/{model}.log",
     benchmark:

@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 
+from snakechat.data.shards import missing_or_resized
 from snakechat.pipeline import configcheck
 from snakechat.pipeline import launcher
 from snakechat.runtime.provenance import code_fingerprint
@@ -65,14 +66,25 @@ def training_stages(model):
 # --- input functions: the files a rule reads that its wildcards name only through the config ---
 
 
+def checked_manifest(dataset):
+    """A dataset's manifest, once a stat of the shards it lists finds them all at their recorded
+    size: the shards are not outputs of their own, so this is how a dry run sees one gone or cut."""
+    path = f"results/data/{dataset}/manifest.json"
+    problems = missing_or_resized(path) if os.path.exists(path) else []
+    if problems:
+        raise configcheck.ConfigError(f"dataset {dataset!r}: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                                      + f". Delete {path} and the dataset rule writes or fetches the shards again (verified ones are kept).")
+    return path
+
+
 def tokenizer_manifest(wildcards):
     """The manifest of the dataset a tokenizer is trained on."""
-    return f"results/data/{dataset_of_tokenizer(wildcards.tokenizer)}/manifest.json"
+    return checked_manifest(dataset_of_tokenizer(wildcards.tokenizer))
 
 
 def model_manifest(wildcards):
     """The manifest of the dataset a model (and its tokenizer) is trained on."""
-    return f"results/data/{model_names(wildcards.model)['dataset']}/manifest.json"
+    return checked_manifest(model_names(wildcards.model)["dataset"])
 
 
 def model_tokenizer(wildcards):

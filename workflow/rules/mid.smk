@@ -9,7 +9,7 @@ rule mid_train:
         start="results/base/{model}",
         chat_data=model_chat_data,
     output:
-        directory("results/mid/{model}"),
+        update(directory("results/mid/{model}")),  # the previous checkpoint stays until the new one is complete; restored if the job fails
     log:
         "logs/mid_train/{model}.log",
     benchmark:

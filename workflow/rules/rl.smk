@@ -7,7 +7,7 @@ use rule mid_train as chat_rl with:
         start="results/sft/{model}",
         chat_data=model_chat_data,
     output:
-        directory("results/rl/{model}"),
+        update(directory("results/rl/{model}")),  # the previous checkpoint stays until the new one is complete; restored if the job fails
     log:
         "logs/chat_rl/{model}.log",
     benchmark:

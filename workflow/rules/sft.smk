@@ -7,7 +7,7 @@ use rule mid_train as chat_sft with:
         start=sft_start,
         chat_data=model_chat_data,
     output:
-        directory("results/sft/{model}"),
+        update(directory("results/sft/{model}")),  # the previous checkpoint stays until the new one is complete; restored if the job fails
     log:
         "logs/chat_sft/{model}.log",
     benchmark:

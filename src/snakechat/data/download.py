@@ -11,8 +11,12 @@ record and the expected size and sha256, checked by reading it again; one that d
 byte, a truncation, no record at all) is named, deleted and fetched again. (The stages' own
 manifests cannot serve here: Snakemake deletes a job's outputs before it runs it again.)
 
-Bounds a server cannot push: a `Retry-After` longer than `max_retry_wait` is cut to it, and a body
-is read up to the expected size or `max_bytes`, whether or not the server sent a Content-Length.
+Bounds a server cannot push: a `Retry-After` longer than `max_retry_wait` is cut to it, a body
+is read up to the expected size or `max_bytes`, whether or not the server sent a Content-Length,
+a transfer that averages under `min_rate` bytes/s over a `timeout` window is dropped (and resumed,
+as a retry), and the whole fetch, retries and waits included, ends at `deadline` seconds: at that
+moment a watchdog shuts the connection's socket, so a server that trickles its headers or body a
+byte at a time cannot hold it longer.
 
 Library code: the stages that download (`snakechat.dataset`, `snakechat.eval_bundle`,
 `snakechat.chat_data`) call `fetch`.
@@ -24,12 +28,14 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from snakechat.runtime.provenance import hash_file
+from snakechat.runtime.settings import finite_float
 
 USER_AGENT = "snakechat-download/1"
 CHUNK = 1 << 20
@@ -125,7 +131,9 @@ def cached(url, dest, *, size=None, sha256=None, log=_print):
 
 MAX_RETRY_WAIT = 120.0
 MAX_BYTES = 4 << 30
-HTTP_SETTINGS = ("retries", "timeout", "backoff", "max_retry_wait", "max_bytes")  # fetch's keywords, set by add_http_arguments
+DEADLINE = 6 * 3600.0  # seconds for one file, retries included
+MIN_RATE = 1024.0  # bytes per second, averaged over each `timeout` window
+HTTP_SETTINGS = ("retries", "timeout", "backoff", "max_retry_wait", "max_bytes", "deadline", "min_rate")  # fetch's keywords, set by add_http_arguments
 
 
 def http_settings(args):
@@ -136,24 +144,87 @@ def http_settings(args):
 def add_http_arguments(parser, workers=True):
     """The download settings every http source takes (the config's retries, timeout, backoff, max_retry_wait, max_bytes, workers)."""
     parser.add_argument("--retries", type=int, default=5, help="http: extra attempts after a transient failure")
-    parser.add_argument("--timeout", type=float, default=60.0, help="http: seconds a connection may stall")
-    parser.add_argument("--backoff", type=float, default=2.0, help="http: seconds before the first retry, doubled each time")
-    parser.add_argument("--max-retry-wait", type=float, default=MAX_RETRY_WAIT, help="http: most seconds to wait before a retry, whatever Retry-After says")
+    parser.add_argument("--timeout", type=finite_float, default=60.0, help="http: seconds a connection may stall")
+    parser.add_argument("--backoff", type=finite_float, default=2.0, help="http: seconds before the first retry, doubled each time")
+    parser.add_argument("--max-retry-wait", type=finite_float, default=MAX_RETRY_WAIT, help="http: most seconds to wait before a retry, whatever Retry-After says")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="http: most bytes of one file (where its size is not given)")
+    parser.add_argument("--deadline", type=finite_float, default=DEADLINE, help="http: most seconds for one file, retries and waits included")
+    parser.add_argument("--min-rate", type=finite_float, default=MIN_RATE, help="http: least bytes/s a transfer must average over each --timeout window (0: no minimum)")
     if workers:
         parser.add_argument("--workers", type=int, default=4, help="http: parallel downloads")
 
 
-def _transfer(url, part, timeout, limit):
+class _Watchdog:
+    """Shuts every socket the fetch opened once its deadline passes, from a timer thread: a blocked
+    read (of headers or body) then returns, however slowly the server trickles."""
+
+    def __init__(self, seconds):
+        self.started = time.monotonic()
+        self.deadline = self.started + seconds
+        self.sockets, self.fired, self._lock = [], False, threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock):
+        with self._lock:
+            self.sockets.append(sock)
+            if self.fired:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _fire(self):
+        with self._lock:
+            self.fired = True
+            for sock in self.sockets:
+                self._shut(sock)
+
+    def left(self):
+        return self.deadline - time.monotonic()
+
+    def cancel(self):
+        self._timer.cancel()
+
+
+def _opener(watchdog):
+    """A urllib opener whose connections (redirects' too) register their sockets with `watchdog`."""
+    def watched(base):
+        class Connection(base):
+            def connect(self):
+                super().connect()
+                watchdog.watch(self.sock)
+        return Connection
+
+    http_conn, https_conn = watched(http.client.HTTPConnection), watched(http.client.HTTPSConnection)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(http_conn, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(https_conn, req, context=self._context)
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def _transfer(url, part, timeout, limit, min_rate=0.0, opener=None):
     """One attempt: append the rest of `url` to `part`, at most `limit` bytes in all. Raises _Retryable
-    on transient trouble, DownloadError for a body over the limit."""
+    on transient trouble (a transfer under `min_rate` bytes/s over a `timeout` window too),
+    DownloadError for a body over the limit."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = (opener or urllib.request.build_opener()).open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # our part file is no prefix of what the server has now
             part.unlink()
@@ -174,11 +245,19 @@ def _transfer(url, part, timeout, limit):
             part.unlink(missing_ok=True)
             raise DownloadError(f"{url}: the server announces {expected} bytes, over the limit of {limit}")
         written = start
+        window_start, window_bytes = time.monotonic(), written
         try:
             with open(part, mode) as f:
-                while written <= limit and (block := response.read(min(CHUNK, limit + 1 - written))):
+                # read1: what has arrived, so that the rate is seen between the server's bytes
+                while written <= limit and (block := response.read1(min(CHUNK, limit + 1 - written))):
                     f.write(block)
                     written += len(block)
+                    if (now := time.monotonic()) - window_start >= timeout:
+                        rate = (written - window_bytes) / (now - window_start)
+                        if rate < min_rate:
+                            raise _Retryable(f"{rate:.0f} bytes/s over the last {now - window_start:.1f} s, under min_rate {min_rate:g} "
+                                             f"(after {written} bytes)")
+                        window_start, window_bytes = now, written
         except (OSError, http.client.HTTPException, socket.timeout) as e:
             raise _Retryable(f"connection lost after {written} bytes: {type(e).__name__}: {e}") from e
     if written > limit:
@@ -205,13 +284,14 @@ def _check(url, part, size, sha256, verify):
 
 
 def fetch(url, dest, *, retries=5, timeout=60.0, backoff=1.0, max_retry_wait=MAX_RETRY_WAIT, max_bytes=MAX_BYTES,
-          size=None, sha256=None, verify=None, log=_print):
+          deadline=DEADLINE, min_rate=MIN_RATE, size=None, sha256=None, verify=None, log=_print):
     """Download `url` to `dest` (or reuse the file there, see `cached`); return {"url", "bytes", "sha256"}.
 
     retries: extra attempts after transient failures (each resumes the part file);
     timeout: seconds a connect or read may stall; backoff: first wait between attempts, doubled
     each time (longer if the server sends Retry-After), never more than max_retry_wait;
-    max_bytes: the most a body may have where `size` is not given; size / sha256: expected values
+    max_bytes: the most a body may have where `size` is not given; deadline: seconds for the whole
+    fetch; min_rate: least bytes/s over each `timeout` window; size / sha256: expected values
     where known; verify(path): raises if the content is unusable (e.g. not a parquet file). A
     download that fails verification is deleted; if it had been resumed it is fetched once more
     from scratch, else the error is raised at once.
@@ -221,12 +301,32 @@ def fetch(url, dest, *, retries=5, timeout=60.0, backoff=1.0, max_retry_wait=MAX
     if (info := cached(url, dest, size=size, sha256=sha256, log=log)) is not None:
         return info
     part = part_path(dest)
+    watchdog = _Watchdog(deadline)
+    try:
+        return _fetch_until(watchdog, url, dest, part, retries, timeout, backoff, max_retry_wait, max_bytes, min_rate, size, sha256, verify, log)
+    finally:
+        watchdog.cancel()
+
+
+def _fetch_until(watchdog, url, dest, part, retries, timeout, backoff, max_retry_wait, max_bytes, min_rate, size, sha256, verify, log):
+    """fetch's attempts, ended by `watchdog`'s deadline."""
+    opener = _opener(watchdog)
     attempt, fresh_retry_used = 0, False
+
+    def past_deadline(e):
+        have = part.stat().st_size if part.exists() else 0
+        return DownloadError(f"{url}: no complete file within the deadline of {watchdog.deadline - watchdog.started:g} s "
+                             f"({have} bytes after {attempt + 1} attempts; last: {e})")
+
     while True:
         resumed = part.exists() and part.stat().st_size > 0
         try:
-            _transfer(url, part, timeout, size if size is not None else max_bytes)
+            _transfer(url, part, timeout, size if size is not None else max_bytes, min_rate, opener)
+            if watchdog.fired:  # the watchdog's shutdown ends a body without Content-Length like a server would
+                raise _Retryable("the watchdog closed the connection")
         except _Retryable as e:
+            if watchdog.fired or watchdog.left() <= 0:
+                raise past_deadline(e) from e
             if attempt >= retries:
                 raise DownloadError(f"{url}: giving up after {attempt + 1} attempts: {e}") from e
             wait = max(backoff * 2**attempt, e.wait)
@@ -234,6 +334,8 @@ def fetch(url, dest, *, retries=5, timeout=60.0, backoff=1.0, max_retry_wait=MAX
                 asked = f"the server asked for {e.wait:.0f} s" if e.wait > backoff * 2**attempt else f"backoff reached {wait:.0f} s"
                 log(f"{url}: {asked}; waiting the maximum of {max_retry_wait:g} s instead")
                 wait = max_retry_wait
+            if wait >= watchdog.left():
+                raise past_deadline(f"{e}; the next attempt would start after it") from e
             log(f"{url}: {e}; retrying in {wait:.1f}s ({attempt + 1}/{retries})")
             time.sleep(wait)
             attempt += 1

@@ -6,8 +6,10 @@ namespace (nested ones disabled). Inside there is no network at all and a read-o
 what the interpreter needs: its binary, its standard library (site-packages hidden) and the shared
 libraries `ldd` names for them; a fresh /dev, a private writable /tmp (a small tmpfs) and the
 harness file. Nothing of the project, results, home or the host's /proc is there. Started as root,
-bwrap runs privileged and the harness drops to uid 65534 before anything else: root inside a
-user namespace would still be root on the host for the process limit.
+bwrap runs privileged and the harness drops to a uid of its own before anything else (root inside
+a user namespace would still be root on the host for the process limit): the process limit counts
+per uid, so each concurrent run holds a distinct uid from a pool (a lock file per uid), and one
+run's fork bomb cannot use up another's budget.
 
 The harness (`snakechat.evaluate.sandbox_harness`) sets the rlimits (CPU, address space, processes, file
 size, open files, no core), runs the program in a process of its own and the tests in another, and
@@ -22,6 +24,8 @@ opt-in) runs the same harness as a plain subprocess with the same rlimits but th
 no isolation; it is never chosen silently.
 """
 
+import contextlib
+import fcntl
 import functools
 import glob
 import json
@@ -40,7 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HARNESS = Path(__file__).with_name("sandbox_harness.py")
-NOBODY = 65534  # the uid the harness drops to where bwrap starts as root
+# uids the harness drops to where bwrap starts as root, one per concurrent run: far above the
+# ranges that /etc/subuid and system accounts use, and owning no file (the sandbox writes to a tmpfs)
+RUN_UID_BASE = 2_000_000_000
+RUN_UID_SLOTS = 4096
 TMP_BYTES = 32 << 20  # size of the sandbox's /tmp
 VERDICT_BYTES = 4096
 KILL_GRACE_S = 2.0
@@ -98,6 +105,42 @@ def interpreter_view(executable):
     return python, tuple([python, *directories, *libraries]), tuple(hidden)
 
 
+def _uid_lock_dir():
+    """The directory of the uid pool's lock files, shared by every run on this host: created private,
+    and refused where someone else owns it (they could hold every uid)."""
+    parent = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+    directory = os.path.join(parent, "snakechat-sandbox-uids")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    st = os.lstat(directory)
+    if not os.path.isdir(directory) or os.path.islink(directory) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise SandboxUnavailable(f"{directory} (the sandbox's uid locks) must be a directory of uid {os.geteuid()} that only it can write")
+    return directory
+
+
+@contextlib.contextmanager
+def run_uid():
+    """A uid that no other run on this host holds until the context ends (flock on a file per uid,
+    released by the kernel if this process dies). Slots are tried from a random one, so that a uid
+    just given back is not the next one taken while its killed processes are still being reaped."""
+    directory = _uid_lock_dir()
+    first = secrets.randbelow(RUN_UID_SLOTS)
+    for i in range(RUN_UID_SLOTS):
+        slot = (first + i) % RUN_UID_SLOTS
+        fd = os.open(os.path.join(directory, str(slot)), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield RUN_UID_BASE + slot
+        finally:
+            os.close(fd)
+        return
+    raise SandboxUnavailable(f"all {RUN_UID_SLOTS} sandbox uids are held by concurrent runs")
+
+
 class Sandbox:
     """Runs programs against their tests, isolated (bubblewrap) unless `unsandboxed` is set."""
 
@@ -112,8 +155,9 @@ class Sandbox:
                 "--memory", str(self.memory_bytes), "--file-size", str(self.file_bytes), "--open-files", str(self.open_files),
                 "--nproc", str(nproc)]
 
-    def command(self, token_fd, result_fd):
-        """The argv that runs the harness (inside bwrap unless unsandboxed)."""
+    def command(self, token_fd, result_fd, uid=None):
+        """The argv that runs the harness (inside bwrap unless unsandboxed); started as root, the
+        harness drops to `uid`, which must be this run's alone (run_uid)."""
         if self.unsandboxed:
             # RLIMIT_NPROC would count every process of the user here, not just the run's
             return [os.path.realpath(sys.executable), "-I", "-S", "-u", str(HARNESS), *self._harness_args(token_fd, result_fd, 0)]
@@ -121,6 +165,8 @@ class Sandbox:
             raise SandboxUnavailable("bwrap (bubblewrap) is not installed")
         python, binds, hidden = interpreter_view(sys.executable)
         root = os.geteuid() == 0
+        if root and uid is None:
+            raise ValueError("started as root, a run needs a uid of its own (run_uid())")
         argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
                 "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8"]
@@ -129,7 +175,7 @@ class Sandbox:
         else:
             argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
         for directory in sorted({str(parent) for path in binds for parent in Path(path).parents} - {"/"}):
-            argv += ["--perms", "0755", "--dir", directory]  # bwrap would make them 0700: closed to the harness as uid 65534
+            argv += ["--perms", "0755", "--dir", directory]  # bwrap would make them 0700: closed to the harness once it dropped root
         for path in binds:
             argv += ["--ro-bind", path, path]
         for path in hidden:
@@ -137,20 +183,21 @@ class Sandbox:
         argv += ["--ro-bind", str(HARNESS), "/harness.py", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_BYTES),
                  "--tmpfs", "/tmp", "--chdir", "/tmp", "--", python, "-I", "-S", "-u", "/harness.py",
                  *self._harness_args(token_fd, result_fd, self.processes)]
-        return argv + (["--drop-to", str(NOBODY)] if root else [])
+        return argv + (["--drop-to", str(uid)] if root else [])
 
     def run(self, program, tests, entry_point):
         """Run `tests` (code defining check(candidate)) against `entry_point` of `program`; never raises for what the program does."""
         job = json.dumps({"program": program, "tests": tests, "entry_point": entry_point}).encode()
         token = secrets.token_hex(16).encode()
-        with tempfile.TemporaryDirectory(prefix="snakechat-sandbox-") as tmp:
+        own_uid = run_uid() if os.geteuid() == 0 and not self.unsandboxed else contextlib.nullcontext()
+        with own_uid as uid, tempfile.TemporaryDirectory(prefix="snakechat-sandbox-") as tmp:
             token_r, token_w = os.pipe()
             result_r, result_w = os.pipe()
             os.write(token_w, token)
             os.close(token_w)
             start = time.monotonic()
             try:
-                argv = self.command(token_r, result_w)
+                argv = self.command(token_r, result_w, uid)
                 env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8"}
                 proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         pass_fds=(token_r, result_w), cwd=tmp, env=env, start_new_session=True)
@@ -170,6 +217,8 @@ class Sandbox:
             return SandboxResult(True, "passed", text, seconds)
         if timed_out:
             return SandboxResult(False, "timeout", f"killed after {self.timeout:g} s wall clock\n{text}", seconds)
+        if verdict.startswith(b"error "):  # the harness could not run the program: not the program's failure
+            return SandboxResult(False, "error", verdict.decode("utf-8", "replace") + "\n" + text, seconds)
         if verdict.startswith(b"failed "):
             return SandboxResult(False, "failed", verdict.decode("utf-8", "replace") + "\n" + text, seconds)
         if text.startswith("bwrap:"):

@@ -14,7 +14,7 @@ Two processes, so that no model-written code ever runs where the verdict is made
   plain value (None, bool, int, float, complex, str, bytes and lists, tuples, dicts, sets and
   frozensets of them, exact types only) or an exception's type and message out;
 - the test process (this one) runs the tests with each function of the program replaced by a proxy
-  that calls the candidate process, so a returned object cannot equal everything, and exits, exit
+  that calls the candidate process (none under a builtin's name: the tests' `abs` is the builtin), so a returned object cannot equal everything, and exits, exit
   hooks or tracing in the candidate only end or disturb the candidate. Only after check() returns does
   it read the per-run token from --token-fd and write `passed <token>` to --result-fd. It is made
   non-dumpable first, so the candidate (same user) can neither ptrace it nor read its memory or take
@@ -29,6 +29,7 @@ import os
 import resource
 import struct
 import sys
+import time
 import types
 
 MAX_MESSAGE = 16 << 20  # bytes of one message between the two processes
@@ -213,10 +214,13 @@ class Candidate:
 
 
 def test_namespace(candidate, ready):
-    """Globals for the tests: the program's functions as proxies, its modules imported here, its plain values."""
+    """Globals for the tests: the program's functions as proxies, its modules imported here, its plain
+    values, as HumanEval's protocol (prompt, completion and tests in one module) gives them; but never
+    under a builtin's name, which the tests mean as the builtin (a program's own `abs` or `all` that
+    answers what the tests want would fake a pass). check() gets the entry point as its argument."""
     namespace = {"__name__": "tests", "__builtins__": builtins}
     for name, entry in ready.items():
-        if type(entry) is not dict:
+        if type(entry) is not dict or name in vars(builtins):
             continue
         if "function" in entry:
             namespace[name] = candidate.proxy(name)
@@ -238,9 +242,10 @@ def run_tests(channel, job):
     entry = job["entry_point"]
     if entry not in ready["ready"] or "function" not in ready["ready"][entry]:
         raise NameError(f"the program defines no function {entry}()")
-    namespace = test_namespace(Candidate(channel), ready["ready"])
+    candidate = Candidate(channel)
+    namespace = test_namespace(candidate, ready["ready"])
     exec(compile(job["tests"], "<tests>", "exec"), namespace)
-    namespace["check"](namespace[entry])
+    namespace["check"](candidate.proxy(entry))
 
 
 def prctl(option, value):
@@ -295,13 +300,32 @@ def read_job():
     return job
 
 
+def fork_within_budget(patience_s=1.0):
+    """os.fork(), retried for a moment where the process limit refuses it: the run's uid is its own,
+    but the processes of the run that held it before may still be in the kernel's count while they
+    are reaped. A refusal after that is reported as the sandbox's error, not the program's failure."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return os.fork()
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def main():
     args = parse_args(sys.argv[1:])
     confine(args)
     job = read_job()
     requests_r, requests_w = os.pipe()
     replies_r, replies_w = os.pipe()
-    if os.fork() == 0:
+    try:
+        pid = fork_within_budget()
+    except OSError as e:
+        os.write(args["result-fd"], f"error the harness could not start the program's process: {e}".encode())
+        os._exit(0)
+    if pid == 0:
         os.close(requests_w)
         os.close(replies_r)
         candidate_main(Channel(requests_r, replies_w), job["program"])

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from snakechat.evaluate.chat_index import load_tasks, split_path, write_tasks  # noqa: F401 (tasks.load_tasks, tasks.write_tasks: the index's API)
+
 KINDS = ("conversation", "mc", "gsm8k", "humaneval")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 ROLES = ("system", "user", "assistant")
@@ -57,7 +59,14 @@ FORMAT_KINDS = {
 
 
 def _rows(path):
-    """Rows of a parquet, jsonl, jsonl.gz or csv file, as dicts."""
+    """Rows of a parquet, jsonl, jsonl.gz or csv file, as dicts; a byte that is not UTF-8 is named with the file."""
+    try:
+        yield from _raw_rows(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a read block)") from None
+
+
+def _raw_rows(path):
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".parquet"):
@@ -343,21 +352,15 @@ def random_baseline(records, kind):
 # chat data directories and mixtures
 
 
-def load_tasks(chat_dir):
-    """tasks.json of a chat data directory: {task: {"kind", "splits": {split: path}, "random_baseline"}}."""
-    path = Path(chat_dir) / "tasks.json"
-    return json.loads(path.read_text())["tasks"]
-
-
 def load_split(chat_dir, task, split):
-    """(kind, records) of one task split, or a ValueError naming what is missing."""
+    """(kind, records) of one task split, verified, or a ValueError naming what is missing or changed."""
     tasks = load_tasks(chat_dir)
     if task not in tasks:
         raise ValueError(f"{Path(chat_dir) / 'tasks.json'}: no task {task!r} (tasks: {', '.join(sorted(tasks))})")
     entry = tasks[task]
     if split not in entry["splits"]:
         raise ValueError(f"{Path(chat_dir) / 'tasks.json'}: task {task!r} has no {split!r} split (splits: {', '.join(sorted(entry['splits']))})")
-    return entry["kind"], read_jsonl(Path(chat_dir) / entry["splits"][split])
+    return entry["kind"], read_jsonl(split_path(chat_dir, task, entry, split))
 
 
 def _draw(records, count, rng):

@@ -8,14 +8,18 @@ does not know is refused, naming it); `meta["sha256"]` holds the sha256 of model
 each extra file, recorded as they are written. A checkpoint carries its tokenizer: the files of the
 tokenizer directory `meta["tokenizer"]` names when it is saved are copied into `tokenizer/` (with
 their sha256), and meta.json then names that folder relative to itself, so a checkpoint copied or
-moved anywhere loads from any working directory. Checkpoints written before named a tokenizer
-directory relative to where the workflow ran; they load where that directory is still found (from
-the working directory or above the checkpoint, as results/ is laid out), else are refused saying
-so. Loading checks model.pt against it before reading a byte of it as weights (and then only
+moved anywhere loads from any working directory, and an edit of the workflow's tokenizer since
+cannot reach weights trained with the old one. Loading checks model.pt against it before reading a byte of it as weights (and then only
 as weights: `torch.load(weights_only=True)` runs no code from the file), so a corrupt or replaced
 file is refused with an error naming it; a checkpoint without a recorded sha256 is refused too.
+
+meta.json seals itself: `meta["meta_sha256"]` is the sha256 of the rest of it (canonical JSON), so
+an edit that keeps valid JSON (a changed model_config, a swapped tokenizer path) is refused by
+name. Checkpoints written before either (no tokenizer of their own, or no meta_sha256) are
+refused with the advice to re-run the stage that wrote them.
 """
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -42,10 +46,25 @@ class CheckpointError(ValueError):
     pass
 
 
+# what Tokenizer.load reads (tok_eval's files beside them do not count)
+TOKENIZER_FILES = ("tokenizer.json", "token_bytes.json", "meta.json")
+
+
+def _meta_digest(meta):
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def sealed(meta):
+    """`meta` as JSON-able data with its own checksum (meta_sha256) added."""
+    meta = json.loads(json.dumps(meta, default=str))
+    return {**meta, "meta_sha256": _meta_digest(meta)}
+
+
 def save_checkpoint(directory, model, meta, extra_files=None):
-    """Write model weights, `extra_files` ({name: source path}) and meta.json (with their sha256)
-    as `directory`, atomically; the tokenizer directory `meta["tokenizer"]` names (if any) is copied
-    into it and meta.json names the copy relative to the checkpoint."""
+    """Write model weights, `extra_files` ({name: source path}) and meta.json (with their sha256 and
+    its own) as `directory`, atomically; the tokenizer directory `meta["tokenizer"]` names (if any) is
+    copied into it and meta.json names the copy relative to the checkpoint."""
     files = dict(extra_files or {})
     meta = dict(meta)
     if meta.get("tokenizer") is not None:
@@ -60,17 +79,29 @@ def save_checkpoint(directory, model, meta, extra_files=None):
             (tmp / name).parent.mkdir(exist_ok=True)
             shutil.copyfile(source, tmp / name)
         sha256 = {name: hash_file(tmp / name) for name in [MODEL_FILE, *files]}
-        (tmp / META_FILE).write_text(json.dumps({**meta, "sha256": sha256}, indent=2, sort_keys=True, default=str) + "\n")
+        (tmp / META_FILE).write_text(json.dumps(sealed({**meta, "sha256": sha256}), indent=2, sort_keys=True) + "\n")
 
 
-def load_meta(directory):
+def load_meta(directory, sealed_only=False):
+    """meta.json of a checkpoint directory, its checksum checked where it has one (and required
+    with `sealed_only`, as loading weights does); errors name the file."""
     path = Path(directory) / META_FILE
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {directory}: {path} is missing")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"checkpoint meta {path} is not UTF-8 text (byte at offset {e.start})") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"checkpoint meta {path} is not valid JSON: {e}") from e
+        raise CheckpointError(f"checkpoint meta {path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint meta {path} is a JSON {type(meta).__name__}, not an object")
+    if "meta_sha256" in meta:
+        if meta["meta_sha256"] != _meta_digest(meta):
+            raise CheckpointError(f"checkpoint meta {path} was changed after it was written (its content no longer matches its meta_sha256)")
+    elif sealed_only:
+        raise CheckpointError(f"checkpoint meta {path} has no meta_sha256, so it cannot be checked; re-run the stage that wrote {directory}")
+    return meta
 
 
 def verified(directory, name, meta):
@@ -91,41 +122,35 @@ def verified(directory, name, meta):
 def load_gpt(directory, device="cpu"):
     """(model, meta) from a checkpoint directory, weights (verified) in float32 on `device`; meta
     as it was saved (without the checksums save_checkpoint added)."""
-    meta = load_meta(directory)
-    if "model_config" in meta:
-        recipes.recipe_of(meta["model_config"], f"{Path(directory) / META_FILE} model_config")
+    meta = load_meta(directory, sealed_only=True)
+    meta_path = Path(directory) / META_FILE
+    if not isinstance(meta.get("model_config"), dict):
+        raise CheckpointError(f"checkpoint meta {meta_path} has no model_config (the GPT's shape), so the weights cannot be built")
+    recipes.recipe_of(meta["model_config"], f"{meta_path} model_config")  # a recipe this code does not know, by name
+    try:
+        config = recipes.config_from_dict(meta["model_config"], f"{meta_path} model_config")
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint meta {meta_path}: model_config is not a GPT's: {e}") from None
     path = verified(directory, MODEL_FILE, meta)
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise ValueError(f"cannot read checkpoint weights {path}: {e}") from e
-    model = recipes.model_from_dict(meta["model_config"], f"{Path(directory) / META_FILE} model_config").to(device)
+    model = recipes.build(config).to(device)
     model.load_state_dict(state)
-    return model, {k: v for k, v in meta.items() if k != "sha256"}
+    return model, {k: v for k, v in meta.items() if k not in ("sha256", "meta_sha256")}
 
 
 def tokenizer_dir(directory, meta):
-    """The directory the checkpoint's tokenizer loads from: its own `tokenizer/` (each file verified),
-    or, for a checkpoint written before checkpoints carried their tokenizer, the directory its
-    meta.json names relative to where the workflow ran, looked for from here and above the checkpoint."""
+    """The checkpoint's own tokenizer folder, once each of its files hashes to what meta.json recorded."""
     directory = Path(directory)
-    own = f"{TOKENIZER_DIR}/{TOKENIZER_FILES[0]}"
-    if own in (meta.get("sha256") or {}):
-        for name in meta["sha256"]:
-            if name.startswith(f"{TOKENIZER_DIR}/"):
-                verified(directory, name, meta)
-        return directory / meta["tokenizer"]
-    named = meta.get("tokenizer")
-    if named is None:
-        raise CheckpointError(f"{directory / META_FILE} names no tokenizer")
-    candidates = [Path(named)] + ([] if Path(named).is_absolute() else [up / named for up in directory.resolve().parents])
-    for candidate in candidates:
-        if (candidate / TOKENIZER_FILES[0]).exists():
-            return candidate
-    raise CheckpointError(
-        f"{directory} was written before checkpoints carried their tokenizer: its {META_FILE} names the tokenizer "
-        f"{named!r}, relative to the directory the workflow ran in, and it is neither under {Path.cwd()} nor above "
-        f"{directory}; run from that directory, or re-run the stage that wrote the checkpoint")
+    own = [name for name in meta.get("sha256") or {} if name.startswith(f"{TOKENIZER_DIR}/")]
+    if f"{TOKENIZER_DIR}/{TOKENIZER_FILES[0]}" not in own:
+        raise CheckpointError(f"{directory} carries no tokenizer of its own (it was written before checkpoints did): "
+                              f"re-run the stage that wrote it")
+    for name in own:
+        verified(directory, name, meta)
+    return directory / TOKENIZER_DIR
 
 
 def load_model(directory, device="cpu"):
@@ -133,6 +158,6 @@ def load_model(directory, device="cpu"):
     tokenizer was loaded from (for token_bytes.json, and for the next stage to copy)."""
     from snakechat.model.tokenizer import Tokenizer
 
-    tok_dir = tokenizer_dir(directory, load_meta(directory))
+    tok_dir = tokenizer_dir(directory, load_meta(directory, sealed_only=True))
     model, meta = load_gpt(directory, device)
     return model, Tokenizer.load(tok_dir), {**meta, "tokenizer": str(tok_dir)}

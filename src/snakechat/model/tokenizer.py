@@ -241,8 +241,15 @@ class Tokenizer:
             raise FileNotFoundError(f"no tokenizer at {path}")
         meta = directory / "meta.json"
         if encoder == "auto" and meta.exists():
-            encoder = "hf" if json.loads(meta.read_text()).get("encoder") == "hf" else "auto"
-        return cls(tokenizers.Tokenizer.from_file(str(path)), encoder=encoder)
+            try:
+                encoder = "hf" if json.loads(meta.read_bytes().decode("utf-8")).get("encoder") == "hf" else "auto"
+            except (UnicodeDecodeError, ValueError, AttributeError) as e:
+                raise ValueError(f"{meta}: not the tokenizer's meta data: {type(e).__name__}: {e}") from None
+        try:
+            hf = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as e:  # the Rust library's errors name no file
+            raise ValueError(f"{path}: cannot read the tokenizer: {e}") from None
+        return cls(hf, encoder=encoder)
 
     def save(self, directory):
         """Write token_bytes.json, then tokenizer.json, into `directory`, each atomically."""

@@ -14,10 +14,7 @@ import jsonschema
 import yaml
 
 from snakechat.model import recipes
-
-
-class ConfigError(ValueError):
-    pass
+from snakechat.pipeline.configfiles import ConfigError, check_yaml_files, non_finite, read_yaml, typed_by_schema  # noqa: F401 (the Snakefile's API)
 
 
 def _with_defaults(validator_class):
@@ -120,28 +117,40 @@ def entry(config, section, name, config_path="config/config.yaml"):
 
 
 def load(config, schema_path, configfiles=(), command_line=None, overlay_path=LOCAL_OVERLAY):
-    """The Snakefile's config: the local overlay applied (when the file exists), then validated;
-    errors name every file the config came from."""
+    """The Snakefile's config: the local overlay applied (when the file exists), the command line's
+    --config values typed by the schema and merged on top, then validated; errors name every file
+    the config came from."""
     sources = [str(f) for f in configfiles or ["config/config.yaml"]]
     if Path(overlay_path).exists():
         sources.append(f"{overlay_path} (overlay)")
+    command_line = typed_by_schema(command_line or {}, _read_schema(schema_path))
     config = with_local_overlay(config, overlay_path, command_line)
+    if command_line:
+        from snakemake.utils import update_config
+
+        update_config(config, copy.deepcopy(command_line))
     return validate(config, schema_path, ", ".join(sources))
+
+
+def _read_schema(schema_path):
+    with open(schema_path) as f:
+        return yaml.safe_load(f)
 
 
 def validate(config, schema_path, config_path="config/config.yaml"):
     """Return a copy of `config` with defaults filled in, or raise ConfigError naming every problem."""
-    with open(schema_path) as f:
-        schema = yaml.safe_load(f)
+    schema = _read_schema(schema_path)
     config = copy.deepcopy(config)
+    bad_numbers = dict(non_finite(config))
     Validator = _with_defaults(jsonschema.Draft7Validator)
     errors = sorted(Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     # if/then/else reports the branch's errors as its own context; show the leaves
     leaves = []
     for e in errors:
         leaves.extend(e.context if e.validator in ("if", "then", "else") and e.context else [e])
-    if leaves:
-        lines = "\n".join(f"  - {_describe(e)}" for e in leaves)
+    leaves = [e for e in leaves if _key(e.absolute_path) not in bad_numbers]
+    if leaves or bad_numbers:
+        lines = "\n".join([f"  - {key}: {value} is not a finite number" for key, value in bad_numbers.items()] + [f"  - {_describe(e)}" for e in leaves])
         raise ConfigError(f"invalid config {config_path}:\n{lines}")
     check_references(config, config_path)
     check_content(config, config_path)
@@ -170,51 +179,6 @@ def check_references(config, config_path="config/config.yaml"):
             problems.append(f"  - default_models: {name!r} is not defined in models")
     if problems:
         raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(problems))
-
-
-# --- YAML files: syntax and duplicate keys, with file and line ---
-
-
-def _duplicate_keys(node, path=()):
-    """(dotted key, line, first line) of each key given twice in one mapping (YAML loaders keep the last silently)."""
-    if isinstance(node, yaml.MappingNode):
-        seen = {}
-        for key_node, value in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
-            if key in seen:
-                yield ".".join([*path, key]), key_node.start_mark.line + 1, seen[key]
-            else:
-                seen[key] = key_node.start_mark.line + 1
-            yield from _duplicate_keys(value, (*path, key))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*path, str(i)))
-
-
-def read_yaml(path):
-    """The content of a YAML file; ConfigError naming file and line for a syntax error or a duplicate key."""
-    text = Path(path).read_text()
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"invalid config {where}: not YAML: {e.problem or e.context}") from None
-    dupes = list(_duplicate_keys(node))
-    if dupes:
-        lines = "\n".join(f"  - {path}:{line}: duplicate key {key!r} (first given at line {first})" for key, line, first in dupes)
-        raise ConfigError(f"invalid config {path}:\n{lines}")
-    return yaml.safe_load(text)
-
-
-def check_yaml_files(paths):
-    """Read each existing config file strictly. Called by the Snakefile before Snakemake reads
-    config/config.yaml, whose own message for a syntax error names neither file nor line."""
-    for path in paths:
-        if Path(path).is_file():
-            read_yaml(path)
 
 
 # --- what the schema cannot say: names of chat tasks, downloadable URLs, sizes against each other ---

@@ -19,6 +19,7 @@ a resumed run may differ in them (see `identity`).
 import argparse
 import dataclasses
 import json
+import math
 
 
 def option(default=dataclasses.MISSING, help="", *, parse=None, choices=None, identity=True):
@@ -42,6 +43,18 @@ def json_arg(text):
 json_arg.__name__ = "JSON"  # argparse names the type in its error messages
 
 
+def finite_float(text):
+    """Reads a number flag, refusing NaN and infinity (a NaN bound compares false with everything,
+    so it would switch a check off rather than set it)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+finite_float.__name__ = "finite number"
+
+
 def parser(cls, description):
     """The argparse parser of a settings class."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,7 +62,7 @@ def parser(cls, description):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else f.default if f.default is not dataclasses.MISSING else f.default_factory()
         p.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=f.metadata.get("parse") or f.type, default=default,
+            "--" + f.name.replace("_", "-"), dest=f.name, type=f.metadata.get("parse") or (finite_float if f.type in (float, "float") else f.type), default=default,
             required=required, choices=f.metadata.get("choices"), help=f.metadata.get("help"),
         )
     return p

@@ -48,7 +48,10 @@ def list_units(paths, min_units=1, docs_per_unit=DOCS_PER_UNIT):
 
 def read_unit(unit, text_column="text"):
     path, group, start, end = unit
-    return pq.ParquetFile(path).read_row_group(group, columns=[text_column]).column(0).to_pylist()[start:end]
+    try:
+        return pq.ParquetFile(path).read_row_group(group, columns=[text_column]).column(0).to_pylist()[start:end]
+    except (OSError, ValueError) as e:  # pyarrow's errors name no file
+        raise ValueError(f"cannot read row group {group} of parquet shard {path}: {type(e).__name__}: {e}") from e
 
 
 def pack_rows(docs, row_len, bos_id):

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from snakechat.world import phrases
 from snakechat.world import skills
-from snakechat.runtime.common import write_json_atomic, write_text_atomic
+from snakechat.evaluate.tasks import write_tasks
+from snakechat.runtime.common import write_text_atomic
 from snakechat.world.entities import build_world
 
 # ---------------------------------------------------------------------------------------------
@@ -267,5 +268,5 @@ def write_chat_data(out_dir, seed):
             write_text_atomic(out_dir / splits[split], "".join(json.dumps(r) + "\n" for r in records))
         tasks[task] = {"kind": kind, "splits": splits, "random_baseline": baseline, "format": "world"}
         counts[task] = {"train": len(train), "test": len(test)}
-    write_json_atomic(out_dir / "tasks.json", {"tasks": tasks})
+    write_tasks(out_dir, tasks)
     return counts
