@@ -88,12 +88,13 @@ def test_an_edited_meta_json_or_tokenizer_is_refused_naming_the_file(tmp_path):
         load_gpt(tmp_path / "ckpt")
     meta_path.write_text(good)
 
-    Tokenizer.train([f"other text {i}" for i in range(300)], vocab_size=300).save(tmp_path / "tok")  # retrained in place
-    with pytest.raises(CheckpointError, match=f"tokenizer {tmp_path / 'tok'} is not the one {tmp_path / 'ckpt'} was trained with"):
+    other = Tokenizer.train([f"other text {i}" for i in range(300)], vocab_size=300)
+    other.save(tmp_path / "tok")  # the workflow's tokenizer retrained in place
+    _, loaded, _ = load_model(tmp_path / "ckpt")  # the checkpoint tokenizes with its own copy, the one it was trained with
+    assert loaded.encode("word7 and more words") == tok.encode("word7 and more words") != other.encode("word7 and more words")
+    other.save(tmp_path / "ckpt" / "tokenizer")  # the copy itself replaced
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'ckpt' / 'tokenizer' / 'token_bytes.json'} is corrupt or was changed|tokenizer.json is corrupt or was changed"):
         load_model(tmp_path / "ckpt")
-    tok.save(tmp_path / "tok")
-    (tmp_path / "tok" / "tok_eval.csv").write_text("tokenizer,bytes\n")  # tok_eval's report beside it is not the tokenizer
-    load_model(tmp_path / "ckpt")
 
 
 def test_a_flipped_byte_in_the_newest_state_falls_back_to_the_previous_one(tmp_path):
@@ -200,7 +201,8 @@ def test_a_failed_training_job_keeps_the_previous_checkpoint(tmp_path):
     work = tmp_path / "work"
     (work / "config").mkdir(parents=True)
     (work / "config/config.yaml").write_text((root / "config/config.yaml").read_text())
-    for path, text in [("results/data/tinyworld/manifest.json", "{}"), ("results/tokenizer/tinyworld-4k/tokenizer.json", "{}"),
+    # a manifest the dry run's check passes (no shard to stat) but base_train cannot train from
+    for path, text in [("results/data/tinyworld/manifest.json", '{"shards": [], "splits": {"train": [], "val": []}}'), ("results/tokenizer/tinyworld-4k/tokenizer.json", "{}"),
                        ("results/tokenizer/tinyworld-4k/token_bytes.json", "[]"), ("results/base/tiny/model.pt", "the previous weights"),
                        ("results/base/tiny/meta.json", "{}")]:
         (work / path).parent.mkdir(parents=True, exist_ok=True)
@@ -210,5 +212,5 @@ def test_a_failed_training_job_keeps_the_previous_checkpoint(tmp_path):
                           "results/base/tiny", "--forcerun", "base_train", "--allowed-rules", "base_train"],
                          capture_output=True, text=True, env=env)
     assert run.returncode != 0
-    assert "not a readable dataset manifest" in (work / "logs/base_train/tiny.log").read_text()  # the job ran, and failed
+    assert "not a dataset manifest" in (work / "logs/base_train/tiny.log").read_text()  # the job ran, and failed
     assert (work / "results/base/tiny/model.pt").read_text() == "the previous weights", run.stderr[-2000:]

@@ -1,7 +1,6 @@
 """A checkpoint directory carries its tokenizer (issue 32): copied or moved anywhere, it loads from
 any working directory with every file's checksum verified. Checkpoints written before, whose
-meta.json names the tokenizer relative to where the workflow ran, load where that is found and are
-refused, saying why, where it is not."""
+meta.json names the tokenizer relative to where the workflow ran, are refused saying why."""
 
 import json
 import os
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from snakechat.model.checkpoint import CheckpointError, load_model, save_checkpoint
+from snakechat.model.checkpoint import CheckpointError, load_model, save_checkpoint, sealed
 from tiny_chat_model import random_gpt, tokenizer, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,25 +52,15 @@ def test_the_tokenizer_copy_is_checked_like_the_weights(tmp_path):
         load_model(ckpt)
 
 
-def old_style_checkpoint(root):
-    """A checkpoint as written before checkpoints carried their tokenizer: meta.json names
-    results/tokenizer/t relative to `root`, where the workflow ran, and nothing is copied."""
+def test_a_checkpoint_without_its_own_tokenizer_is_refused_saying_what_to_do(tmp_path):
+    """One written before checkpoints carried their tokenizer (meta.json naming the workflow's
+    tokenizer directory, nothing copied) is refused, naming the checkpoint and the fix."""
     tok = tokenizer()
-    tok.save(root / "results/tokenizer/t")
+    tok.save(tmp_path / "results/tokenizer/t")
     model = random_gpt(tok.vocab_size)
-    ckpt = root / "results/sft/m"
+    ckpt = tmp_path / "results/sft/m"
     save_checkpoint(ckpt, model, {"model_config": model.config.to_dict(), "step": 0})
     meta = json.loads((ckpt / "meta.json").read_text())
-    (ckpt / "meta.json").write_text(json.dumps({**meta, "tokenizer": "results/tokenizer/t"}))
-    return ckpt
-
-
-def test_an_old_checkpoint_loads_where_its_tokenizer_is_found_and_is_refused_elsewhere(tmp_path, monkeypatch):
-    ckpt = old_style_checkpoint(tmp_path / "run")
-    monkeypatch.chdir(tmp_path / "run")
-    assert Path(load_model("results/sft/m")[2]["tokenizer"]) == Path("results/tokenizer/t")
-    monkeypatch.chdir(tmp_path)  # another directory, the results tree intact: found above the checkpoint
-    assert load_model(ckpt)[2]["tokenizer"] == str((tmp_path / "run/results/tokenizer/t").resolve())
-    shutil.copytree(ckpt, tmp_path / "moved")
-    with pytest.raises(CheckpointError, match="written before checkpoints carried their tokenizer.*'results/tokenizer/t'.*re-run the stage"):
-        load_model(tmp_path / "moved")
+    (ckpt / "meta.json").write_text(json.dumps(sealed({**meta, "tokenizer": "results/tokenizer/t"})))
+    with pytest.raises(CheckpointError, match=f"{ckpt} carries no tokenizer of its own.*re-run the stage"):
+        load_model(ckpt)
