@@ -52,6 +52,7 @@ class BaseSettings(RunSettings):
     step_tokens: int = option(0, "tokens per optimizer step, all processes; 0 = derived from depth")
     tokens_params_ratio: float = option(20.0, "training tokens per parameter, when --steps is 0")
     steps: int = option(0, "optimizer steps; 0 = tokens_params_ratio × params / step_tokens")
+    target_flops: float = option(0.0, "training FLOPs to spend (steps = this / (FLOPs per token × step_tokens), to the nearest step); 0 = unused")
     matrix_lr: float = option(0.02, "Muon lr of the hidden matrices")
     embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768)")
     unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768)")
@@ -106,8 +107,8 @@ def main(argv=None):
     token_bytes = load_token_bytes(s.tokenizer)
     rank, _, world_size, device = init_distributed(s.device)
 
-    size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS})
     try:
+        size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS})
         micro_steps = sizing.grad_accum_steps(size.step_tokens, s.device_batch_rows, s.sequence_len, world_size)
     except ValueError as e:
         raise SystemExit(str(e)) from None
