@@ -75,3 +75,10 @@ def test_a_budget_without_an_inner_optimum_is_refused_naming_it():
         scaling.fit(runs)
     with pytest.raises(scaling.FitError, match="at least 3 sizes"):
         scaling.isoflop_optimum([1e6, 1e6, 2e6], [3.0, 2.9, 3.1])
+
+
+def test_a_budget_without_an_optimum_is_kept_out_of_the_laws_when_not_strict():
+    runs = parabola_sweep(a=0.45, k=0.3) + [{"budget": 1e20, "params": n, "tokens": 1e6, "loss": loss} for n, loss in ((1e9, 3.0), (2e9, 3.2), (4e9, 3.1))]
+    result = scaling.fit(runs, strict=False)
+    assert "not convex" in result["optima"][-1]["error"]
+    assert result["laws"]["n_opt"][0] == pytest.approx(0.45, abs=1e-9)

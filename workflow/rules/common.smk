@@ -7,6 +7,7 @@ import shlex
 
 from snakechat.pipeline import configcheck
 from snakechat.pipeline import launcher
+from snakechat.pipeline import sweeps
 from snakechat.runtime.provenance import code_fingerprint
 
 
@@ -295,6 +296,39 @@ def plan_config(wildcards):
         "chat_data": {c: config["chat_data"][c] for c in [model.get("chat_data")] if c},
         "plan": config["plan"],
     }, sort_keys=True)
+
+
+# --- sweeps: each run is a model of its own (configcheck added it to config["models"]) ---
+
+
+def sweep_runs(kind, name):
+    """The runs of the `kind` sweep `name` (series or scaling); a name the config lacks is an error naming it."""
+    defined = config["sweeps"][kind]
+    if name not in defined:
+        raise configcheck.ConfigError(f"{kind} sweep {name!r} is not in the config (known: {', '.join(sorted(defined)) or 'none'}); "
+                                      f"sweeps are defined under `sweeps: {kind}:` in {CONFIG_FILES}")
+    return sweeps.of(config, kind, name)
+
+
+def sweep_checkpoints(kind):
+    """An input function: the base checkpoints of the rule's sweep."""
+    return lambda wildcards: [f"results/base/{r['run']}" for r in sweep_runs(kind, wildcards.sweep)]
+
+
+def series_base_evals(wildcards):
+    """The base_eval CSVs of a series (CORE per depth)."""
+    return [f"results/base_eval/{r['run']}.csv" for r in sweep_runs("series", wildcards.sweep)]
+
+
+def sweep_runs_json(kind):
+    """A params function: the rule's sweep as snakechat.sweep's --runs JSON (run -> depth, budget, files)."""
+
+    def runs(wildcards):
+        return json.dumps({r["run"]: {"depth": r["depth"], "budget": r["budget"], "checkpoint": f"results/base/{r['run']}",
+                                      **({"base_eval": f"results/base_eval/{r['run']}.csv"} if kind == "series" else {})}
+                           for r in sweep_runs(kind, wildcards.sweep)}, sort_keys=True)
+
+    return runs
 
 
 # --- the default targets ---

@@ -41,7 +41,8 @@ def _ols(x, y, degree):
 def isoflop_optimum(params, losses):
     """The loss-optimal parameter count of one budget's runs: the vertex of a parabola of loss in
     log10(params). Returns log10_n_opt, its standard error (NaN where the fit is exact), the fitted
-    loss there and whether the vertex lies within the runs' range (outside it is extrapolated)."""
+    loss there, whether the vertex lies within the runs' range (outside it is extrapolated) and the
+    parabola's coefficients (highest power first, in log10(params))."""
     x = np.log10(np.asarray(params, float))
     if len(np.unique(x)) < 3:
         raise FitError(f"a parabola needs runs of at least 3 sizes, got {len(np.unique(x))} ({list(params)})")
@@ -56,7 +57,7 @@ def isoflop_optimum(params, losses):
         grad = np.array([b / (2 * a * a), -1 / (2 * a), 0.0])
         err = float(math.sqrt(max(grad @ cov @ grad, 0.0)))
     return {"log10_n_opt": float(vertex), "log10_n_opt_err": err, "loss_opt": float(c - b * b / (4 * a)),
-            "inside": bool(x.min() <= vertex <= x.max())}
+            "inside": bool(x.min() <= vertex <= x.max()), "parabola": [float(a), float(b), float(c)]}
 
 
 def power_law(x, y):
@@ -68,10 +69,12 @@ def power_law(x, y):
     return float(coef[0]), err, float(coef[1])
 
 
-def fit(runs):
+def fit(runs, strict=True):
     """The isoFLOP fit of a scaling sweep. `runs`: dicts with budget, params, tokens and loss.
     Returns {"optima": one dict per budget (budget, n_opt, d_opt, ratio, loss_opt, log10_n_opt_err,
-    inside), "laws": {"n_opt": (a, err, log10 k), "d_opt": (b, ...), "ratio": (b - a, ...)}}."""
+    inside), "laws": {"n_opt": (a, err, log10 k), "d_opt": (b, ...), "ratio": (b - a, ...)}}.
+    A budget without an optimum raises FitError, or with strict=False is kept as {budget, error}
+    and left out of the laws (a table still shows what was measured)."""
     budgets = sorted({r["budget"] for r in runs})
     optima = []
     for budget in budgets:
@@ -79,13 +82,16 @@ def fit(runs):
         try:
             opt = isoflop_optimum([r["params"] for r in group], [r["loss"] for r in group])
         except FitError as e:
-            raise FitError(f"budget {budget:.3g}: {e}") from None
+            if strict:
+                raise FitError(f"budget {budget:.3g}: {e}") from None
+            optima.append({"budget": budget, "error": str(e)})
+            continue
         slope, intercept = np.polyfit(np.log10([r["params"] for r in group]), np.log10([r["tokens"] for r in group]), 1)
         n_opt = 10 ** opt["log10_n_opt"]
         d_opt = 10 ** (slope * opt["log10_n_opt"] + intercept)
         optima.append({"budget": budget, "n_opt": n_opt, "d_opt": d_opt, "ratio": d_opt / n_opt, **opt})
-    laws = {}
-    if len(optima) >= 2:
-        c = [o["budget"] for o in optima]
-        laws = {key: power_law(c, [o[key] for o in optima]) for key in ("n_opt", "d_opt", "ratio")}
+    laws, found = {}, [o for o in optima if "error" not in o]
+    if len(found) >= 2:
+        c = [o["budget"] for o in found]
+        laws = {key: power_law(c, [o[key] for o in found]) for key in ("n_opt", "d_opt", "ratio")}
     return {"optima": optima, "laws": laws}

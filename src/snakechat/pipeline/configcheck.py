@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from snakechat.pipeline import sweeps
+
 
 class ConfigError(ValueError):
     pass
@@ -141,9 +143,26 @@ def validate(config, schema_path, config_path="config/config.yaml"):
     if leaves:
         lines = "\n".join(f"  - {_describe(e)}" for e in leaves)
         raise ConfigError(f"invalid config {config_path}:\n{lines}")
+    add_sweep_runs(config, schema, Validator, config_path)
     check_references(config, config_path)
     check_content(config, config_path)
     return config
+
+
+def add_sweep_runs(config, schema, validator_class, config_path):
+    """Every sweep run added to `models` as its own entry (snakechat.pipeline.sweeps), each checked
+    against the schema like any model; an error names the sweep's key, not the derived entry."""
+    problems = sweeps.problems(config)
+    entries = {} if problems else sweeps.expand(config)
+    for run in sweeps.runs(config) if not problems else []:
+        probe = {"datasets": {}, "tokenizers": {}, "eval_bundles": {}, "models": {run["run"]: entries[run["run"]]}}
+        for e in validator_class(schema).iter_errors(probe):
+            line = _describe(e).replace(f"models.{run['run']}.", f"sweeps.{run['kind']}.{run['sweep']}.")
+            if line not in problems:
+                problems.append(line)
+    if problems:
+        raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(f"  - {p}" for p in problems))
+    config["models"].update(entries)
 
 
 # (section, field, section it must name)
@@ -304,6 +323,8 @@ def check_sizes(config):
         mid_len = m.get("mid", {}).get("sequence_len")
         if base_len is not None and mid_len is not None and mid_len > base_len:
             problems.append(f"models.{model}.mid.sequence_len: {mid_len} is longer than the model's context, base.sequence_len {base_len}")
+        if m.get("base", {}).get("steps") and m["base"].get("target_flops"):
+            problems.append(f"models.{model}.base: steps and target_flops both set the number of steps; give one (0 for the other)")
     return problems
 
 
