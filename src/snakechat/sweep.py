@@ -75,7 +75,7 @@ def scaling_table(runs):
     if missing:
         raise SystemExit(f"runs without a final validation bpb: {', '.join(missing)}")
     fitted = scaling.fit([{"budget": r["budget"], "params": r["params"], "tokens": r["tokens"], "loss": r["val_bpb"]} for r in rows], strict=False)
-    df = pd.DataFrame(rows + fit_rows(fitted))
+    df = pd.DataFrame(rows + fit_rows(fitted)).astype({"depth": "Int64", "steps": "Int64"})
     order = ["kind", "run", "budget", "depth", "params", "tokens", "tokens_per_param", "flops", "budget_steps_off", "steps", "train_s", "val_bpb",
              "log10_params_err", "exponent", "exponent_err", "log10_coefficient", "note", "checkpoint"]
     return df[[c for c in order if c in df.columns]]

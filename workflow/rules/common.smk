@@ -198,9 +198,12 @@ TRAINING_RULES = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "
 def launch(wildcards, resources, output):
     """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the
     rule's resources. For a training rule, first checks that the model's step splits over those
-    processes: Snakemake evaluates this while it plans, so `snakemake -n` fails, not a queued job."""
+    processes (and for base_train that a FLOP budget buys at least one step): Snakemake evaluates
+    this while it plans, so `snakemake -n` fails, not a queued job."""
     cpu_processes = config["launch"]["cpu_processes"]
     trainer = next((r for r in TRAINING_RULES if workflow.get_rule(r).is_producer(output[0])), None)
+    if trainer == "base_train" and (problem := configcheck.budget_problem(config, wildcards.model)):
+        raise configcheck.ConfigError(f"invalid config {CONFIG_FILES}: {problem}")
     if trainer is not None:
         per_node, nodes, source = launcher.processes_of(resources, cpu_processes)
         problem = configcheck.batch_division(wildcards.model, model_config(wildcards.model), TRAINING_RULES[trainer], per_node * nodes)
