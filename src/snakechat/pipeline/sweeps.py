@@ -65,6 +65,8 @@ def problems(config):
     models = config.get("models") or {}
     for kind in KINDS:
         for name, s in ((config.get("sweeps") or {}).get(kind) or {}).items():
+            if name in models:
+                out.append(f"sweeps.{kind}.{name}: a sweep may not have a model's name (plan and targets name either)")
             if s["model"] not in models:
                 out.append(f"sweeps.{kind}.{name}.model: {s['model']!r} is not defined in models (known: {', '.join(sorted(models)) or 'none'})")
             if kind == "scaling" and "steps" in s.get("base", {}):
