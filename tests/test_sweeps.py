@@ -107,3 +107,11 @@ def test_adding_a_depth_trains_only_that_depth(sweep):
     planned, out = planned_jobs(work, *TARGETS, configfiles=("more.yaml",))
     assert planned == {"base_train": 1, "base_eval": 1, "series_table": 1, "sweep_plot": 1}, out
     assert re.findall(r"^\s+output: (results/base\S*)$", out, re.M) == ["results/base/tiny-series-d3"]
+
+
+def test_html_report_shows_the_sweep_plots_and_tables(sweep):
+    work, _ = sweep
+    snakemake(work, "--report", "results/sweeps.html", *TARGETS)
+    html = (work / "results/sweeps.html").read_text()
+    for name in ("tiny-series.png", "tiny-scaling.png", "tiny-series.csv", "tiny-scaling.csv", "Sweeps"):
+        assert name in html, name

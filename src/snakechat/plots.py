@@ -256,6 +256,9 @@ def plot_scaling(args):
             exponent, err, log_k = laws.loc[law, ["exponent", "exponent_err", "log10_coefficient"]]
             c = np.geomspace(optima["budget"].min(), optima["budget"].max(), 50)
             ax.plot(c, 10**log_k * c**exponent, color="tab:orange", label=f"fit: exponent {exponent:.3f}" + ("" if np.isnan(err) else f" ± {err:.3f}"))
+        if column == "tokens" and len(optima):
+            ratio = float(np.exp(np.log(optima["tokens_per_param"]).mean()))
+            ax.plot([], [], " ", label=f"tokens per parameter at the optimum: {ratio:.3g} (geometric mean)")
         ax.set(xscale="log", yscale="log", xlabel="training FLOPs (budget)", ylabel=f"loss-optimal {name}", title=f"optimal {name} against compute")
         ax.legend(loc="upper left", fontsize="small")
     return fig
