@@ -202,7 +202,7 @@ def launch(wildcards, resources, output):
     this while it plans, so `snakemake -n` fails, not a queued job."""
     cpu_processes = config["launch"]["cpu_processes"]
     trainer = next((r for r in TRAINING_RULES if workflow.get_rule(r).is_producer(output[0])), None)
-    if trainer == "base_train" and (problem := configcheck.budget_problem(config, wildcards.model)):
+    if trainer == "base_train" and (problem := sweeps.budget_problem(config, wildcards.model)):
         raise configcheck.ConfigError(f"invalid config {CONFIG_FILES}: {problem}")
     if trainer is not None:
         per_node, nodes, source = launcher.processes_of(resources, cpu_processes)

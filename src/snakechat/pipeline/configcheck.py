@@ -165,24 +165,6 @@ def add_sweep_runs(config, schema, validator_class, config_path):
     config["models"].update(entries)
 
 
-def budget_problem(config, model_name):
-    """Why a scaling run's budget buys not even one step of its model, as one line naming the
-    sweep's key; None where it does, or where the model has no budget. Checked per planned job
-    (by common.smk's launch), as sizing a model imports torch and builds it on the meta device."""
-    m = config["models"][model_name]
-    if not m["base"]["target_flops"]:
-        return None
-    from snakechat.model import sizing
-
-    vocab = config["tokenizers"][m["tokenizer"]]["vocab_size"]
-    try:
-        sizing.size(m["depth"], vocab, **{k: m["base"][k] for k in sizing.SIZE_KEYS})
-    except ValueError as e:
-        key = next((r["key"] for r in sweeps.runs(config) if r["run"] == model_name), f"models.{model_name}.base.target_flops")
-        return f"{key}: run {model_name}: {e}"
-    return None
-
-
 # (section, field, section it must name)
 REFERENCES = [
     ("tokenizers", "dataset", "datasets"),

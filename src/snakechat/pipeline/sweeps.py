@@ -83,3 +83,21 @@ def problems(config):
 def expand(config):
     """{run: model entry} of every sweep run (call after `problems` found none)."""
     return {r["run"]: run_entry(config, r) for r in runs(config)}
+
+
+def budget_problem(config, model_name):
+    """Why a scaling run's budget buys not even one step of its model, as one line naming the
+    sweep's key; None where it does, or where the model has no budget. Checked per planned job
+    (by common.smk's launch), as sizing a model imports torch and builds it on the meta device."""
+    m = config["models"][model_name]
+    if not m["base"]["target_flops"]:
+        return None
+    from snakechat.model import sizing  # imports torch
+
+    vocab = config["tokenizers"][m["tokenizer"]]["vocab_size"]
+    try:
+        sizing.size(m["depth"], vocab, **{k: m["base"][k] for k in sizing.SIZE_KEYS})
+    except ValueError as e:
+        key = next((r["key"] for r in runs(config) if r["run"] == model_name), f"models.{model_name}.base.target_flops")
+        return f"{key}: run {model_name}: {e}"
+    return None
