@@ -31,11 +31,16 @@ def snakemake(work, *args, configfiles=(OVERRIDES,)):
     return run.stdout + run.stderr
 
 
+def job_counts(out):
+    """Rule name -> count of the jobs in Snakemake's job stats (printed before a run or a dry run)."""
+    m = re.search(r"job\s+count\n[-\s]+\n(.*?)\ntotal", out, re.S)
+    return {} if m is None else {line.split()[0]: int(line.split()[1]) for line in m.group(1).splitlines() if line.strip()}
+
+
 def planned_jobs(work, *args, configfiles=(OVERRIDES,)):
     """(rule name -> count of the jobs a dry run would run, the dry run's output)."""
     out = snakemake(work, "-n", *args, configfiles=configfiles)
-    m = re.search(r"job\s+count\n[-\s]+\n(.*?)\ntotal", out, re.S)
-    return {} if m is None else {line.split()[0]: int(line.split()[1]) for line in m.group(1).splitlines() if line.strip()}, out
+    return job_counts(out), out
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +54,7 @@ def sweep(tmp_path_factory):
             shutil.copy(src, work / item)
     (work / "tests/pipeline").mkdir(parents=True)
     shutil.copy(ROOT / OVERRIDES, work / OVERRIDES)
-    planned, _ = planned_jobs(work, *TARGETS)
-    snakemake(work, *TARGETS)
-    return work, planned
+    return work, job_counts(snakemake(work, *TARGETS))
 
 
 def test_each_run_is_its_own_base_train_job(sweep):

@@ -33,7 +33,7 @@ def run_row(name, spec):
         raise SystemExit(f"run {name}: no meta.json in {spec['checkpoint']} (is it a base_train checkpoint?)")
     meta = json.loads(meta_path.read_text())
     derived = meta.get("derived", {})
-    row = {"run": name, "depth": spec["depth"], "params": derived.get("params"), "tokens": meta["tokens"], "flops": meta["flops"],
+    row = {"run": name, "depth": spec["depth"], "params": derived["params"], "tokens": meta["tokens"], "flops": meta["flops"],
            "tokens_per_param": meta["tokens"] / derived["params"], "steps": meta["step"], "train_s": meta["elapsed_s"], "val_bpb": meta.get("val_bpb")}
     if spec.get("budget") is not None:
         step_flops = derived["flops_per_token"] * derived["step_tokens"]
