@@ -62,8 +62,11 @@ def fit_rows(fitted):
                      "val_bpb": o["loss_opt"], "log10_params_err": o["log10_n_opt_err"],
                      "note": "" if o["inside"] else "vertex outside the budget's depths (extrapolated)"})
     names = {"n_opt": "params_opt ∝ C^a", "d_opt": "tokens_opt ∝ C^b", "ratio": "tokens_per_param_opt ∝ C^(b-a)"}
+    found = [o for o in fitted["optima"] if "error" not in o]
+    outside = sum(not o["inside"] for o in found)
+    note = f"{outside} of the {len(found)} optima extrapolated outside their budget's depths" if outside else ""
     for key, (exponent, err, log_k) in fitted["laws"].items():
-        rows.append({"kind": "law", "run": names[key], "exponent": exponent, "exponent_err": err, "log10_coefficient": log_k})
+        rows.append({"kind": "law", "run": names[key], "exponent": exponent, "exponent_err": err, "log10_coefficient": log_k, "note": note})
     if not fitted["laws"]:
         rows.append({"kind": "law", "note": "no power law: fewer than 2 budgets have an optimum"})
     return rows
