@@ -114,7 +114,7 @@ def test_the_documented_overlay_adds_data_and_a_model(tmp_path):
 def test_an_overlay_drops_entries(tmp_path):
     work = workflow_copy(tmp_path)
     drop = {"models": {"d20": None}, "tokenizers": {"fineweb-64k": None}, "datasets": {"fineweb-edu": None},
-            "eval_bundles": {"core": None}, "chat_data": {"nanochat": None}}
+            "eval_bundles": {"core": None}, "chat_data": {"nanochat": None}, "sweeps": None}  # the shipped sweeps include d20's
     (work / "config/local.yaml").write_text(yaml.safe_dump(drop))
     run = run_in(work, "snakemake", "-n", "-p")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -148,7 +148,7 @@ def test_a_models_precision_reaches_every_stage_it_runs(tmp_path):
     "overlay, target, expected",
     [
         (None, "results/base/nope", "model 'nope' is not in the config (known: d20, tiny)"),
-        ({"models": {"tiny": None}, "default_models": ["d20"]}, "results/sft/tiny", "model 'tiny' is not in the config (known: d20)"),
+        ({"models": {"tiny": None}, "default_models": ["d20"], "sweeps": None}, "results/sft/tiny", "model 'tiny' is not in the config (known: d20)"),
     ],
 )
 def test_a_target_of_a_model_the_config_lacks_names_it_and_where_models_are_defined(tmp_path, overlay, target, expected):

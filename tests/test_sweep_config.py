@@ -96,3 +96,5 @@ def test_a_budget_under_one_step_fails_the_dry_run_naming_the_sweep(tmp_path):
     status, out = dry_run(work, "results/scaling/tiny-scaling.csv", "--configfile", "config/config.yaml", "small.yaml")
     assert status != 0
     assert "sweeps.scaling.tiny-scaling.budgets.0: run tiny-scaling-1e10-d3: target_flops 1e+10 is less than one step of depth 3" in out
+    status, out = dry_run(work, "results/series/tiny-seires.csv")
+    assert status != 0 and "series sweep 'tiny-seires' is not in the config (known: d-series, tiny-series)" in out

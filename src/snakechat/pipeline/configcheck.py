@@ -113,8 +113,10 @@ def entry(config, section, name, config_path="config/config.yaml"):
     name anything; a plain KeyError would say only the name)."""
     entries = config.get(section) or {}
     if name not in entries:
-        known = ", ".join(sorted(entries)) or "none"
-        raise ConfigError(f"{ENTRY_KINDS[section]} {name!r} is not in the config (known: {known}); {section} are defined under `{section}:` in "
+        runs = {r["run"] for r in sweeps.runs(config)} if section == "models" else set()
+        known = ", ".join(sorted(set(entries) - runs)) or "none"
+        also = "; the config's sweeps add their runs as models (docs/sweeps.md)" if runs else ""
+        raise ConfigError(f"{ENTRY_KINDS[section]} {name!r} is not in the config (known: {known}){also}; {section} are defined under `{section}:` in "
                           f"{config_path}, and {LOCAL_OVERLAY} adds, replaces or removes them (docs/configuration.md)")
     return entries[name]
 
