@@ -82,3 +82,13 @@ def test_a_budget_without_an_optimum_is_kept_out_of_the_laws_when_not_strict():
     result = scaling.fit(runs, strict=False)
     assert "not convex" in result["optima"][-1]["error"]
     assert result["laws"]["n_opt"][0] == pytest.approx(0.45, abs=1e-9)
+
+
+def test_an_extrapolated_vertex_is_reported_but_left_out_of_the_laws():
+    # a budget whose runs all lie right of its optimum: the vertex is outside their sizes
+    runs = parabola_sweep(a=0.45, k=0.3) + [
+        {"budget": 1e20, "params": 0.3 * 1e20**0.45 * f, "tokens": 1e6, "loss": 1.0 + math.log10(f) ** 2} for f in (3.0, 6.0, 12.0)]
+    result = scaling.fit(runs, strict=False)
+    assert result["optima"][-1]["inside"] is False
+    assert result["optima"][-1]["n_opt"] == pytest.approx(0.3 * 1e20**0.45, rel=1e-6)
+    assert result["laws"]["n_opt"][0] == pytest.approx(0.45, abs=1e-9)

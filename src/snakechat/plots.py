@@ -22,7 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -209,6 +209,13 @@ def plot_time(args):
     return fig
 
 
+def no_minor_labels(axes):
+    """Log axes over less than a decade label their minor ticks, which then run into each other."""
+    for ax in axes:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_series(args):
     """A series: each depth's validation bpb during training against FLOPs (from its train_log.csv
     beside the checkpoint the CSV names), and its final CORE against its training FLOPs."""
@@ -225,6 +232,7 @@ def plot_series(args):
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
     fig.legend(handles, labels, loc="outside upper center", title="depth", ncol=min(8, len(labels)))
+    no_minor_labels(axes)
     return fig
 
 
@@ -232,8 +240,10 @@ def plot_scaling(args):
     """A scaling sweep: the isoFLOP curves with their parabolas and vertices, and the optimal
     parameters and tokens against the budget with the fitted power laws."""
     df = pd.read_csv(args.csv)
-    runs, optima = df[df["kind"] == "run"].copy(), df[(df["kind"] == "optimum") & df["params"].notna()]
+    runs = df[df["kind"] == "run"].copy()
+    optima = df[(df["kind"] == "optimum") & df["params"].notna() & df["note"].fillna("").eq("")]  # within their sizes
     laws = df[df["kind"] == "law"].set_index("run")
+    runs = runs.sort_values(["budget", "params"])
     runs["budget"] = runs["budget"].map(lambda c: f"{c:.3g} FLOPs")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
     sns.scatterplot(data=runs, x="params", y="val_bpb", hue="budget", s=60, ax=axes[0])
@@ -245,22 +255,24 @@ def plot_scaling(args):
             continue
         x = np.linspace(np.log10(group["params"].min()) - 0.1, np.log10(group["params"].max()) + 0.1, 100)
         axes[0].plot(10**x, np.polyval(opt["parabola"], x), color=palette[budget], lw=1)
-        axes[0].plot(10 ** opt["log10_n_opt"], opt["loss_opt"], marker="*", ms=14, color=palette[budget], ls="none")
-    axes[0].set(xscale="log", xlabel="parameters", ylabel="final validation bits per byte", title="isoFLOP curves (★ fitted optimum)")
+        if opt["inside"]:  # a vertex outside the budget's sizes is an extrapolation: not drawn as an optimum
+            axes[0].plot(10 ** opt["log10_n_opt"], opt["loss_opt"], marker="*", ms=14, color=palette[budget], ls="none")
+    axes[0].set(xscale="log", xlabel="parameters", ylabel="final validation bits per byte", title="isoFLOP curves (★ optimum within the sizes)")
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
     fig.legend(handles, labels, loc="outside upper center", title="budget", ncol=min(6, len(labels)))
     for ax, column, law, name in ((axes[1], "params", "params_opt ∝ C^a", "parameters"), (axes[2], "tokens", "tokens_opt ∝ C^b", "training tokens")):
-        ax.plot(optima["budget"], optima[column], "o", color="tab:blue", label="isoFLOP optimum")
+        ax.plot(optima["budget"], optima[column], "o", color="tab:blue", label="isoFLOP optimum (within the sizes)")
         if law in laws.index:
             exponent, err, log_k = laws.loc[law, ["exponent", "exponent_err", "log10_coefficient"]]
             c = np.geomspace(optima["budget"].min(), optima["budget"].max(), 50)
             ax.plot(c, 10**log_k * c**exponent, color="tab:orange", label=f"fit: exponent {exponent:.3f}" + ("" if np.isnan(err) else f" ± {err:.3f}"))
         if column == "tokens" and len(optima):
             ratio = float(np.exp(np.log(optima["tokens_per_param"]).mean()))
-            ax.plot([], [], " ", label=f"tokens per parameter at the optimum: {ratio:.3g} (geometric mean)")
+            ax.plot([], [], " ", label=f"tokens/param at the optima: {ratio:.3g}")
         ax.set(xscale="log", yscale="log", xlabel="training FLOPs (budget)", ylabel=f"loss-optimal {name}", title=f"optimal {name} against compute")
-        ax.legend(loc="upper left", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
+    no_minor_labels(axes)
     return fig
 
 

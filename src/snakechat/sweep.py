@@ -12,7 +12,8 @@ and the validation bits per byte at the last step; CORE from the run's base_eval
 one row per depth. A scaling CSV has a `kind` column: `run` rows (with `budget_steps_off`, how many
 steps' FLOPs the run is from its budget), one `optimum` row per budget (the parabola's vertex,
 N_opt, D_opt, tokens per parameter, or a note where the budget has no optimum inside its depths),
-and `law` rows (n_opt ∝ C^a, d_opt ∝ C^b, ratio ∝ C^(b-a), with standard errors where computable).
+and `law` rows (n_opt ∝ C^a, d_opt ∝ C^b, ratio ∝ C^(b-a), with standard errors where computable,
+over the budgets whose optimum lies within their depths; the note names those left out).
 """
 
 import argparse
@@ -62,13 +63,12 @@ def fit_rows(fitted):
                      "val_bpb": o["loss_opt"], "log10_params_err": o["log10_n_opt_err"],
                      "note": "" if o["inside"] else "vertex outside the budget's depths (extrapolated)"})
     names = {"n_opt": "params_opt ∝ C^a", "d_opt": "tokens_opt ∝ C^b", "ratio": "tokens_per_param_opt ∝ C^(b-a)"}
-    found = [o for o in fitted["optima"] if "error" not in o]
-    outside = sum(not o["inside"] for o in found)
-    note = f"{outside} of the {len(found)} optima extrapolated outside their budget's depths" if outside else ""
+    left_out = [f"{o['budget']:.3g}" for o in fitted["optima"] if "error" in o or not o["inside"]]
+    note = f"left out (no optimum within their depths): budgets {', '.join(left_out)}" if left_out else ""
     for key, (exponent, err, log_k) in fitted["laws"].items():
         rows.append({"kind": "law", "run": names[key], "exponent": exponent, "exponent_err": err, "log10_coefficient": log_k, "note": note})
     if not fitted["laws"]:
-        rows.append({"kind": "law", "note": "no power law: fewer than 2 budgets have an optimum"})
+        rows.append({"kind": "law", "note": f"no power law: fewer than 2 budgets have an optimum within their depths; {note}"})
     return rows
 
 

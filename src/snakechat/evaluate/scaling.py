@@ -7,7 +7,8 @@ its vertex is the loss-optimal N_opt(C), and D_opt(C) is the token count at N_op
 line through the runs' log10(tokens) against log10(params) (tokens = C / FLOPs per token, so this is
 the model's own FLOP count rather than the 6N rule of thumb). Over the budgets, N_opt = k·C^a and
 D_opt = k'·C^b are straight lines in log-log space, fitted by least squares; the implied
-tokens:params ratio D_opt/N_opt then scales as C^(b-a).
+tokens:params ratio D_opt/N_opt then scales as C^(b-a). Only budgets whose vertex lies within
+their runs' sizes enter the laws (the depths must bracket the optimum, as in Hoffmann et al.).
 
 Uncertainties are the fits' own (ordinary least squares, from the residuals): the vertex's standard
 error by the delta method where a budget has more runs than the parabola's three coefficients, an
@@ -74,7 +75,9 @@ def fit(runs, strict=True):
     Returns {"optima": one dict per budget (budget, n_opt, d_opt, ratio, loss_opt, log10_n_opt_err,
     inside), "laws": {"n_opt": (a, err, log10 k), "d_opt": (b, ...), "ratio": (b - a, ...)}}.
     A budget without an optimum raises FitError, or with strict=False is kept as {budget, error}
-    and left out of the laws (a table still shows what was measured)."""
+    and left out of the laws (a table still shows what was measured). A vertex outside its budget's
+    sizes is an extrapolation of the parabola, not a measured optimum: it is reported (inside=False)
+    and left out of the laws too."""
     budgets = sorted({r["budget"] for r in runs})
     optima = []
     for budget in budgets:
@@ -90,7 +93,7 @@ def fit(runs, strict=True):
         n_opt = 10 ** opt["log10_n_opt"]
         d_opt = 10 ** (slope * opt["log10_n_opt"] + intercept)
         optima.append({"budget": budget, "n_opt": n_opt, "d_opt": d_opt, "ratio": d_opt / n_opt, **opt})
-    laws, found = {}, [o for o in optima if "error" not in o]
+    laws, found = {}, [o for o in optima if "error" not in o and o["inside"]]
     if len(found) >= 2:
         c = [o["budget"] for o in found]
         laws = {key: power_law(c, [o[key] for o in found]) for key in ("n_opt", "d_opt", "ratio")}
