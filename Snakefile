@@ -28,6 +28,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     tokenizer=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     eval_bundle=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    sweep=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 include: "workflow/rules/common.smk"
@@ -43,6 +44,7 @@ include: "workflow/rules/rl.smk"
 include: "workflow/rules/chat_eval.smk"
 include: "workflow/rules/export_hf.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/sweeps.smk"
 
 
 rule all:

@@ -115,7 +115,7 @@ def test_an_overlay_drops_entries(tmp_path):
     work = workflow_copy(tmp_path)
     drop = {"models": {"d20": None, "gpt2": None}, "tokenizers": {"fineweb-64k": None, "climbmix-32k": None},
             "datasets": {"fineweb-edu": None, "climbmix": None}, "eval_bundles": {"core": None},
-            "chat_data": {"nanochat": None, "nanochat-2026": None}}
+            "chat_data": {"nanochat": None, "nanochat-2026": None}, "sweeps": None}  # the shipped sweeps include d20's
     (work / "config/local.yaml").write_text(yaml.safe_dump(drop))
     run = run_in(work, "snakemake", "-n", "-p")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -149,7 +149,7 @@ def test_a_models_precision_reaches_every_stage_it_runs(tmp_path):
     "overlay, target, expected",
     [
         (None, "results/base/nope", "model 'nope' is not in the config (known: d20, gpt2, tiny)"),
-        ({"models": {"tiny": None}, "default_models": ["d20"]}, "results/sft/tiny", "model 'tiny' is not in the config (known: d20, gpt2)"),
+        ({"models": {"tiny": None}, "default_models": ["d20"], "sweeps": None}, "results/sft/tiny", "model 'tiny' is not in the config (known: d20, gpt2)"),
     ],
 )
 def test_a_target_of_a_model_the_config_lacks_names_it_and_where_models_are_defined(tmp_path, overlay, target, expected):

@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "snakechat"
 
 STAGES = {"tok_train", "tok_eval", "dataset", "eval_bundle", "chat_data", "base_train", "base_loss", "base_eval",
-          "mid_train", "chat_sft", "chat_rl", "chat_eval", "chat_cli", "chat_web", "export_hf", "report", "plots", "plan"}
+          "mid_train", "chat_sft", "chat_rl", "chat_eval", "chat_cli", "chat_web", "export_hf", "report", "plots", "plan", "sweep"}
 
 
 def module_names(package=PACKAGE):

@@ -134,3 +134,20 @@ def test_a_config_file_that_is_not_plain_yaml_is_named(tmp_path):
     bad.write_bytes((Path(plan.ROOT) / "config/config.yaml").read_bytes() + b"\nplan: {gpu_hour_usd: 2\xff}\n")
     with pytest.raises(configcheck.ConfigError, match=f"invalid config {bad}:\\d+: not UTF-8 text"):
         plan.main(["tiny", "--config", str(bad), "--overlay", str(tmp_path / "none.yaml")])
+
+
+def test_a_sweep_is_priced_run_by_run():
+    cfg = validated()
+    p = plan.sweep_plan("scaling", "d-scaling", cfg)
+    assert [r["run"] for r in p["rows"]][:2] == ["d-scaling-1e18-d6", "d-scaling-1e18-d8"]
+    for r in p["rows"]:
+        alone = row(plan.stage_rows(r["run"], cfg), "base_train")
+        assert r["hours"] == alone["hours"] and r["usd"] == alone["usd"]
+        # the budget, plus the validation forwards the plan adds (a third of a training token's FLOPs each)
+        assert r["budget"] <= r["flops"] < 1.05 * r["budget"]
+    series = plan.sweep_plan("series", "d-series", cfg)
+    d20 = plan.stage_rows("d20", cfg)
+    assert series["rows"][-1]["hours"] == row(d20, "base_train")["hours"] + row(d20, "base_eval")["hours"]
+    text = plan.render_sweep(p)
+    total = sum(r["usd"] for r in p["rows"])
+    assert f"${total:,.2f}" in text and text.count("| d-scaling-") == 16

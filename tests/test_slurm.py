@@ -612,3 +612,34 @@ def test_two_node_base_eval_writes_the_one_node_csv(two_node_runs):
 
     assert without_seconds(two) == without_seconds(one)
     assert len(without_seconds(two)) > 2
+
+
+# A scaling sweep of three runs of the test tiny model (one budget, depths 1-3): one base_train job each.
+SWEEP_TEST_CONFIG = {
+    **TINY_TEST_CONFIG,
+    "sweeps": {"scaling": {"tiny-scaling": {"model": "tiny", "base": {"step_tokens": 256, "device_batch_rows": 2, "eval_every": 0, "eval_tokens": 256,
+                                                                       "save_every": 0, "log_every": 1},
+                                            "budgets": [{"flops": 4.0e+10, "depths": [1, 2, 3]}]}}},
+}
+
+
+@pytest.mark.slurm
+def test_a_sweeps_runs_are_separate_slurm_jobs_that_run_at_once(slurm, tmp_path):
+    """results/scaling/<sweep>.csv through profiles/slurm: each run of the sweep is its own base_train
+    job, submitted together, and the cluster's records show them running at the same time."""
+    profile = merged_profile(tmp_path / "profile")
+    args = pipeline_args(tmp_path, "--profile", str(profile), "results/scaling/tiny-scaling.csv", config=SWEEP_TEST_CONFIG)
+    result = snakemake(args, cwd=tmp_path, timeout=480)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    jobs = submitted_jobs(output)
+    assert len(jobs["base_train"]) == 3 and "scaling_table" not in jobs  # the table is a local rule
+    records = finished_jobs()
+    runs = {j: records[j] for j in jobs["base_train"]}
+    assert all(r["JobState"] == "COMPLETED" for r in runs.values()), runs
+    # ISO times: the last to start started before the first to end ended, so all three ran at once
+    starts, ends = [r["StartTime"] for r in runs.values()], [r["EndTime"] for r in runs.values()]
+    assert max(starts) < min(ends), f"the runs did not overlap: {runs}"
+    assert {(tmp_path / ".snakemake" / "slurm_logs" / "rule_base_train" / f"tiny-scaling-4e10-d{d}").is_dir() for d in (1, 2, 3)} == {True}
+    table = (tmp_path / "results" / "scaling" / "tiny-scaling.csv").read_text()
+    assert all(f"tiny-scaling-4e10-d{d}" in table for d in (1, 2, 3))

@@ -59,6 +59,7 @@ class BaseSettings(RunSettings):
     step_tokens: int = option(0, "tokens per optimizer step, all processes; 0 = derived from depth")
     tokens_params_ratio: float = option(20.0, "training tokens per parameter, when --steps is 0")
     steps: int = option(0, "optimizer steps; 0 = tokens_params_ratio × params / step_tokens")
+    target_flops: float = option(0.0, "training FLOPs to spend (steps = this / (FLOPs per token × step_tokens), to the nearest step); 0 = unused")
     matrix_lr: float = option(0.02, "Muon lr of the hidden matrices")
     embedding_lr: float = option(0.2, "AdamW lr of the embedding at width 768; scaled by 1/sqrt(width/768)")
     unembedding_lr: float = option(0.004, "AdamW lr of the head at width 768; scaled by 1/sqrt(width/768)")
@@ -130,7 +131,7 @@ def setup_2026(s, vocab_size, device):
     try:
         size = sizing.size_2026(s.depth, vocab_size, sequence_len=s.sequence_len, aspect_ratio=s.aspect_ratio, head_dim=s.head_dim,
                                 tokens_params_ratio=s.tokens_params_ratio, total_batch_size=s.step_tokens, num_iterations=s.steps,
-                                weight_decay=s.weight_decay, warmdown_ratio=s.warmdown_frac, final_lr_frac=s.final_lr_frac, **lrs)
+                                target_flops=s.target_flops, weight_decay=s.weight_decay, warmdown_ratio=s.warmdown_frac, final_lr_frac=s.final_lr_frac, **lrs)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     torch.manual_seed(s.seed)
@@ -161,7 +162,10 @@ def main(argv=None):
     if s.recipe == recipes.NANOCHAT_2026:
         model, size, lrs, schedule = setup_2026(s, tokenizer.vocab_size, device)
     else:
-        size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS}, recipe=s.recipe)
+        try:
+            size = sizing.size(s.depth, tokenizer.vocab_size, **{k: getattr(s, k) for k in sizing.SIZE_KEYS}, recipe=s.recipe)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         model = GPT.build(size.model_config(), device, s.seed)
         lrs = {"matrix_lr": s.matrix_lr, "embedding_lr": s.embedding_lr * size.adamw_lr_scale, "unembedding_lr": s.unembedding_lr * size.adamw_lr_scale}
         schedule = Schedule(

@@ -2,6 +2,7 @@
 
     python -m snakechat.plan d20                      # reads config/config.yaml (+ config/local.yaml), validated
     python -m snakechat.plan d20 --config my.yaml --out results/plan/d20.md
+    python -m snakechat.plan d-scaling                # a sweep: each run's base_train (+ base_eval in a series), and the total
 
 The Snakemake rule `results/plan/{model}.md` passes the validated config as JSON (`--config-json`).
 Wall time = FLOPs / (GPUs × peak FLOP/s × assumed MFU); cost = GPU-hours × price. Both assumptions
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 
 
-from snakechat.pipeline import configcheck
+from snakechat.pipeline import configcheck, sweeps
 from snakechat.model import sizing
 from snakechat.evaluate import tasks
 from snakechat.world import chat as world_chat
@@ -227,9 +228,41 @@ def render(p):
     return "\n".join(lines) + "\n"
 
 
+SWEEP_STAGES = {"series": ("base_train", "base_eval"), "scaling": ("base_train",)}  # the jobs a sweep's table needs per run
+
+
+def sweep_plan(kind, name, cfg):
+    """One row per run of a sweep: the stages its table needs (SWEEP_STAGES), priced as a model's plan prices them."""
+    rows = []
+    for r in sweeps.of(cfg, kind, name):
+        p = stage_rows(r["run"], cfg)
+        priced = [x for x in p["rows"] if x["stage"] in SWEEP_STAGES[kind] and "flops" in x]
+        train = next(x for x in priced if x["stage"] == "base_train")
+        rows.append({"run": r["run"], "depth": r["depth"], "budget": r["budget"], "params": p["params"], "tokens": train["tokens"],
+                     "flops": sum(x["flops"] for x in priced), "hours": sum(x["hours"] for x in priced), "usd": sum(x["usd"] for x in priced)})
+    return {"kind": kind, "name": name, "rows": rows, "plan": cfg["plan"]}
+
+
+def render_sweep(p):
+    plan, stages = p["plan"], " + ".join(SWEEP_STAGES[p["kind"]])
+    lines = [f"# Plan for the {p['kind']} sweep `{p['name']}`", "",
+             f"Each run is one {stages} job; runs are independent and run side by side where the cluster has room. "
+             f"Assumed: {plan['gpus']}× {plan['gpu_type']} per run at {human(plan['gpu_peak_flops'], 'FLOP/s')} peak, MFU {plan['mfu']:.0%}, "
+             f"${plan['usd_per_gpu_hour']}/GPU-hour.", "",
+             "| run | depth | budget | parameters | tokens | FLOPs | wall time | cost |", "|---|---|---|---|---|---|---|---|"]
+    for r in p["rows"]:
+        budget = f"{r['budget']:.2e}" if r["budget"] else "–"
+        lines.append(f"| {r['run']} | {r['depth']} | {budget} | {human(r['params'])} | {human(r['tokens'])} | {r['flops']:.2e} | {r['hours']:.2f} h | ${r['usd']:,.2f} |")
+    hours, usd = sum(r["hours"] for r in p["rows"]), sum(r["usd"] for r in p["rows"])
+    longest = max(r["hours"] for r in p["rows"])
+    lines += ["", f"**Total: {hours:.2f} h on {plan['gpus']} GPUs per run ({hours * plan['gpus']:.1f} GPU-hours), ${usd:,.2f}**; "
+              f"with every run at once, as long as the longest run: {longest:.2f} h."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model")
+    parser.add_argument("model", help="a model, or a sweep (series or scaling) of the config")
     parser.add_argument("--config", default=str(ROOT / "config/config.yaml"), help="config file to read and validate")
     parser.add_argument("--overlay", default=configcheck.LOCAL_OVERLAY, help="local overlay applied to --config where it exists, as the Snakefile does (docs/configuration.md)")
     parser.add_argument("--config-json", help="an already validated config, as JSON (what the rule passes)")
@@ -239,9 +272,16 @@ def main(argv=None):
         cfg = json.loads(args.config_json)
     else:
         cfg = configcheck.load(configcheck.read_yaml(args.config), ROOT / "workflow/schemas/config.schema.yaml", [args.config], overlay_path=args.overlay)
-    if args.model not in cfg["models"]:
-        raise SystemExit(f"model {args.model!r} is not in the config (known: {', '.join(sorted(cfg['models']))})")
-    text = render(stage_rows(args.model, cfg))
+    kind = next((k for k in sweeps.KINDS if args.model in cfg.get("sweeps", {}).get(k, {})), None)
+    if kind:
+        text = render_sweep(sweep_plan(kind, args.model, cfg))
+    elif args.model in cfg["models"]:
+        text = render(stage_rows(args.model, cfg))
+    else:
+        runs = {r["run"] for r in sweeps.runs(cfg)}
+        models = ", ".join(sorted(set(cfg["models"]) - runs))
+        named = ", ".join(sorted(n for k in sweeps.KINDS for n in cfg.get("sweeps", {}).get(k, {}))) or "none"
+        raise SystemExit(f"model {args.model!r} is not in the config, nor a sweep (models: {models}; sweeps: {named}; a sweep's runs are models too)")
     if args.out:
         write_text_atomic(args.out, text)
     else:

@@ -7,6 +7,8 @@
     python -m snakechat.plots chat_eval --chat-eval sft:tiny=results/chat_eval/tiny/sft.csv ... --out ...
     python -m snakechat.plots rl --logs rl:tiny=results/rl/tiny/train_log.csv --out results/plots/rl.png
     python -m snakechat.plots time --benchmarks base_train:tiny=results/benchmarks/base_train/tiny.tsv ... --out ...
+    python -m snakechat.plots series --csv results/series/tiny-series.csv --out results/plots/series/tiny-series.png
+    python -m snakechat.plots scaling --csv results/scaling/tiny-scaling.csv --out results/plots/scaling/tiny-scaling.png
 
 Inputs are given as LABEL=PATH (LABEL is `stage:model` or a name), so a rule lists exactly the files
 a figure depends on and the figure is rebuilt when they change and not otherwise.
@@ -20,10 +22,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, NullFormatter  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from snakechat.evaluate import scaling  # noqa: E402
 from snakechat.runtime.common import atomic_path  # noqa: E402
 
 
@@ -205,6 +209,73 @@ def plot_time(args):
     return fig
 
 
+def no_minor_labels(axes):
+    """Log axes over less than a decade label their minor ticks, which then run into each other."""
+    for ax in axes:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_series(args):
+    """A series: each depth's validation bpb during training against FLOPs (from its train_log.csv
+    beside the checkpoint the CSV names), and its final CORE against its training FLOPs."""
+    runs = pd.read_csv(args.csv)
+    runs["depth"] = "d" + runs["depth"].astype(str)
+    logs = pd.concat([pd.read_csv(Path(r.checkpoint) / "train_log.csv").assign(depth=r.depth) for r in runs.itertuples()], ignore_index=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    sns.lineplot(data=logs.dropna(subset=["val_bpb"]), x="flops", y="val_bpb", hue="depth", marker="o", ax=axes[0])
+    axes[0].set(xscale="log", xlabel="training FLOPs", ylabel="validation bits per byte", title="validation bpb during training")
+    if "core" in runs and runs["core"].notna().any():
+        sns.lineplot(data=runs, x="flops", y="core", color="0.6", ax=axes[1], legend=False)
+        sns.scatterplot(data=runs, x="flops", y="core", hue="depth", s=80, ax=axes[1], legend=False)
+    axes[1].set(xscale="log", xlabel="training FLOPs", ylabel="CORE (centered)", title="CORE at the end of training")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    fig.legend(handles, labels, loc="outside upper center", title="depth", ncol=min(8, len(labels)))
+    no_minor_labels(axes)
+    return fig
+
+
+def plot_scaling(args):
+    """A scaling sweep: the isoFLOP curves with their parabolas and vertices, and the optimal
+    parameters and tokens against the budget with the fitted power laws."""
+    df = pd.read_csv(args.csv)
+    runs = df[df["kind"] == "run"].copy()
+    optima = df[(df["kind"] == "optimum") & df["params"].notna() & df["note"].fillna("").eq("")]  # within their sizes
+    laws = df[df["kind"] == "law"].set_index("run")
+    runs = runs.sort_values(["budget", "params"])
+    runs["budget"] = runs["budget"].map(lambda c: f"{c:.3g} FLOPs")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
+    sns.scatterplot(data=runs, x="params", y="val_bpb", hue="budget", s=60, ax=axes[0])
+    palette = dict(zip(runs["budget"].unique(), sns.color_palette(n_colors=runs["budget"].nunique())))
+    for budget, group in runs.groupby("budget", sort=False):
+        try:
+            opt = scaling.isoflop_optimum(group["params"], group["val_bpb"])
+        except scaling.FitError:
+            continue
+        x = np.linspace(np.log10(group["params"].min()) - 0.1, np.log10(group["params"].max()) + 0.1, 100)
+        axes[0].plot(10**x, np.polyval(opt["parabola"], x), color=palette[budget], lw=1)
+        if opt["inside"]:  # a vertex outside the budget's sizes is an extrapolation: not drawn as an optimum
+            axes[0].plot(10 ** opt["log10_n_opt"], opt["loss_opt"], marker="*", ms=14, color=palette[budget], ls="none")
+    axes[0].set(xscale="log", xlabel="parameters", ylabel="final validation bits per byte", title="isoFLOP curves (★ optimum within the sizes)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    fig.legend(handles, labels, loc="outside upper center", title="budget", ncol=min(6, len(labels)))
+    for ax, column, law, name in ((axes[1], "params", "params_opt ∝ C^a", "parameters"), (axes[2], "tokens", "tokens_opt ∝ C^b", "training tokens")):
+        ax.plot(optima["budget"], optima[column], "o", color="tab:blue", label="isoFLOP optimum (within the sizes)")
+        if law in laws.index:
+            exponent, err, log_k = laws.loc[law, ["exponent", "exponent_err", "log10_coefficient"]]
+            c = np.geomspace(optima["budget"].min(), optima["budget"].max(), 50)
+            ax.plot(c, 10**log_k * c**exponent, color="tab:orange", label=f"fit: exponent {exponent:.3f}" + ("" if np.isnan(err) else f" ± {err:.3f}"))
+        if column == "tokens" and len(optima):
+            ratio = float(np.exp(np.log(optima["tokens_per_param"]).mean()))
+            ax.plot([], [], " ", label=f"tokens/param at the optima: {ratio:.3g}")
+        ax.set(xscale="log", yscale="log", xlabel="training FLOPs (budget)", ylabel=f"loss-optimal {name}", title=f"optimal {name} against compute")
+        ax.legend(loc="best", fontsize="small")
+    no_minor_labels(axes)
+    return fig
+
+
 PLOTS = {
     "training": (plot_training, "logs"),
     "throughput": (plot_throughput, "logs"),
@@ -213,6 +284,8 @@ PLOTS = {
     "chat_eval": (plot_chat_eval, "chat_eval"),
     "rl": (plot_rl, "logs"),
     "time": (plot_time, "benchmarks"),
+    "series": (plot_series, "csv"),
+    "scaling": (plot_scaling, "csv"),
 }
 
 
@@ -221,7 +294,10 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="plot", required=True)
     for name, (_, inputs) in PLOTS.items():
         p = sub.add_parser(name)
-        p.add_argument(f"--{inputs.replace('_', '-')}", dest=inputs, nargs="+", required=True, metavar="LABEL=PATH")
+        if inputs == "csv":
+            p.add_argument("--csv", required=True, help="the sweep's CSV (snakechat.sweep)")
+        else:
+            p.add_argument(f"--{inputs.replace('_', '-')}", dest=inputs, nargs="+", required=True, metavar="LABEL=PATH")
         p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     sns.set_theme(style="whitegrid")

@@ -8,6 +8,7 @@ import shlex
 from snakechat.data.shards import missing_or_resized
 from snakechat.pipeline import configcheck
 from snakechat.pipeline import launcher
+from snakechat.pipeline import sweeps
 from snakechat.runtime.provenance import code_fingerprint
 
 # --- config look-ups ---
@@ -221,9 +222,12 @@ TRAINING_RULES = {"base_train": "base", "mid_train": "mid", "chat_sft": "sft", "
 def launch(wildcards, resources, output):
     """`python`, `torchrun ...` or `srun ... torchrun ...`: how a GPU rule starts its module, from the
     rule's resources. For a training rule, first checks that the model's step splits over those
-    processes: Snakemake evaluates this while it plans, so `snakemake -n` fails, not a queued job."""
+    processes (and for base_train that a FLOP budget buys at least one step): Snakemake evaluates
+    this while it plans, so `snakemake -n` fails, not a queued job."""
     cpu_processes = config["launch"]["cpu_processes"]
     trainer = next((r for r in TRAINING_RULES if workflow.get_rule(r).is_producer(output[0])), None)
+    if trainer == "base_train" and (problem := sweeps.budget_problem(config, wildcards.model)):
+        raise configcheck.ConfigError(f"invalid config {CONFIG_FILES}: {problem}")
     if trainer is not None:
         per_node, nodes, source = launcher.processes_of(resources, cpu_processes)
         m = model_config(wildcards.model)
@@ -337,6 +341,39 @@ def plan_config(wildcards):
         },
         sort_keys=True,
     )
+
+
+# --- sweeps: each run is a model of its own (configcheck added it to config["models"]) ---
+
+
+def sweep_runs(kind, name):
+    """The runs of the `kind` sweep `name` (series or scaling); a name the config lacks is an error naming it."""
+    defined = config["sweeps"][kind]
+    if name not in defined:
+        raise configcheck.ConfigError(f"{kind} sweep {name!r} is not in the config (known: {', '.join(sorted(defined)) or 'none'}); "
+                                      f"sweeps are defined under `sweeps: {kind}:` in {CONFIG_FILES}")
+    return sweeps.of(config, kind, name)
+
+
+def sweep_checkpoints(kind):
+    """An input function: the base checkpoints of the rule's sweep."""
+    return lambda wildcards: [f"results/base/{r['run']}" for r in sweep_runs(kind, wildcards.sweep)]
+
+
+def series_base_evals(wildcards):
+    """The base_eval CSVs of a series (CORE per depth)."""
+    return [f"results/base_eval/{r['run']}.csv" for r in sweep_runs("series", wildcards.sweep)]
+
+
+def sweep_runs_json(kind):
+    """A params function: the rule's sweep as snakechat.sweep's --runs JSON (run -> depth, budget, files)."""
+
+    def runs(wildcards):
+        return json.dumps({r["run"]: {"depth": r["depth"], "budget": r["budget"], "checkpoint": f"results/base/{r['run']}",
+                                      **({"base_eval": f"results/base_eval/{r['run']}.csv"} if kind == "series" else {})}
+                           for r in sweep_runs(kind, wildcards.sweep)}, sort_keys=True)
+
+    return runs
 
 
 # --- the default targets ---

@@ -6,7 +6,9 @@ checkpoint's parameters with it.
 Depth is the one dial; every other number derives from it unless given (0 = derived):
 - width = depth × aspect_ratio, rounded up to a multiple of head_dim; heads = width / head_dim;
 - step_tokens = 2^19 × depth / 20, rounded to a power of two (nanochat's d20 speedrun: 2^19);
-- steps = tokens_params_ratio × parameters / step_tokens;
+- steps = tokens_params_ratio × parameters / step_tokens, or, with a FLOP budget (target_flops),
+  budget / (training FLOPs per token × step_tokens) rounded to the nearest step, so that a run of a
+  scaling sweep spends its budget to within half a step (validation FLOPs are not counted);
 - AdamW learning rates × 1/sqrt(width / 768), the width they were tuned at.
 
 That is the recipe nanochat-2025-11. `size_2026` sizes a model of the recipe nanochat-2026-07
@@ -30,7 +32,7 @@ REFERENCE_DEPTH = 20
 REFERENCE_STEP_TOKENS = 2**19  # tokens per optimizer step at the reference depth
 REFERENCE_WIDTH = 768  # AdamW learning rates are tuned at this width
 # The base settings sizing reads (same names as the config's models.<model>.base keys).
-SIZE_KEYS = ("sequence_len", "aspect_ratio", "head_dim", "n_kv_head", "width", "step_tokens", "steps", "tokens_params_ratio")
+SIZE_KEYS = ("sequence_len", "aspect_ratio", "head_dim", "n_kv_head", "width", "step_tokens", "steps", "tokens_params_ratio", "target_flops")
 
 
 def config_from_depth(depth, vocab_size, sequence_len, aspect_ratio=64, head_dim=128, n_kv_head=None, width=None, recipe=recipes.DEFAULT):
@@ -103,11 +105,19 @@ class Sizing:
         return {k: v for k, v in asdict(self).items() if k != "recipe"}
 
 
-def size(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head, width, step_tokens, steps, tokens_params_ratio, recipe=recipes.DEFAULT):
+def size(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head, width, step_tokens, steps, tokens_params_ratio, target_flops=0,
+         recipe=recipes.DEFAULT):
     """The Sizing of a base model of `recipe` from its depth and the base settings of SIZE_KEYS (0 = derived)."""
+    if steps and target_flops:
+        raise ValueError(f"give steps ({steps}) or target_flops ({target_flops:g}), not both: each sets the number of steps")
     config = config_from_depth(depth, vocab_size, sequence_len, aspect_ratio, head_dim, n_kv_head or None, width or None, recipe)
     params, flops_per_token = count(config)
     step_tokens = step_tokens or derive_step_tokens(depth)
+    if target_flops:
+        steps = round(target_flops / (flops_per_token * step_tokens))
+        if steps < 1:
+            raise ValueError(f"target_flops {target_flops:g} is less than one step of depth {depth} "
+                             f"({flops_per_token:,} FLOPs per token × {step_tokens:,} tokens = {flops_per_token * step_tokens:.3g})")
     steps = steps or max(1, round(tokens_params_ratio * params / step_tokens))
     return Sizing(
         n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, n_kv_head=config.n_kv_head,
@@ -279,7 +289,7 @@ def size_2026(depth, vocab_size, sequence_len=2048, aspect_ratio=64, head_dim=12
 # A model's base settings (config keys of models.<model>.base, base_train's flags) -> size_2026's arguments.
 BASE_KEYS_2026 = {
     "sequence_len": "sequence_len", "aspect_ratio": "aspect_ratio", "head_dim": "head_dim", "tokens_params_ratio": "tokens_params_ratio",
-    "step_tokens": "total_batch_size", "steps": "num_iterations", "weight_decay": "weight_decay", "matrix_lr": "matrix_lr",
+    "step_tokens": "total_batch_size", "steps": "num_iterations", "target_flops": "target_flops", "weight_decay": "weight_decay", "matrix_lr": "matrix_lr",
     "embedding_lr": "embedding_lr", "unembedding_lr": "unembedding_lr", "warmdown_frac": "warmdown_ratio", "final_lr_frac": "final_lr_frac",
 }
 

@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from snakechat.model import recipes
+from snakechat.pipeline import sweeps
 from snakechat.pipeline.configfiles import ConfigError, check_yaml_files, non_finite, read_yaml, typed_by_schema  # noqa: F401 (the Snakefile's API)
 
 
@@ -110,8 +111,10 @@ def entry(config, section, name, config_path="config/config.yaml"):
     name anything; a plain KeyError would say only the name)."""
     entries = config.get(section) or {}
     if name not in entries:
-        known = ", ".join(sorted(entries)) or "none"
-        raise ConfigError(f"{ENTRY_KINDS[section]} {name!r} is not in the config (known: {known}); {section} are defined under `{section}:` in "
+        runs = {r["run"] for r in sweeps.runs(config)} if section == "models" else set()
+        known = ", ".join(sorted(set(entries) - runs)) or "none"
+        also = "; the config's sweeps add their runs as models (docs/sweeps.md)" if runs else ""
+        raise ConfigError(f"{ENTRY_KINDS[section]} {name!r} is not in the config (known: {known}){also}; {section} are defined under `{section}:` in "
                           f"{config_path}, and {LOCAL_OVERLAY} adds, replaces or removes them (docs/configuration.md)")
     return entries[name]
 
@@ -152,9 +155,26 @@ def validate(config, schema_path, config_path="config/config.yaml"):
     if leaves or bad_numbers:
         lines = "\n".join([f"  - {key}: {value} is not a finite number" for key, value in bad_numbers.items()] + [f"  - {_describe(e)}" for e in leaves])
         raise ConfigError(f"invalid config {config_path}:\n{lines}")
+    add_sweep_runs(config, schema, Validator, config_path)
     check_references(config, config_path)
     check_content(config, config_path)
     return config
+
+
+def add_sweep_runs(config, schema, validator_class, config_path):
+    """Every sweep run added to `models` as its own entry (snakechat.pipeline.sweeps), each checked
+    against the schema like any model; an error names the sweep's key, not the derived entry."""
+    problems = sweeps.problems(config)
+    entries = {} if problems else sweeps.expand(config)
+    for run in sweeps.runs(config) if not problems else []:
+        probe = {"datasets": {}, "tokenizers": {}, "eval_bundles": {}, "models": {run["run"]: entries[run["run"]]}}
+        for e in validator_class(schema).iter_errors(probe):
+            line = _describe(e).replace(f"models.{run['run']}.", f"sweeps.{run['kind']}.{run['sweep']}.")
+            if line not in problems:
+                problems.append(line)
+    if problems:
+        raise ConfigError(f"invalid config {config_path}:\n" + "\n".join(f"  - {p}" for p in problems))
+    config["models"].update(entries)
 
 
 # (section, field, section it must name)
@@ -270,6 +290,8 @@ def check_sizes(config):
         mid_len = m.get("mid", {}).get("sequence_len")
         if base_len is not None and mid_len is not None and mid_len > base_len:
             problems.append(f"models.{model}.mid.sequence_len: {mid_len} is longer than the model's context, base.sequence_len {base_len}")
+        if m.get("base", {}).get("steps") and m["base"].get("target_flops"):
+            problems.append(f"models.{model}.base: steps and target_flops both set the number of steps; give one (0 for the other)")
     for name, d in config.get("datasets", {}).items():
         if d.get("val_index") is not None and d["val_index"] < d["shards"] - 1:
             problems.append(f"datasets.{name}.val_index: {d['val_index']} is one of the training shards 0 … {d['shards'] - 2} (shards {d['shards']}): "
