@@ -73,8 +73,12 @@ def checked_manifest(dataset):
     path = f"results/data/{dataset}/manifest.json"
     problems = missing_or_resized(path) if os.path.exists(path) else []
     if problems:
-        raise configcheck.ConfigError(f"dataset {dataset!r}: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-                                      + f". Delete {path} and the dataset rule writes or fetches the shards again (verified ones are kept).")
+        raise configcheck.ConfigError(
+            f"dataset {dataset!r}: "
+            + "; ".join(problems[:5])
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+            + f". Delete {path} and the dataset rule writes or fetches the shards again (verified ones are kept)."
+        )
     return path
 
 
@@ -350,8 +354,10 @@ def sweep_runs(kind, name):
     """The runs of the `kind` sweep `name` (series or scaling); a name the config lacks is an error naming it."""
     defined = config["sweeps"][kind]
     if name not in defined:
-        raise configcheck.ConfigError(f"{kind} sweep {name!r} is not in the config (known: {', '.join(sorted(defined)) or 'none'}); "
-                                      f"sweeps are defined under `sweeps: {kind}:` in {CONFIG_FILES}")
+        raise configcheck.ConfigError(
+            f"{kind} sweep {name!r} is not in the config (known: {', '.join(sorted(defined)) or 'none'}); "
+            f"sweeps are defined under `sweeps: {kind}:` in {CONFIG_FILES}"
+        )
     return sweeps.of(config, kind, name)
 
 
@@ -369,9 +375,18 @@ def sweep_runs_json(kind):
     """A params function: the rule's sweep as snakechat.sweep's --runs JSON (run -> depth, budget, files)."""
 
     def runs(wildcards):
-        return json.dumps({r["run"]: {"depth": r["depth"], "budget": r["budget"], "checkpoint": f"results/base/{r['run']}",
-                                      **({"base_eval": f"results/base_eval/{r['run']}.csv"} if kind == "series" else {})}
-                           for r in sweep_runs(kind, wildcards.sweep)}, sort_keys=True)
+        return json.dumps(
+            {
+                r["run"]: {
+                    "depth": r["depth"],
+                    "budget": r["budget"],
+                    "checkpoint": f"results/base/{r['run']}",
+                    **({"base_eval": f"results/base_eval/{r['run']}.csv"} if kind == "series" else {}),
+                }
+                for r in sweep_runs(kind, wildcards.sweep)
+            },
+            sort_keys=True,
+        )
 
     return runs
 

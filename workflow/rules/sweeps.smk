@@ -10,13 +10,13 @@ rule series_table:
         base_evals=series_base_evals,
     output:
         report("results/series/{sweep}.csv", caption="../report/sweep.rst", category="Sweeps"),
-    params:
-        runs=sweep_runs_json("series"),
-        code=code_fingerprint("snakechat.sweep"),
     log:
         "logs/sweep/series/{sweep}.log",
     conda:
         "../../environment.yml"
+    params:
+        runs=sweep_runs_json("series"),
+        code=code_fingerprint("snakechat.sweep"),
     shell:
         "python -m snakechat.sweep series --runs {params.runs:q} --out {output} > {log} 2>&1"
 
@@ -26,13 +26,13 @@ rule scaling_table:
         checkpoints=sweep_checkpoints("scaling"),
     output:
         report("results/scaling/{sweep}.csv", caption="../report/sweep.rst", category="Sweeps"),
-    params:
-        runs=sweep_runs_json("scaling"),
-        code=code_fingerprint("snakechat.sweep"),
     log:
         "logs/sweep/scaling/{sweep}.log",
     conda:
         "../../environment.yml"
+    params:
+        runs=sweep_runs_json("scaling"),
+        code=code_fingerprint("snakechat.sweep"),
     shell:
         "python -m snakechat.sweep scaling --runs {params.runs:q} --out {output} > {log} 2>&1"
 
@@ -42,14 +42,14 @@ rule sweep_plot:
         "results/{kind}/{sweep}.csv",
     output:
         report("results/plots/{kind}/{sweep}.png", caption="../report/sweep_plot.rst", category="Sweeps"),
-    params:
-        code=code_fingerprint("snakechat.plots"),
-    wildcard_constraints:
-        kind="series|scaling",
     log:
         "logs/plot/{kind}/{sweep}.log",
+    wildcard_constraints:
+        kind="series|scaling",
     conda:
         "../../environment.yml"
+    params:
+        code=code_fingerprint("snakechat.plots"),
     shell:
         "python -m snakechat.plots {wildcards.kind} --csv {input} --out {output} > {log} 2>&1"
 
