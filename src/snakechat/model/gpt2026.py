@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snakechat.model.gpt import ROPE_LENGTH_FACTOR, ReluSquared, norm, rotary_tables, softcap
+from snakechat.model.gpt import MLP, ROPE_LENGTH_FACTOR, norm, rotary_tables, softcap
 
 RECIPE = "nanochat-2026-07"
 ROPE_BASE = 100000.0
@@ -130,16 +130,6 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)
         y = windowed_attention(q, k, v, self.window, self.n_kv_head != self.n_head)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-
-class MLP(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
-
-    def forward(self, x):
-        return self.c_proj(ReluSquared.apply(self.c_fc(x)))
 
 
 class Block(nn.Module):

@@ -177,9 +177,10 @@ class ChatRequest:
     include_usage: bool
 
 
-def parse_request(body, model_name, limits, sampling, tokenizer, max_len):
-    """A ChatRequest from a decoded JSON body, or APIError saying what is wrong: checked against the
-    served model's name, the limits, and its context of `max_len` tokens; `sampling` fills what the body leaves out."""
+def check_envelope(body, model_name, unsupported, one="one reply per request"):
+    """The checks a chat and a completions request share: a JSON object naming the served model,
+    n of 1 (`one` says what that means), no field of `unsupported` (key -> harmless(value)), and the
+    stream flags; returns (stream, include_usage)."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -188,8 +189,8 @@ def parse_request(body, model_name, limits, sampling, tokenizer, max_len):
     if model != model_name:
         raise unknown_model(model, model_name)
     if body.get("n") not in (None, 1):
-        raise APIError(400, f"'n' must be 1 (one reply per request), got {body['n']!r:.50}", param="n")
-    for key, harmless in UNSUPPORTED.items():
+        raise APIError(400, f"'n' must be 1 ({one}), got {body['n']!r:.50}", param="n")
+    for key, harmless in unsupported.items():
         if body.get(key) is not None and not harmless(body[key]):
             raise APIError(400, f"{key!r} is not supported by this server", param=key)
     stream = body.get("stream")
@@ -198,18 +199,29 @@ def parse_request(body, model_name, limits, sampling, tokenizer, max_len):
     options = body.get("stream_options") or {}
     if not isinstance(options, dict) or options.get("include_usage") not in (None, True, False):
         raise APIError(400, "'stream_options' must be {'include_usage': true or false}", param="stream_options")
+    return bool(stream), bool(options.get("include_usage"))
+
+
+def sampling_settings(body, sampling):
+    """temperature, top_p, top_k, seed and stop of a request; `sampling` fills what the body leaves out."""
+    return {
+        "temperature": number(body, "temperature", float, 0.0, 2.0, sampling.temperature),
+        "top_p": number(body, "top_p", float, 0.0, 1.0, None, low_open=True),
+        "top_k": number(body, "top_k", int, 0, 1 << 31, sampling.top_k or 0) or None,
+        "seed": number(body, "seed", int, 0, 2**63 - 1, None),
+        "stop": stop_strings(body),
+    }
+
+
+def parse_request(body, model_name, limits, sampling, tokenizer, max_len):
+    """A ChatRequest from a decoded JSON body, or APIError saying what is wrong: checked against the
+    served model's name, the limits, and its context of `max_len` tokens; `sampling` fills what the body leaves out."""
+    stream, include_usage = check_envelope(body, model_name, UNSUPPORTED)
     limit = limits.max_tokens
     max_tokens = number(body, "max_completion_tokens", int, 1, limit, None)
     if max_tokens is None:
         max_tokens = number(body, "max_tokens", int, 1, limit, limit)
-    top_k = number(body, "top_k", int, 0, 1 << 31, sampling.top_k or 0)
-    settings = {
-        "temperature": number(body, "temperature", float, 0.0, 2.0, sampling.temperature),
-        "top_p": number(body, "top_p", float, 0.0, 1.0, None, low_open=True),
-        "top_k": top_k or None,
-        "seed": number(body, "seed", int, 0, 2**63 - 1, None),
-        "stop": stop_strings(body),
-    }
+    settings = sampling_settings(body, sampling)
     messages = _messages(body, limits)
     try:
         prompt = render_for_completion(tokenizer, messages)
@@ -219,7 +231,7 @@ def parse_request(body, model_name, limits, sampling, tokenizer, max_len):
     if room < 1:
         raise APIError(400, f"the conversation is {len(prompt)} tokens long; the model handles {max_len} (start a new chat)", param="messages", code="context_length_exceeded")
     settings["max_tokens"] = min(max_tokens, room)
-    return ChatRequest(prompt, settings, bool(stream), bool(options.get("include_usage")))
+    return ChatRequest(prompt, settings, stream, include_usage)
 
 
 def completion_head(model_name):

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from snakechat.serve.chat_api import UNSUPPORTED, APIError, ChatRequest, number, stop_strings, unknown_model
+from snakechat.serve.chat_api import UNSUPPORTED, APIError, ChatRequest, check_envelope, number, sampling_settings
 
 REFUSED = {
     "echo": lambda v: v is False,
@@ -62,32 +62,9 @@ def _prompts(body, tokenizer):
 def parse_completion(body, model_name, limits, sampling, tokenizer, max_len):
     """A CompletionRequest from a decoded JSON body, or APIError saying what is wrong (as
     snakechat.serve.chat_api.parse_request does for chat)."""
-    if not isinstance(body, dict):
-        raise APIError(400, "the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str):
-        raise APIError(400, f"'model' is required: the name of the served model ({model_name!r})", param="model")
-    if model != model_name:
-        raise unknown_model(model, model_name)
-    if body.get("n") not in (None, 1):
-        raise APIError(400, f"'n' must be 1 (one completion per prompt), got {body['n']!r:.50}", param="n")
-    for key, harmless in REFUSED.items():
-        if body.get(key) is not None and not harmless(body[key]):
-            raise APIError(400, f"{key!r} is not supported by this server", param=key)
-    stream = body.get("stream")
-    if stream not in (None, True, False):
-        raise APIError(400, "'stream' must be true or false", param="stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or options.get("include_usage") not in (None, True, False):
-        raise APIError(400, "'stream_options' must be {'include_usage': true or false}", param="stream_options")
+    stream, include_usage = check_envelope(body, model_name, REFUSED, one="one completion per prompt")
     max_tokens = number(body, "max_tokens", int, 1, limits.max_tokens, min(DEFAULT_MAX_TOKENS, limits.max_tokens))
-    settings = {
-        "temperature": number(body, "temperature", float, 0.0, 2.0, sampling.temperature),
-        "top_p": number(body, "top_p", float, 0.0, 1.0, None, low_open=True),
-        "top_k": number(body, "top_k", int, 0, 1 << 31, sampling.top_k or 0) or None,
-        "seed": number(body, "seed", int, 0, 2**63 - 1, None),
-        "stop": stop_strings(body),
-    }
+    settings = sampling_settings(body, sampling)
     prompts = _prompts(body, tokenizer)
     if stream and len(prompts) > 1:
         raise APIError(400, f"a streamed request takes one prompt, got {len(prompts)}", param="prompt")
@@ -96,8 +73,8 @@ def parse_completion(body, model_name, limits, sampling, tokenizer, max_len):
         room = max_len - len(ids)
         if room < 1:
             raise APIError(400, f"prompt {i} is {len(ids)} tokens long; the model handles {max_len}", param="prompt", code="context_length_exceeded")
-        requests.append(ChatRequest(ids, {**settings, "max_tokens": min(max_tokens, room)}, bool(stream), bool(options.get("include_usage"))))
-    return CompletionRequest(requests, bool(stream), bool(options.get("include_usage")))
+        requests.append(ChatRequest(ids, {**settings, "max_tokens": min(max_tokens, room)}, stream, include_usage))
+    return CompletionRequest(requests, stream, include_usage)
 
 
 def completion_head(model_name):
