@@ -112,10 +112,8 @@ def test_scoring_follows_what_the_model_says():
     problem = {"question": "2+3?", "answer": "<<2+3=5>>5\n#### 5"}
     numbered = {"question": "Which is a planet?", "choices": ["Moon", "Mars", "Sun"], "answer": 1, "letters": ["1", "2", "3"]}
     mc = MC[:2] + [numbered]
-    ids = []
-    for c in [tasks.to_conversation(problem, "gsm8k")] + [tasks.to_conversation(r, "mc") for r in mc]:
-        ids += render_conversation(tok, c)[0]
-    model = memorize(random_gpt(tok.vocab_size, seed=3, sequence_len=256, n_embd=64), ids, steps=400)
+    rows = [render_conversation(tok, c)[0] for c in [tasks.to_conversation(problem, "gsm8k")] + [tasks.to_conversation(r, "mc") for r in mc]]
+    model = memorize(random_gpt(tok.vocab_size, seed=3, sequence_len=256, n_embd=64), rows, steps=400)  # each as the evaluation reads it
 
     class Args:
         device_batch_items, num_samples, max_new_tokens, temperature, top_k, seed = 2, 1, 30, 0.0, 0, 0

@@ -53,10 +53,15 @@ def perturbed_gpt(vocab_size=97, **config):
 
 
 def memorize(model, sequence, steps=300, lr=1e-2):
-    """Train `model` until it reproduces `sequence` greedily (a real model that says what we want)."""
+    """Train `model` until it reproduces `sequence` (token ids, or a list of them: one row each, each
+    read from position 0) greedily, every token: a real model that says what we want."""
+    rows = sequence if isinstance(sequence[0], list) else [sequence]
+    width = max(len(r) for r in rows) - 1
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    targets = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r) - 1], targets[i, : len(r) - 1] = torch.tensor(r[:-1]), torch.tensor(r[1:])
     model.train()
-    ids = torch.tensor([sequence[:-1]])
-    targets = torch.tensor([sequence[1:]])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     for _ in range(steps):
         loss = model(ids, targets=targets)
@@ -64,7 +69,10 @@ def memorize(model, sequence, steps=300, lr=1e-2):
         loss.backward()
         opt.step()
         if loss.item() < 0.01:
-            break
+            with torch.no_grad():
+                guesses = model(ids).argmax(-1)
+            if torch.equal(guesses[targets >= 0], targets[targets >= 0]):  # every token, not just the mean loss
+                break
     return model.eval()
 
 
