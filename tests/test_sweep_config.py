@@ -23,12 +23,12 @@ def test_runs_are_models_derived_from_the_sweeps_model(config):
     tiny = config["models"]["tiny"]
     run = config["models"]["tiny-scaling-1e12-d2"]
     assert run["depth"] == 2 and run["base"]["target_flops"] == 1e12 and run["base"]["steps"] == 0
-    assert run["base"]["step_tokens"] == 2048  # the sweep's own base setting
+    assert run["base"]["step_tokens"] == 2048 and run["base"]["aspect_ratio"] == 32  # the sweep's own base settings
     # everything else is the base model's: a setting added to models (a recipe, say) is inherited as it is
     for key in set(tiny) - {"depth", "base"}:
         assert run[key] == tiny[key], key
-    assert {k: v for k, v in run["base"].items() if k not in ("steps", "target_flops", "step_tokens", "device_batch_rows", "eval_every", "save_every")} == \
-        {k: v for k, v in tiny["base"].items() if k not in ("steps", "target_flops", "step_tokens", "device_batch_rows", "eval_every", "save_every")}
+    assert {k: v for k, v in run["base"].items() if k not in ("steps", "target_flops", "step_tokens", "device_batch_rows", "eval_every", "save_every", "aspect_ratio", "head_dim")} == \
+        {k: v for k, v in tiny["base"].items() if k not in ("steps", "target_flops", "step_tokens", "device_batch_rows", "eval_every", "save_every", "aspect_ratio", "head_dim")}
     series = config["models"]["d-series-d12"]
     assert series["depth"] == 12 and series["tokenizer"] == "fineweb-64k" and series["base"] == config["models"]["d20"]["base"]
     assert [r["run"] for r in sweeps.of(config, "series", "tiny-series")] == [f"tiny-series-d{d}" for d in (1, 2, 3, 4)]
@@ -69,7 +69,7 @@ def sweep_setter(kind, name, key, value):
 CASES = {
     "unknown base setting": (sweep_setter("series", "tiny-series", "base", {"stepz": 3}), "unknown key 'sweeps.series.tiny-series.base.stepz'"),
     "base setting out of bounds": (sweep_setter("series", "tiny-series", "base", {"steps": -1}), "sweeps.series.tiny-series.base.steps: -1 is less than the minimum of 0"),
-    "model not in the config": (sweep_setter("scaling", "tiny-scaling", "model", "tinny"), "sweeps.scaling.tiny-scaling.model: 'tinny' is not defined in models (known: d20, tiny)"),
+    "model not in the config": (sweep_setter("scaling", "tiny-scaling", "model", "tinny"), "sweeps.scaling.tiny-scaling.model: 'tinny' is not defined in models (known: d20, gpt2, tiny)"),
     "scaling steps": (sweep_setter("scaling", "tiny-scaling", "base", {"steps": 5}), "sweeps.scaling.tiny-scaling.base.steps: a scaling run's steps come from its budget"),
     "budget as YAML's string": (sweep_setter("scaling", "tiny-scaling", "budgets", [{"flops": "1e12", "depths": [1, 2, 3]}]),
                                 "sweeps.scaling.tiny-scaling.budgets.0.flops: '1e12' is not of type 'number'"),
@@ -92,9 +92,9 @@ def test_bad_sweeps_are_refused_naming_the_key(case):
 
 def test_a_budget_under_one_step_fails_the_dry_run_naming_the_sweep(tmp_path):
     work = workflow_copy(tmp_path)
-    (work / "small.yaml").write_text("sweeps:\n  scaling:\n    tiny-scaling:\n      budgets: [{flops: 1.0e+10, depths: [1, 2, 3]}]\n")
+    (work / "small.yaml").write_text("sweeps:\n  scaling:\n    tiny-scaling:\n      budgets: [{flops: 4.0e+9, depths: [1, 2, 3]}]\n")
     status, out = dry_run(work, "results/scaling/tiny-scaling.csv", "--configfile", "config/config.yaml", "small.yaml")
     assert status != 0
-    assert "sweeps.scaling.tiny-scaling.budgets.0: run tiny-scaling-1e10-d3: target_flops 1e+10 is less than one step of depth 3" in out
+    assert "sweeps.scaling.tiny-scaling.budgets.0: run tiny-scaling-4e9-d3: target_flops 4e+09 is less than one step of depth 3" in out
     status, out = dry_run(work, "results/series/tiny-seires.csv")
     assert status != 0 and "series sweep 'tiny-seires' is not in the config (known: d-series, tiny-series)" in out
