@@ -90,3 +90,20 @@ def test_sweep_plots_have_no_overlapping_text(kind, request, tmp_path):
     out = tmp_path / f"{kind}.png"
     plots.main([kind, "--csv", str(csv), "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_scaling_sweep_without_an_optimum_inside_its_sizes_still_plots(tmp_path):
+    """Every budget's best size below the smallest tried (a sweep that needs more compute): the
+    isoFLOP panel is drawn, the power-law panels say there is nothing to fit (they crashed on log axes)."""
+    runs = {}
+    for budget in (1e14, 2e14, 4e14):
+        centre = K * budget**A
+        for depth, factor in enumerate((8.0, 16.0, 32.0), start=1):
+            runs[f"s-{budget:.0e}-d{depth}"] = checkpoint(tmp_path, f"s-{budget:.0e}-d{depth}", depth, int(centre * factor), budget, step_tokens=64)
+    csv = tmp_path / "scaling.csv"
+    sweep.main(["scaling", "--runs", json.dumps(runs), "--out", str(csv)])
+    fig = plots.plot_scaling(argparse.Namespace(csv=str(csv)))
+    texts = [t.get_text() for t in fig.axes[1].texts + fig.axes[2].texts]
+    assert len(texts) == 2 and all("no power law to fit" in t for t in texts)
+    assert overlapping_texts(fig) == []
+

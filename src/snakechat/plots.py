@@ -262,6 +262,10 @@ def plot_scaling(args):
     axes[0].get_legend().remove()
     fig.legend(handles, labels, loc="outside upper center", title="budget", ncol=min(6, len(labels)))
     for ax, column, law, name in ((axes[1], "params", "params_opt ∝ C^a", "parameters"), (axes[2], "tokens", "tokens_opt ∝ C^b", "training tokens")):
+        if optima.empty:  # no budget's optimum lies within its sizes: nothing to fit or draw on log axes
+            ax.text(0.5, 0.5, "no budget's optimum lies\nwithin the sizes it tried:\nno power law to fit", ha="center", va="center", transform=ax.transAxes)
+            ax.set(xticks=[], yticks=[], title=f"optimal {name} against compute")
+            continue
         ax.plot(optima["budget"], optima[column], "o", color="tab:blue", label="isoFLOP optimum (within the sizes)")
         if law in laws.index:
             exponent, err, log_k = laws.loc[law, ["exponent", "exponent_err", "log10_coefficient"]]
