@@ -26,6 +26,7 @@ NOT_RUN = {
     "snakemake --profile profiles/slurm results/": "a real cluster run (tests/test_slurm.py)",
     "snakemake --profile profiles/local results/": "a real build (tests/test_export_hf.py)",
     "snakemake --report": "needs a built pipeline (tests/test_pipeline.py)",
+    "snakemake --cores 2 results/plots/": "trains a sweep's runs (tests/test_sweeps.py builds smaller ones)",
 }
 
 
