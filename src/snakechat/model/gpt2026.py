@@ -22,13 +22,13 @@ next one); the model reads and updates it.
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snakechat.model.gpt import MLP, ROPE_LENGTH_FACTOR, norm, rotary_tables, softcap
+from snakechat.model.gpt import MLP, ROPE_LENGTH_FACTOR, GPTConfig, norm, rotary_tables, softcap
 
 RECIPE = "nanochat-2026-07"
 ROPE_BASE = 100000.0
@@ -40,18 +40,12 @@ VE_GATE_RANGE = 3.0
 
 
 @dataclass
-class GPT2026Config:
+class GPT2026Config(GPTConfig):
+    """The 2025 model's shape fields (a 2048-token context by default), its window pattern and recipe."""
+
     sequence_len: int = 2048
-    vocab_size: int = 32768
-    n_layer: int = 12
-    n_head: int = 6
-    n_kv_head: int = 6
-    n_embd: int = 768
     window_pattern: str = "SSSL"
     recipe: str = RECIPE
-
-    def to_dict(self):
-        return asdict(self)
 
 
 def padded_vocab(vocab_size):
